@@ -1,0 +1,42 @@
+"""The rlft home directory: one place for all state (database, image pool, caches, rewards, runs).
+
+Resolution order: an explicit argument, then `RLFT_HOME`, then the per-user data dir
+(`$XDG_DATA_HOME/rlft`, default `~/.local/share/rlft`). The database URL likewise comes from
+`RLFT_DB` or defaults to the SQLite file `prefs.sqlite` inside the home.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "RLFT_HOME"
+DB_ENV = "RLFT_DB"
+
+
+def home_dir(home: str | os.PathLike | None = None, create: bool = True) -> Path:
+    """Return the home directory, creating it unless `create` is False."""
+    if home is None:
+        home = os.environ.get(HOME_ENV)
+    if home is None:
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        home = os.path.join(base, "rlft")
+    path = Path(home).expanduser().resolve()
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_url(url: str | None = None, home: str | os.PathLike | None = None) -> str:
+    """Return the database URL: explicit, else `RLFT_DB`, else the SQLite file in the home."""
+    url = url or os.environ.get(DB_ENV)
+    if url:
+        return url
+    return f"sqlite:///{home_dir(home) / 'prefs.sqlite'}"
+
+
+def subdir(name: str, home: str | os.PathLike | None = None) -> Path:
+    """A named folder inside the home (`pool`, `cache`, `rewards`, `runs`, ...), created on demand."""
+    path = home_dir(home) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,3 @@
+from rlft.cli import run
+
+run()
