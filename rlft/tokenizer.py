@@ -2,27 +2,41 @@
 
 OpenAI's CLIP tokenizer (used by every SD 1.x text encoder) is a byte-level BPE with 49,408 ids:
 256 byte symbols, the same 256 with an end-of-word marker, 48,894 merges, and two special tokens.
-open_clip carries the merge list as `bpe_simple_vocab_16e6.txt.gz`; from it we write the `vocab.json`
-and `merges.txt` that `transformers.CLIPTokenizer` reads, with no download.
+open_clip carries the merge list as `bpe_simple_vocab_16e6.txt.gz`; from it we build the vocabulary
+and merges that `transformers.CLIPTokenizer` takes, with no download.
+
+transformers 5's `CLIPTokenizer` runs only NFC + whitespace + lowercase, while OpenAI's and open_clip's
+tokenizers first run `ftfy.fix_text` and HTML unescaping, so curly quotes, ligatures or `&amp;` got other
+ids than the text encoder was trained on. `FtfyCLIPTokenizer` adds that cleaning in front; it saves as a
+plain `CLIPTokenizer` (so a saved pipeline folder loads in stock diffusers), and `use_ftfy_tokenizer`
+puts it into a loaded pipeline.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import html
+import importlib.util
 import json
 import os
 from pathlib import Path
 
+import ftfy
+from transformers import CLIPTokenizer
+
 VOCAB_SIZE = 49408
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 N_MERGES = VOCAB_SIZE - 256 - 256 - 2  # 48,894
+MAX_LENGTH = 77  # CLIP's context length: 75 tokens plus BOS and EOS
 
 
 def _bpe_path() -> Path:
-    import open_clip.tokenizer
-
-    return Path(open_clip.tokenizer.default_bpe())
+    # Located without importing open_clip, which would pull in torch and cost ~1 s.
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("open_clip_torch is not installed; it ships the CLIP BPE vocabulary")
+    return Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,9 +53,13 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def vocab_and_merges(bpe_path: str | os.PathLike | None = None) -> tuple[dict[str, int], list[str]]:
-    """The CLIP vocabulary (token -> id) and merge list, exactly as OpenAI's tokenizer builds them."""
-    with gzip.open(bpe_path or _bpe_path(), "rt", encoding="utf-8") as f:
+@functools.lru_cache(maxsize=1)
+def _vocab_and_merges_cached() -> tuple[dict[str, int], list[str]]:
+    return _read_vocab_and_merges(_bpe_path())
+
+
+def _read_vocab_and_merges(bpe_path) -> tuple[dict[str, int], list[str]]:
+    with gzip.open(bpe_path, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     merges = lines[1 : N_MERGES + 1]  # line 0 is a version header
     symbols = list(_bytes_to_unicode().values())
@@ -51,11 +69,55 @@ def vocab_and_merges(bpe_path: str | os.PathLike | None = None) -> tuple[dict[st
     return {tok: i for i, tok in enumerate(vocab)}, merges
 
 
+def vocab_and_merges(bpe_path: str | os.PathLike | None = None) -> tuple[dict[str, int], list[str]]:
+    """The CLIP vocabulary (token -> id) and merge list, exactly as OpenAI's tokenizer builds them."""
+    if bpe_path is not None:
+        return _read_vocab_and_merges(bpe_path)
+    vocab, merges = _vocab_and_merges_cached()
+    return dict(vocab), list(merges)
+
+
+def clean_text(text: str) -> str:
+    """OpenAI CLIP's text cleaning (open_clip's default `lower`): ftfy, HTML unescape, whitespace, lowercase."""
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return " ".join(text.split()).lower()
+
+
+class FtfyCLIPTokenizer(CLIPTokenizer):
+    """A `CLIPTokenizer` that cleans text as OpenAI CLIP and open_clip do before encoding.
+
+    Saved folders name the plain `CLIPTokenizer` class, so they load anywhere; the cleaning is added back
+    by loading through `rlft.load_pipeline` (or `use_ftfy_tokenizer`).
+    """
+
+    def _encode_plus(self, text, text_pair=None, *args, is_split_into_words: bool = False, **kwargs):
+        if not is_split_into_words:
+            text, text_pair = _clean(text), _clean(text_pair)
+        return super()._encode_plus(text, text_pair, *args, is_split_into_words=is_split_into_words, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        config_path = Path(save_directory) / "tokenizer_config.json"
+        if config_path.exists():
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            config["tokenizer_class"] = "CLIPTokenizer"  # stock transformers can load it without rlft
+            config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return files
+
+
+def _clean(text):
+    if text is None:
+        return None
+    if isinstance(text, str):
+        return clean_text(text)
+    return [_clean(t) for t in text]  # a batch of strings, or of (text, pair) tuples
+
+
 def write_tokenizer_files(folder: str | os.PathLike) -> Path:
     """Write `vocab.json`, `merges.txt` and the special-token config that `CLIPTokenizer` loads from."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = vocab_and_merges()
+    vocab, merges = _vocab_and_merges_cached()
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     (folder / "special_tokens_map.json").write_text(
@@ -65,7 +127,7 @@ def write_tokenizer_files(folder: str | os.PathLike) -> Path:
         json.dumps(
             {
                 "tokenizer_class": "CLIPTokenizer",
-                "model_max_length": 77,
+                "model_max_length": MAX_LENGTH,
                 "bos_token": BOS,
                 "eos_token": EOS,
                 "unk_token": EOS,
@@ -78,15 +140,34 @@ def write_tokenizer_files(folder: str | os.PathLike) -> Path:
     return folder
 
 
-@functools.lru_cache(maxsize=1)
-def _cached_dir() -> Path:
-    import tempfile
+def clip_tokenizer(model_max_length: int = MAX_LENGTH) -> FtfyCLIPTokenizer:
+    """A `CLIPTokenizer` with OpenAI CLIP's 49,408 ids and its ftfy cleaning, built offline.
 
-    return write_tokenizer_files(Path(tempfile.mkdtemp(prefix="rlft-clip-tokenizer-")))
+    Padding uses `<|endoftext|>`, as SD 1.x does.
+    """
+    vocab, merges = _vocab_and_merges_cached()
+    return FtfyCLIPTokenizer(
+        vocab=dict(vocab), merges=[tuple(m.split()) for m in merges], bos_token=BOS, eos_token=EOS, unk_token=EOS, pad_token=EOS,
+        model_max_length=model_max_length,
+    )
 
 
-def clip_tokenizer(model_max_length: int = 77):
-    """A `transformers.CLIPTokenizer` with OpenAI CLIP's 49,408 ids, built offline."""
-    from transformers import CLIPTokenizer
+def as_ftfy_tokenizer(tokenizer):
+    """The same tokenizer with CLIP's ftfy cleaning added; other tokenizer classes are returned as they are."""
+    if type(tokenizer) is CLIPTokenizer:
+        # Same state, one extra method: swapping the class avoids re-reading the 49k-token vocabulary.
+        tokenizer.__class__ = FtfyCLIPTokenizer
+    return tokenizer
 
-    return CLIPTokenizer.from_pretrained(str(_cached_dir()), model_max_length=model_max_length)
+
+def use_ftfy_tokenizer(pipe):
+    """Give a diffusers pipeline's CLIP tokenizer the ftfy cleaning, and keep its saved form a plain one.
+
+    diffusers records each component's (library, class) in `model_index.json`; we record the stock
+    `("transformers", "CLIPTokenizer")` so that a folder saved from `pipe` loads without rlft.
+    """
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if isinstance(tokenizer, CLIPTokenizer):
+        as_ftfy_tokenizer(tokenizer)
+        pipe.register_to_config(tokenizer=("transformers", "CLIPTokenizer"))
+    return pipe
