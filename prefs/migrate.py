@@ -1,0 +1,93 @@
+"""Schema versions: apply the Alembic migrations shipped inside the package, check a database's revision.
+
+No alembic.ini is needed: the configuration is built here and points at `prefs/migrations`. A fresh (empty)
+database is created at the newest revision on first open; an older one is upgraded only on request
+(`rlft db upgrade`, or `open_store(upgrade=True)`), because an upgrade rewrites tables that hold a person's
+judgements and they may want a backup first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, inspect
+
+from prefs.errors import UserError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+UPGRADE_COMMAND = "rlft db upgrade"
+
+
+class SchemaError(UserError):
+    """The database's schema revision does not match this version of rlft."""
+
+
+def _config(connection=None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision this rlft knows."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def known_revisions() -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    return [s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()]
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision, or None for a database that has never been migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Upgrade the database to `revision` (default: newest); returns (before, after)."""
+    from alembic import command
+
+    before = current_revision(engine)
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), revision)
+    return before, current_revision(engine)
+
+
+def ensure_current(engine: Engine, upgrade_old: bool = False) -> None:
+    """Create a fresh database, upgrade an old one if asked, else say exactly what to run.
+
+    Raises SchemaError for an old database (unless `upgrade_old`), one from a newer rlft, or a database
+    that has tables but no revision (not made by rlft).
+    """
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    url = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        tables = set(inspect(engine).get_table_names())
+        if tables & {"images", "comparisons", "raters"}:
+            raise SchemaError(f"database {url} has preference tables but no schema revision; it was not made by rlft")
+        upgrade(engine)
+        return
+    if current not in known_revisions():
+        raise SchemaError(
+            f"database {url} is at schema revision {current}, newer than this rlft knows (newest {head}); upgrade rlft"
+        )
+    if upgrade_old:
+        upgrade(engine)
+        return
+    raise SchemaError(
+        f"database {url} is at schema revision {current}, this rlft needs {head}: run `{UPGRADE_COMMAND}` "
+        "(back up the database file first if you like; upgrades keep every row)"
+    )

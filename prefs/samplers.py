@@ -1,0 +1,361 @@
+"""Pair selection: which two images a rater sees next. Strategies are pluggable and mix by weight.
+
+A strategy is a function `fn(ctx: PairContext) -> Candidate | None` registered under a name with
+`@register_strategy("name")`. It returns two image ids (any order: `next_pair` randomises the sides), the
+predicted P(first beats second) when it has one, or None when it has nothing to offer (then the next
+strategy of the mix is tried). `PairContext` gives it the open connection, the rater, a seeded RNG, the
+scorer, and helpers that already respect the rules every strategy must keep:
+
+- never an image against itself, never an image flagged broken;
+- never a pair this rater already judged (undone judgements don't count), except `repeat`, which exists to
+  show a judged pair again and measure self-consistency.
+
+Built in: `random`, `same_prompt`, `balanced`, `uncertain` (needs a scorer) and `repeat`.
+
+## The scorer protocol (for `uncertain`)
+
+    scorer(images: list[prefs.models.Image]) -> (means, stds)
+
+`means[i]` is image i's utility on the Bradley-Terry logit scale (P(i beats j) = sigmoid(m_i - m_j)), and
+`stds[i]` its uncertainty on the same scale (for an ensemble: the standard deviation of the members'
+utilities), or `stds` is None for a point estimate. Both are sequences of floats as long as `images`. The
+images are detached rows: use `image.sha256` as a cache key and `Store.image_path(image)` to read pixels.
+`uncertain` scores `UNCERTAIN_CANDIDATES` random images per call and picks the unjudged pair whose
+moderated win probability sigmoid(dm / sqrt(1 + pi * (s_a^2 + s_b^2) / 8)) is closest to 0.5: pairs the
+model can't separate, and pairs the ensemble disagrees about (a large std pulls the probability toward
+0.5). Wrap an expensive scorer in `ScoreCache` so each image is scored once; `ScoreTable` serves a
+precomputed `{sha256: (mean, std)}` table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from typing import Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import Session
+
+from prefs.errors import UserError
+from prefs.models import Comparison, Image
+
+Candidate = tuple[int, int, "float | None"]
+DEFAULT_REPEAT_SHARE = 0.05  # share of pairs shown again to measure a rater's self-consistency
+RANDOM_TRIES = 30  # random draws before falling back to enumerating a small pool
+EXHAUSTIVE_MAX_IMAGES = 600  # enumerate all pairs when the pool is this small (up to ~180k pairs)
+UNCERTAIN_CANDIDATES = 48  # images scored per `uncertain` call: 1,128 pairs to rank
+REPEAT_MIN_GAP = 10  # a repeated pair is at least this many votes old, so the rater doesn't remember it
+BALANCED_POOL = 64  # the least-judged images among which `balanced` pairs
+
+
+class NoPairError(UserError):
+    """No pair can be shown: too few usable images, or the rater has judged every pair."""
+
+
+class Scorer(Protocol):
+    """Scores images for `uncertain`; see the module docstring for the contract."""
+
+    def __call__(self, images: list[Image]) -> tuple[Sequence[float], Sequence[float] | None]: ...
+
+
+class ScoreTable:
+    """A scorer backed by a precomputed `{sha256: (mean, std)}` table (unknown images score (0, 1))."""
+
+    def __init__(self, table: Mapping[str, tuple[float, float]], default: tuple[float, float] = (0.0, 1.0)):
+        self.table = dict(table)
+        self.default = default
+
+    def __call__(self, images):
+        rows = [self.table.get(im.sha256, self.default) for im in images]
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+
+class ScoreCache:
+    """Memoises a scorer per image sha256, so each image is scored once (call `clear()` after refitting)."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+        self.table: dict[str, tuple[float, float]] = {}
+
+    def clear(self) -> None:
+        self.table.clear()
+
+    def __call__(self, images):
+        missing = [im for im in images if im.sha256 not in self.table]
+        if missing:
+            means, stds = self.scorer(missing)
+            stds = stds if stds is not None else [0.0] * len(missing)
+            for im, m, s in zip(missing, means, stds):
+                self.table[im.sha256] = (float(m), float(s))
+        rows = [self.table[im.sha256] for im in images]
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+
+@dataclasses.dataclass
+class PairContext:
+    """What a strategy may use. `rater_id` is None for a rater who has not voted yet."""
+
+    conn: Connection
+    rater_id: int | None
+    rng: random.Random
+    scorer: Scorer | None = None
+
+    # -- helpers every strategy should use, so the rules hold -----------------------------------------
+    def judged(self, x: int, y: int) -> bool:
+        """Has this rater a standing (not undone) judgement of the pair {x, y}?"""
+        if self.rater_id is None:
+            return False
+        q = (
+            select(Comparison.id)
+            .where(
+                Comparison.rater_id == self.rater_id,
+                Comparison.image_a_id.in_((x, y)),
+                Comparison.image_b_id.in_((x, y)),
+                Comparison.undone_at.is_(None),
+            )
+            .limit(1)
+        )
+        return self.conn.execute(q).first() is not None
+
+    def ok(self, x: int | None, y: int | None) -> bool:
+        return x is not None and y is not None and x != y and not self.judged(x, y)
+
+    def load_images(self, ids: Sequence[int]) -> dict[int, Image]:
+        """Image rows by id (detached: safe to keep and hand to a scorer)."""
+        with Session(bind=self.conn, expire_on_commit=False) as s:
+            rows = s.scalars(select(Image).where(Image.id.in_(list(ids)))).all()
+            s.expunge_all()
+        return {im.id: im for im in rows}
+
+    def id_range(self) -> tuple[int, int] | None:
+        lo, hi = self.conn.execute(select(func.min(Image.id), func.max(Image.id))).one()
+        return None if lo is None else (lo, hi)
+
+    def random_image(self, id_range: tuple[int, int] | None = None) -> int | None:
+        """A random usable image id (the first usable id at or after a uniform draw: O(log n), near-uniform)."""
+        id_range = id_range or self.id_range()
+        if id_range is None:
+            return None
+        r = self.rng.randint(*id_range)
+        usable = Image.broken_at.is_(None)
+        row = self.conn.execute(select(Image.id).where(Image.id >= r, usable).order_by(Image.id).limit(1)).first()
+        if row is None:  # wrap around
+            row = self.conn.execute(select(Image.id).where(usable).order_by(Image.id).limit(1)).first()
+        return row[0] if row else None
+
+    def usable_ids(self, limit: int) -> list[int] | None:
+        """All usable image ids when there are at most `limit` of them, else None."""
+        rows = self.conn.execute(select(Image.id).where(Image.broken_at.is_(None)).limit(limit + 1)).scalars().all()
+        return None if len(rows) > limit else list(rows)
+
+    def unjudged_pair_among(self, ids: Sequence[int]) -> Candidate | None:
+        """A uniformly random unjudged pair among `ids` (enumerates; for small sets)."""
+        ids = list(ids)
+        if len(ids) < 2:
+            return None
+        done: set[tuple[int, int]] = set()
+        if self.rater_id is not None:
+            q = select(Comparison.image_a_id, Comparison.image_b_id).where(
+                Comparison.rater_id == self.rater_id, Comparison.undone_at.is_(None)
+            )
+            if len(ids) <= 500:
+                q = q.where(Comparison.image_a_id.in_(ids), Comparison.image_b_id.in_(ids))
+            done = {(min(a, b), max(a, b)) for a, b in self.conn.execute(q)}
+        ids.sort()
+        free = [(x, y) for i, x in enumerate(ids) for y in ids[i + 1:] if (x, y) not in done]
+        if not free:
+            return None
+        x, y = self.rng.choice(free)
+        return x, y, None
+
+
+StrategyFn = Callable[[PairContext], "Candidate | None"]
+STRATEGIES: dict[str, StrategyFn] = {}
+
+
+def register_strategy(name: str):
+    """Decorator: register `fn(ctx) -> Candidate | None` as a pair-selection strategy called `name`."""
+
+    def deco(fn: StrategyFn) -> StrategyFn:
+        STRATEGIES[name] = fn
+        return fn
+
+    return deco
+
+
+@register_strategy("random")
+def random_pair(ctx: PairContext) -> Candidate | None:
+    """Two uniformly random usable images."""
+    id_range = ctx.id_range()
+    if id_range is None:
+        return None
+    for _ in range(RANDOM_TRIES):
+        x, y = ctx.random_image(id_range), ctx.random_image(id_range)
+        if ctx.ok(x, y):
+            return x, y, None
+    small = ctx.usable_ids(EXHAUSTIVE_MAX_IMAGES)
+    return ctx.unjudged_pair_among(small) if small is not None else None
+
+
+@register_strategy("same_prompt")
+def same_prompt_pair(ctx: PairContext) -> Candidate | None:
+    """Two images of one prompt (seeds/variants), as preference datasets compare them.
+
+    Draws a random image and pairs it with a sibling of the same prompt, so prompts with more images are
+    compared more often. Returns None when no prompt has an unjudged pair within the tries.
+    """
+    id_range = ctx.id_range()
+    if id_range is None:
+        return None
+    for _ in range(RANDOM_TRIES):
+        x = ctx.random_image(id_range)
+        if x is None:
+            return None
+        h = ctx.conn.execute(select(Image.prompt_hash).where(Image.id == x)).scalar_one()
+        siblings = ctx.conn.execute(
+            select(Image.id).where(Image.prompt_hash == h, Image.id != x, Image.broken_at.is_(None)).limit(200)
+        ).scalars().all()
+        ctx.rng.shuffle(siblings := list(siblings))
+        for y in siblings[:8]:
+            if ctx.ok(x, y):
+                return x, y, None
+    return None
+
+
+@register_strategy("balanced")
+def balanced_pair(ctx: PairContext) -> Candidate | None:
+    """A pair among the least-judged images, so every image's judgement count grows evenly."""
+    ids = ctx.conn.execute(
+        select(Image.id).where(Image.broken_at.is_(None)).order_by(Image.n_judgements, Image.id).limit(BALANCED_POOL)
+    ).scalars().all()
+    ids = list(ids)
+    if len(ids) < 2:
+        return None
+    for _ in range(RANDOM_TRIES):
+        x, y = ctx.rng.sample(ids, 2)
+        if ctx.ok(x, y):
+            return x, y, None
+    return ctx.unjudged_pair_among(ids)
+
+
+def moderated_p(mean_a: float, mean_b: float, std_a: float = 0.0, std_b: float = 0.0) -> float:
+    """P(a beats b) averaged over Gaussian utility uncertainty (MacKay's probit approximation)."""
+    kappa = 1.0 / math.sqrt(1.0 + math.pi * (std_a**2 + std_b**2) / 8.0)
+    return 1.0 / (1.0 + math.exp(-(mean_a - mean_b) * kappa))
+
+
+@register_strategy("uncertain")
+def uncertain_pair(ctx: PairContext) -> Candidate | None:
+    """The unjudged pair, among random candidates, whose predicted win probability is closest to 0.5."""
+    if ctx.scorer is None:
+        raise UserError("the 'uncertain' strategy needs a scorer (a reward model); pass scorer=... to next_pair")
+    id_range = ctx.id_range()
+    if id_range is None:
+        return None
+    ids = list(dict.fromkeys(i for i in (ctx.random_image(id_range) for _ in range(UNCERTAIN_CANDIDATES)) if i is not None))
+    if len(ids) < 2:
+        return None
+    rows = ctx.load_images(ids)
+    images = [rows[i] for i in ids]
+    means, stds = ctx.scorer(images)
+    m = np.asarray(means, dtype=float)
+    s = np.zeros_like(m) if stds is None else np.asarray(stds, dtype=float)
+    if m.shape != (len(images),) or s.shape != m.shape:
+        raise ValueError(f"scorer returned {m.shape} means and {s.shape} stds for {len(images)} images")
+    kappa = 1.0 / np.sqrt(1.0 + np.pi * (s[:, None] ** 2 + s[None, :] ** 2) / 8.0)
+    p = 1.0 / (1.0 + np.exp(-(m[:, None] - m[None, :]) * kappa))
+    gap = np.abs(p - 0.5)
+    iu, ju = np.triu_indices(len(ids), 1)
+    order = np.argsort(gap[iu, ju], kind="stable")
+    for k in order[:50]:
+        i, j = int(iu[k]), int(ju[k])
+        if ctx.ok(ids[i], ids[j]):
+            return ids[i], ids[j], float(p[i, j])
+    return None
+
+
+@register_strategy("repeat")
+def repeat_pair(ctx: PairContext) -> Candidate | None:
+    """A pair this rater judged (a/b/tie) at least REPEAT_MIN_GAP votes ago, shown again."""
+    if ctx.rater_id is None:
+        return None
+    mine = Comparison.rater_id == ctx.rater_id
+    newest_allowed = ctx.conn.execute(
+        select(Comparison.id).where(mine).order_by(Comparison.id.desc()).offset(REPEAT_MIN_GAP).limit(1)
+    ).scalar()
+    if newest_allowed is None:
+        return None
+    lo = ctx.conn.execute(select(func.min(Comparison.id)).where(mine)).scalar()
+    ImA, ImB = Image.__table__.alias("ia"), Image.__table__.alias("ib")
+    for _ in range(10):
+        r = ctx.rng.randint(lo, newest_allowed)
+        row = ctx.conn.execute(
+            select(Comparison.image_a_id, Comparison.image_b_id)
+            .join(ImA, ImA.c.id == Comparison.image_a_id)
+            .join(ImB, ImB.c.id == Comparison.image_b_id)
+            .where(
+                mine,
+                Comparison.id >= r,
+                Comparison.id <= newest_allowed,
+                Comparison.undone_at.is_(None),
+                Comparison.outcome.in_(("a", "b", "tie")),
+                ImA.c.broken_at.is_(None),
+                ImB.c.broken_at.is_(None),
+            )
+            .order_by(Comparison.id)
+            .limit(1)
+        ).first()
+        if row is not None:
+            return row[0], row[1], None
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------
+# Mixing
+
+
+def parse_mix(spec: str | Mapping[str, float] | None, default: Mapping[str, float]) -> dict[str, float]:
+    """Turn `"uncertain:0.7,balanced:0.25,repeat:0.05"`, `"random"` or a dict into normalised weights.
+
+    Unknown names and non-positive or non-numeric weights raise UserError listing the valid names.
+    """
+    if spec is None or spec == "":
+        return dict(default)
+    if isinstance(spec, str):
+        weights: dict[str, float] = {}
+        for part in spec.split(","):
+            name, _, w = part.strip().partition(":")
+            try:
+                weights[name.strip()] = float(w) if w else 1.0
+            except ValueError:
+                raise UserError(f"bad weight {w!r} for strategy {name!r}: write NAME:WEIGHT, e.g. uncertain:0.7") from None
+    else:
+        weights = {str(k): float(v) for k, v in spec.items()}
+    unknown = [n for n in weights if n not in STRATEGIES]
+    if unknown:
+        raise UserError(f"unknown pair strategy {unknown[0]!r}; valid: {', '.join(sorted(STRATEGIES))}")
+    if any(not math.isfinite(w) or w <= 0 for w in weights.values()):
+        raise UserError(f"strategy weights must be positive numbers, got {weights}")
+    total = sum(weights.values())
+    return {n: w / total for n, w in weights.items()}
+
+
+def choose(ctx: PairContext, mix: Mapping[str, float]) -> tuple[str, Candidate]:
+    """Draw a strategy by weight and run it; if it has nothing, try the others (heaviest first), then random.
+
+    Raises NoPairError when no strategy finds a pair.
+    """
+    names = list(mix)
+    first = ctx.rng.choices(names, weights=[mix[n] for n in names])[0]
+    order = [first] + sorted((n for n in names if n != first), key=lambda n: -mix[n])
+    if "random" not in order:
+        order.append("random")
+    for name in order:
+        if name == "repeat" and name != first:
+            continue  # repeats are a deliberate share, not a fallback: a fallback repeat breaks "never twice"
+        found = STRATEGIES[name](ctx)
+        if found is not None:
+            return name, found
+    raise NoPairError("no new pair to show: the pool has fewer than 2 usable images, or this rater has judged every pair")

@@ -1,0 +1,445 @@
+"""The preference store: the image pool and every judgement, behind one `Store` object.
+
+Open it with `prefs.open_store()`; all methods are thread-safe (each call uses its own short transaction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from prefs import samplers
+from prefs.engine import WRITE, make_engine
+from prefs.errors import NotFoundError, UserError
+from prefs.home import db_url, subdir
+from prefs.migrate import ensure_current
+from prefs.models import ORIGINS, OUTCOMES, Comparison, Image, Rater, Round, utcnow
+from prefs.pool import ImageFile, Limits, load_image_file, pool_path, store_file
+from prefs.records import Judgement, Pair
+
+DEFAULT_RATER = "default"
+RETRIES = 8  # transient conflicts (a racing insert of the same rater, a PostgreSQL deadlock) are retried
+
+
+class ConflictError(UserError):
+    """A client_vote_id was reused for a different judgement."""
+
+
+@dataclasses.dataclass
+class NewImage:
+    """An image to add, with its metadata (see `Store.add_image` for the fields)."""
+
+    file: ImageFile
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int | None = None
+    model: str | None = None
+    lora: str | None = None
+    params: dict[str, Any] | None = None
+    origin: str = "generated"
+    caption_source: str | None = None
+    source_path: str | None = None
+
+
+def prompt_hash(prompt: str) -> str:
+    """The 16-hex-digit key images are grouped by for `same_prompt`."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+def _is_transient(e: DBAPIError) -> bool:
+    text = str(e.orig).lower() if e.orig is not None else str(e).lower()
+    return any(s in text for s in ("database is locked", "deadlock", "could not serialize", "unique", "duplicate key"))
+
+
+class Store:
+    """The image pool and judgements. Create with `prefs.open_store(url)`."""
+
+    def __init__(self, engine: Engine, pool_dir: Path, seed: int | None = None):
+        self.engine = engine
+        self._write_engine = engine.execution_options(**WRITE)
+        self.pool_dir = Path(pool_dir)
+        self._rng = random.Random(seed)
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    def _read(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _write(self, fn):
+        """Run `fn(session)` in one write transaction, retrying transient conflicts."""
+        for attempt in range(RETRIES):
+            try:
+                with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
+                    return fn(s)
+            except (IntegrityError, OperationalError) as e:
+                if attempt == RETRIES - 1 or not _is_transient(e):
+                    raise
+                time.sleep(0.005 * (2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- images -----------------------------------------------------------------------------------------
+    def add_image(
+        self,
+        data_or_path: bytes | str | os.PathLike | Any,
+        *,
+        prompt: str = "",
+        negative_prompt: str = "",
+        seed: int | None = None,
+        model: str | None = None,
+        lora: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        origin: str = "generated",
+        caption_source: str | None = None,
+        limits: Limits = Limits(),
+    ) -> Image:
+        """Add one image to the pool and return its row (the existing row if the same bytes are there).
+
+        `data_or_path`: the encoded file's bytes, a path to a PNG/JPEG/WebP file, or a PIL image (stored as
+        PNG, keeping a `parameters` text in `image.info`). `prompt`/`negative_prompt`/`seed`: how it was
+        generated; `model`: the model spec; `lora`: the LoRA or training-run id applied, if any; `params`:
+        any other generation settings (JSON-serialisable); `origin`: "generated" or "imported";
+        `caption_source`: where the prompt came from (e.g. "generate", "a1111", "sidecar", "cli").
+        Metadata of an image already in the pool is not changed. The returned row's `sha256` is the image's
+        id everywhere else in the API. Raises ImageError for corrupt/oversized files, UserError for a bad
+        origin.
+        """
+        file = load_image_file(data_or_path, limits)
+        new = NewImage(file, prompt, negative_prompt, seed, model, lora, dict(params) if params else None, origin, caption_source)
+        return self.add_images([new])[0][0]
+
+    def add_images(self, images: Sequence[NewImage]) -> list[tuple[Image, bool]]:
+        """Add a batch in one transaction (all or nothing); returns (row, created) per input, in order."""
+        for im in images:
+            if im.origin not in ORIGINS:
+                raise UserError(f"unknown image origin {im.origin!r}; valid: {', '.join(ORIGINS)}")
+        for im in images:  # files first: a row never points at a missing file; an orphan file is harmless
+            store_file(self.pool_dir, im.file)
+
+        def tx(s: Session):
+            shas = list({im.file.sha256 for im in images})
+            existing = {r.sha256: r for r in s.scalars(select(Image).where(Image.sha256.in_(shas)))} if shas else {}
+            out = []
+            for im in images:
+                row = existing.get(im.file.sha256)
+                if row is not None:
+                    out.append((row, False))
+                    continue
+                row = Image(
+                    sha256=im.file.sha256, width=im.file.width, height=im.file.height, format=im.file.format,
+                    prompt=im.prompt or "", prompt_hash=prompt_hash(im.prompt or ""),
+                    negative_prompt=im.negative_prompt or "", seed=im.seed, model=im.model, lora=im.lora,
+                    params=im.params, origin=im.origin, caption_source=im.caption_source,
+                    source_path=im.source_path, n_judgements=0, created_at=utcnow(),
+                )
+                s.add(row)
+                existing[row.sha256] = row
+                out.append((row, True))
+            s.flush()
+            return out
+
+        return self._write(tx)
+
+    def get_image(self, sha256: str) -> Image:
+        """The image row for a sha256 (a unique prefix of at least 8 hex digits also works)."""
+        return self._resolve_images([sha256])[sha256]
+
+    def _resolve_images(self, refs: Sequence[str | Image], session: Session | None = None) -> dict[str, Image]:
+        keys = [r.sha256 if isinstance(r, Image) else str(r).lower() for r in refs]
+        s = session or self._read()
+        try:
+            full = [k for k in keys if len(k) == 64]
+            found = {r.sha256: r for r in s.scalars(select(Image).where(Image.sha256.in_(full)))} if full else {}
+            for k in keys:
+                if k in found:
+                    continue
+                if 8 <= len(k) < 64:
+                    rows = s.scalars(select(Image).where(Image.sha256.startswith(k)).limit(2)).all()
+                    if len(rows) == 1:
+                        found[k] = rows[0]
+                        continue
+                    if len(rows) > 1:
+                        raise UserError(f"image prefix {k!r} is ambiguous; give more digits")
+                raise NotFoundError(f"no image {k!r} in the pool (add it with `rlft import` or Store.add_image)")
+            return {k: found[k] for k in keys}
+        finally:
+            if session is None:
+                s.close()
+
+    def image_path(self, image: str | Image) -> Path:
+        """The file of an image in the pool (`home/pool/ab/abcdef....png`)."""
+        row = image if isinstance(image, Image) else self.get_image(image)
+        return pool_path(self.pool_dir, row.sha256, row.format)
+
+    def images(self, batch: int = 1000) -> Iterator[Image]:
+        """Every image row, oldest first (streamed in batches)."""
+        last = 0
+        while True:
+            with self._read() as s:
+                rows = s.scalars(select(Image).where(Image.id > last).order_by(Image.id).limit(batch)).all()
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1].id
+
+    def count_images(self) -> int:
+        with self._read() as s:
+            return s.scalar(select(func.count(Image.id)))
+
+    def mark_broken(self, image: str | Image, reason: str = "", broken: bool = True) -> None:
+        """Flag an image as broken (never shown in a pair again), or clear the flag with `broken=False`."""
+        row = self.get_image(image) if not isinstance(image, Image) else image
+        self._write(lambda s: s.execute(
+            update(Image).where(Image.id == row.id).values(
+                broken_at=utcnow() if broken else None, broken_reason=(reason or None) if broken else None)
+        ))
+
+    # -- judgements -------------------------------------------------------------------------------------
+    def record_comparison(
+        self,
+        image_a: str | Image,
+        image_b: str | Image,
+        outcome: str,
+        *,
+        rater: str = DEFAULT_RATER,
+        shown_left: str | None = "a",
+        client_vote_id: str | None = None,
+        decision_ms: int | None = None,
+        strategy: str | None = None,
+        predicted_p: float | None = None,
+        round: str | None = None,
+        created_at: dt.datetime | None = None,
+        undone_at: dt.datetime | None = None,
+    ) -> Judgement:
+        """Record one judgement of `image_a` vs `image_b` (sha256s or rows) in one transaction.
+
+        `outcome`: "a" or "b" (that image won), "tie", "both_bad", or "skip". `shown_left`: which of a/b
+        the rater saw on the left ("a", "b", or None if unknown). `client_vote_id`: a stable id from the
+        client (e.g. a UUID made when the pair was shown); recording the same id again returns the stored
+        judgement instead of a second row, so retries are safe; reusing it for a different judgement raises
+        ConflictError. Default: a fresh UUID. `decision_ms`: how long the rater took. `strategy`,
+        `predicted_p`: from the `Pair` that `next_pair` returned (P(a beats b)). `round`: a steering-loop
+        round name (created on first use). `created_at`/`undone_at`: only for imports of old judgements.
+        The rater is created on first use. Raises UserError (bad outcome/side/numbers, an image against
+        itself), NotFoundError (an image not in the pool), ConflictError.
+        """
+        if outcome not in OUTCOMES:
+            raise UserError(f"invalid outcome {outcome!r}; valid: {', '.join(OUTCOMES)}")
+        if shown_left not in (None, "a", "b"):
+            raise UserError(f"invalid shown_left {shown_left!r}; valid: a, b, or None")
+        if not rater or not str(rater).strip():
+            raise UserError("rater name must not be empty")
+        if decision_ms is not None and (not isinstance(decision_ms, int) or isinstance(decision_ms, bool) or decision_ms < 0):
+            raise UserError(f"decision_ms must be a non-negative integer, got {decision_ms!r}")
+        if predicted_p is not None and not (isinstance(predicted_p, (int, float)) and 0.0 <= predicted_p <= 1.0):
+            raise UserError(f"predicted_p must be a probability in [0, 1], got {predicted_p!r}")
+        vote_id = str(client_vote_id) if client_vote_id is not None else uuid.uuid4().hex
+        if not vote_id or len(vote_id) > 100:
+            raise UserError("client_vote_id must be 1 to 100 characters")
+        ref_a = image_a.sha256 if isinstance(image_a, Image) else str(image_a).lower()
+        ref_b = image_b.sha256 if isinstance(image_b, Image) else str(image_b).lower()
+        if ref_a == ref_b:
+            raise UserError("cannot compare an image with itself")
+
+        def tx(s: Session) -> Judgement:
+            found = self._resolve_images([ref_a, ref_b], session=s)
+            a, b = found[ref_a], found[ref_b]
+            if a.id == b.id:
+                raise UserError("cannot compare an image with itself")
+            rater_id = self._rater_id(s, rater, create=True)
+            old = s.execute(select(Comparison).where(Comparison.client_vote_id == vote_id)).scalar_one_or_none()
+            if old is not None:
+                if (old.image_a_id, old.image_b_id, old.outcome, old.rater_id) != (a.id, b.id, outcome, rater_id):
+                    raise ConflictError(f"client_vote_id {vote_id!r} was already used for a different judgement")
+                return self._judgement(s, old)
+            round_id = self._round_id(s, round) if round else None
+            row = Comparison(
+                client_vote_id=vote_id, image_a_id=a.id, image_b_id=b.id, shown_left=shown_left, outcome=outcome,
+                rater_id=rater_id, round_id=round_id, created_at=created_at or utcnow(), decision_ms=decision_ms,
+                strategy=strategy, predicted_p=None if predicted_p is None else float(predicted_p), undone_at=undone_at,
+            )
+            s.add(row)
+            s.flush()
+            if undone_at is None:
+                self._bump(s, (a.id, b.id), +1)
+            return Judgement(row.id, vote_id, rater, a.sha256, b.sha256, outcome, shown_left, row.created_at,
+                             decision_ms, strategy, row.predicted_p, undone_at, round)
+
+        return self._write(tx)
+
+    @staticmethod
+    def _bump(s: Session, ids: tuple[int, int], delta: int) -> None:
+        # Lock rows in id order: two transactions touching the same two images can't deadlock (PostgreSQL).
+        for image_id in sorted(ids):
+            s.execute(update(Image).where(Image.id == image_id).values(n_judgements=Image.n_judgements + delta))
+
+    @staticmethod
+    def _rater_id(s: Session, name: str, create: bool) -> int | None:
+        rid = s.scalar(select(Rater.id).where(Rater.name == name))
+        if rid is None and create:
+            rid = s.execute(insert(Rater).values(name=name, created_at=utcnow()).returning(Rater.id)).scalar_one()
+        return rid
+
+    @staticmethod
+    def _round_id(s: Session, name: str) -> int:
+        rid = s.scalar(select(Round.id).where(Round.name == name))
+        if rid is None:
+            rid = s.execute(insert(Round).values(name=name, created_at=utcnow()).returning(Round.id)).scalar_one()
+        return rid
+
+    @staticmethod
+    def _judgement(s: Session, c: Comparison) -> Judgement:
+        shas = dict(s.execute(select(Image.id, Image.sha256).where(Image.id.in_((c.image_a_id, c.image_b_id)))).all())
+        rater = s.scalar(select(Rater.name).where(Rater.id == c.rater_id))
+        round_name = s.scalar(select(Round.name).where(Round.id == c.round_id)) if c.round_id else None
+        return Judgement(c.id, c.client_vote_id, rater, shas[c.image_a_id], shas[c.image_b_id], c.outcome, c.shown_left,
+                         c.created_at, c.decision_ms, c.strategy, c.predicted_p, c.undone_at, round_name)
+
+    def undo_last(self, rater: str = DEFAULT_RATER) -> Judgement | None:
+        """Undo the rater's latest standing judgement (soft delete: sets `undone_at`); returns it, or None.
+
+        Calling it again undoes the one before. The pair becomes eligible to be shown again.
+        """
+
+        def tx(s: Session):
+            rid = self._rater_id(s, rater, create=False)
+            if rid is None:
+                return None
+            row = s.scalars(
+                select(Comparison).where(Comparison.rater_id == rid, Comparison.undone_at.is_(None))
+                .order_by(Comparison.id.desc()).limit(1)
+            ).first()
+            if row is None:
+                return None
+            row.undone_at = utcnow()
+            s.flush()
+            self._bump(s, (row.image_a_id, row.image_b_id), -1)
+            return self._judgement(s, row)
+
+        return self._write(tx)
+
+    def comparisons(self, include_undone: bool = False, rater: str | None = None, batch: int = 5000) -> Iterator[Judgement]:
+        """Every judgement in recording order (undone ones only with `include_undone`), streamed in batches."""
+        ia, ib = Image.__table__.alias("ia"), Image.__table__.alias("ib")
+        q = (
+            select(Comparison, ia.c.sha256, ib.c.sha256, Rater.name, Round.name)
+            .join(ia, ia.c.id == Comparison.image_a_id)
+            .join(ib, ib.c.id == Comparison.image_b_id)
+            .join(Rater, Rater.id == Comparison.rater_id)
+            .outerjoin(Round, Round.id == Comparison.round_id)
+            .order_by(Comparison.id)
+        )
+        if not include_undone:
+            q = q.where(Comparison.undone_at.is_(None))
+        if rater is not None:
+            q = q.where(Rater.name == rater)
+        last = 0
+        while True:
+            with self._read() as s:
+                rows = s.execute(q.where(Comparison.id > last).limit(batch)).all()
+            if not rows:
+                return
+            for c, sha_a, sha_b, rater_name, round_name in rows:
+                yield Judgement(c.id, c.client_vote_id, rater_name, sha_a, sha_b, c.outcome, c.shown_left, c.created_at,
+                                c.decision_ms, c.strategy, c.predicted_p, c.undone_at, round_name)
+            last = rows[-1][0].id
+
+    def raters(self) -> list[str]:
+        with self._read() as s:
+            return list(s.scalars(select(Rater.name).order_by(Rater.id)))
+
+    # -- pair selection ---------------------------------------------------------------------------------
+    def default_strategy(self) -> dict[str, float]:
+        """`same_prompt` when some prompt has several images, else `random`; plus the 5% `repeat` share."""
+        with self.engine.connect() as conn:
+            shared = conn.execute(
+                select(Image.prompt_hash).group_by(Image.prompt_hash).having(func.count(Image.id) > 1).limit(1)
+            ).first()
+        main = "same_prompt" if shared else "random"
+        return {main: 1 - samplers.DEFAULT_REPEAT_SHARE, "repeat": samplers.DEFAULT_REPEAT_SHARE}
+
+    def next_pair(
+        self,
+        rater: str = DEFAULT_RATER,
+        strategy: str | Mapping[str, float] | None = None,
+        *,
+        scorer: samplers.Scorer | None = None,
+        rng: random.Random | None = None,
+    ) -> Pair:
+        """Choose the next two images for `rater`, sides randomised (show `pair.a` left, `pair.b` right).
+
+        `strategy`: a name (`random`, `same_prompt`, `balanced`, `uncertain`, `repeat`, or any registered
+        with `prefs.samplers.register_strategy`), a weighted mix as text ("uncertain:0.7,balanced:0.25,
+        repeat:0.05") or a dict; default `default_strategy()`. `scorer`: needed by `uncertain` (see
+        `prefs.samplers` for the protocol). Never returns an image against itself, a broken image, or a
+        pair the rater already judged (except a `repeat`, flagged `pair.repeat`). Raises NoPairError
+        (a UserError) when nothing is left to show, UserError for an unknown strategy.
+        """
+        mix = samplers.parse_mix(strategy, self.default_strategy() if not strategy else {})
+        rng = rng or self._rng
+        with self.engine.connect() as conn:
+            rid = conn.execute(select(Rater.id).where(Rater.name == rater)).scalar()
+            ctx = samplers.PairContext(conn, rid, rng, scorer)
+            name, (x, y, p) = samplers.choose(ctx, mix)
+            rows = ctx.load_images((x, y))
+        if rng.random() < 0.5:
+            x, y, p = y, x, (None if p is None else 1.0 - p)
+        return Pair(rows[x], rows[y], name, p, repeat=(name == "repeat"))
+
+    # -- analysis ---------------------------------------------------------------------------------------
+    def stats(self, top: int = 10, rater: str | None = None) -> dict[str, Any]:
+        """Counts, tie rate, self-consistency and a Bradley-Terry ranking; see `prefs.stats.compute`."""
+        from prefs.stats import compute
+
+        return compute(self, top=top, rater=rater)
+
+    def fit_scores(self, rater: str | None = None, alpha: float | None = None) -> dict[str, float]:
+        """Bradley-Terry score per judged image sha256 (ties half wins; both_bad/skip ignored)."""
+        from prefs.stats import bt_scores
+
+        return bt_scores(self, rater=rater, alpha=alpha)
+
+
+def open_store(url: str | None = None, *, home: str | os.PathLike | None = None, upgrade: bool = False,
+               seed: int | None = None) -> Store:
+    """Open the preference store at `url` (default: `RLFT_DB`, else SQLite in the home).
+
+    A new database is created at the current schema. An older one raises `prefs.migrate.SchemaError`
+    naming the command to run (`rlft db upgrade`), unless `upgrade=True`. The image pool is the home's
+    `pool/` folder. `seed` makes pair selection reproducible.
+    """
+    url = db_url(url, home)
+    engine = make_engine(url)
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        Path(engine.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_current(engine, upgrade_old=upgrade)
+    except OperationalError as e:
+        engine.dispose()
+        raise UserError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {e.orig}") from e
+    except BaseException:
+        engine.dispose()
+        raise
+    return Store(engine, subdir("pool", home), seed=seed)
+
+
+__all__ = ["Store", "open_store", "NewImage", "ConflictError", "prompt_hash"]
