@@ -105,7 +105,9 @@ def _validate(data: bytes, limits: Limits, name: str) -> ImageFile:
                 parameters = read_parameters(img)
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as e:
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as e:
+        raise ImageError(f"{name}: refused as a possible decompression bomb, over the limit of {limits.max_side} px a side ({e})") from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: not a readable image ({e})") from e
     return ImageFile(data, hashlib.sha256(data).hexdigest(), width, height, fmt, parameters)
 

@@ -161,3 +161,21 @@ def _tallies(cols: Columns, ids: np.ndarray):
     losses = np.bincount(ib[a_w], minlength=n) + np.bincount(ia[b_w], minlength=n)
     ties = np.bincount(ia[t], minlength=n) + np.bincount(ib[t], minlength=n)
     return wins, losses, ties
+
+
+def bt_score_table(store: "Store", rater: str | None = None):
+    """A `ScoreTable` scorer from the current Bradley-Terry fit: mean = score, std = 1 / sqrt(1 + n).
+
+    n is the image's number of informative judgements, so rarely judged images look uncertain. Lets the
+    `uncertain` strategy run before any reward model exists (the simulated raters use it).
+    """
+    from prefs.samplers import ScoreTable
+
+    cols = load_columns(store, rater)
+    ids, scores = fit_columns(cols)
+    if not len(ids):
+        return ScoreTable({})
+    wins, losses, ties = _tallies(cols, ids)
+    n = wins + losses + ties
+    shas = _shas(store, ids)
+    return ScoreTable({shas[int(i)]: (float(s), float(1 / np.sqrt(1 + k))) for i, s, k in zip(ids, scores, n)})

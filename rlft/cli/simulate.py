@@ -1,0 +1,36 @@
+"""`rlft simulate`: a simulated rater judges pairs from the pool through the same path as a person."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.option("--oracle", required=True, help="Built-in utility (warm, cool, big, small, centered, dark, bright) or module:function.")
+@click.option("--n", "n", type=int, required=True, help="Pairs to judge.")
+@click.option("--noise", type=float, default=1.0, show_default=True, help="Bradley-Terry temperature T (0: noiseless).")
+@click.option("--tie-prob", type=float, default=0.0, show_default=True, help="Chance of answering tie.")
+@click.option("--rater", default=None, help="Rater name (default: sim-ORACLE).")
+@click.option("--strategy", default=None, help="Pair strategy or mix, e.g. 'balanced' or 'uncertain:0.7,balanced:0.25,repeat:0.05'.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as a JSON object.")
+def simulate(oracle: str, n: int, noise: float, tie_prob: float, rater: str | None, strategy: str | None, seed: int, as_json: bool) -> None:
+    """Judge N pairs with an oracle utility, P(a wins) = sigmoid((u_a - u_b) / T)."""
+    from prefs import open_store
+    from rlft.oracles import resolve_oracle
+    from rlft.simulated_rater import SimulationConfig, simulate as run
+
+    fn = resolve_oracle(oracle)
+    config = SimulationConfig(n=n, noise=noise, tie_prob=tie_prob, rater=rater or f"sim-{oracle}", strategy=strategy, seed=seed)
+    with open_store() as store:
+        summary = run(store, fn, config, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(summary["by_outcome"].items())) or "none"
+    agreement = "n/a" if summary["agreement"] is None else f"{summary['agreement']:.1%}"
+    click.echo(f"judged {summary['judged']} pairs as {config.rater}: {outcomes}; agreement with the oracle {agreement}")
+    if summary["stopped"]:
+        click.echo(f"stopped early: {summary['stopped']}", err=True)
