@@ -1,0 +1,105 @@
+"""`rlft generate`: text to images, written as A1111-style PNGs and added to the preference pool."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+class OneLineCommand(click.Command):
+    """Usage errors (a bad flag value, an unknown option) as one line and exit code 2, like UserError."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            from rlft.cli import CLIError, one_line
+
+            raise CLIError(one_line(e.format_message())) from None
+
+
+@click.command("generate", cls=OneLineCommand)
+@click.option("--model", "-m", "model", default="toy", show_default=True, help="Built-in name, diffusers folder, single .safetensors/.ckpt, or hub repo id.")
+@click.option("--prompt", "-p", "prompt_texts", multiple=True, help="A prompt (repeat for several).")
+@click.option("--prompts", "prompts_source", default=None, help="A text file (one prompt a line) or a named set: parti, imagereward, ddpo-animals, ...")
+@click.option("-n", "n", type=int, default=1, show_default=True, help="Images per prompt.")
+@click.option("--seed", type=int, default=None, help="Base seed; image k gets seed+k. Default: random (recorded).")
+@click.option("--steps", type=int, default=20, show_default=True, help="Denoising steps.")
+@click.option("--guidance", "--cfg", "guidance", type=float, default=7.5, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--negative-prompt", default="", help="Negative prompt for every image.")
+@click.option("--width", type=int, default=None, help="Width in pixels, a multiple of 8 (default: the model's).")
+@click.option("--height", type=int, default=None, help="Height in pixels, a multiple of 8 (default: the model's).")
+@click.option("--scheduler", default=None, help="Sampler: ddim, euler, euler_a, dpm++, dpm++_karras, pndm, ... (default: the model's).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Images per forward pass (speed/memory only).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Output folder [default: <home>/outputs/YYYY-MM-DD].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image on stdout.")
+@click.option("--no-pool", is_flag=True, help="Do not add the images to the preference pool.")
+@click.option("--lora", default=None, help="A LoRA to apply: a diffusers LoRA folder or .safetensors.")
+@click.option("--config", "config", type=click.Path(), default=None, help="For a single-file model: a diffusers folder with its configs.")
+@click.option("--device", default=None, help="cuda, cpu, mps, ... (default: the best available).")
+@click.option("--dtype", default=None, help="fp32, fp16 or bf16 (default: bf16/fp16 on GPU, fp32 on CPU).")
+def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, negative_prompt, width, height,
+             scheduler, batch_size, out_dir, as_json, no_pool, lora, config, device, dtype):
+    """Generate images from text prompts with a Stable Diffusion model.
+
+    Every PNG carries its settings in AUTOMATIC1111's `parameters` chunk; the same settings and seed
+    give the same pixels.
+    """
+    from prefs.errors import UserError
+    from rlft.generate import GenerateSettings, generate as run, validate_prompts
+    from rlft.models.pipeline import resolve_model
+    from rlft.models.schedulers import resolve as resolve_sampler
+
+    # Check everything cheap before loading a model, so bad input fails fast and writes nothing.
+    settings = GenerateSettings(n=n, seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+                                width=width, height=height, batch_size=batch_size)
+    if prompt_texts and prompts_source:
+        raise UserError("give --prompt or --prompts, not both")
+    if prompts_source:
+        from rlft.prompts import load_prompts
+
+        prompts = load_prompts(prompts_source)
+    else:
+        prompts = validate_prompts(prompt_texts)
+    if any(not p.strip() for p in prompts):
+        raise UserError("a prompt is empty; give some text")
+    resolve_model(model)
+    if scheduler:
+        resolve_sampler(scheduler)
+
+    _quiet_libraries()
+    from rlft import load_pipeline
+
+    pipe = load_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, config=config)
+    if lora:
+        from rlft.models.lora import apply_lora
+
+        apply_lora(pipe, lora)
+
+    def emit(record):
+        if as_json:
+            click.echo(json.dumps(record.to_json(), ensure_ascii=False))
+
+    if no_pool:
+        records = run(pipe, prompts, settings, out_dir=out_dir, lora=lora, on_image=emit)
+    else:
+        from prefs import open_store
+
+        with open_store() as store:
+            records = run(pipe, prompts, settings, out_dir=out_dir, lora=lora, store=store, on_image=emit)
+    if not as_json:
+        where = records[0].path.parent if records else out_dir
+        pooled = "" if no_pool else ", added to the pool"
+        click.echo(f"wrote {len(records)} image{'s' * (len(records) != 1)} to {where}{pooled}")
+
+
+def _quiet_libraries() -> None:
+    # diffusers/transformers log loading chatter (component progress bars, cast notices) at info/warning.
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
