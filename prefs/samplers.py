@@ -226,18 +226,23 @@ def same_prompt_pair(ctx: PairContext) -> Candidate | None:
 
 @register_strategy("balanced")
 def balanced_pair(ctx: PairContext) -> Candidate | None:
-    """A pair among the least-judged images, so every image's judgement count grows evenly."""
-    ids = ctx.conn.execute(
-        select(Image.id).where(Image.broken_at.is_(None)).order_by(Image.n_judgements, Image.id).limit(BALANCED_POOL)
-    ).scalars().all()
-    ids = list(ids)
-    if len(ids) < 2:
-        return None
-    for _ in range(RANDOM_TRIES):
-        x, y = ctx.rng.sample(ids, 2)
-        if ctx.ok(x, y):
-            return x, y, None
-    return ctx.unjudged_pair_among(ids)
+    """The unjudged pair of the least-judged images (ties broken at random), so coverage grows evenly."""
+    rows = ctx.conn.execute(
+        select(Image.id, Image.n_judgements).where(Image.broken_at.is_(None))
+        .order_by(Image.n_judgements, Image.id).limit(BALANCED_POOL)
+    ).all()
+    rows = list(rows)
+    ctx.rng.shuffle(rows)
+    ids = [r[0] for r in sorted(rows, key=lambda r: r[1])]  # stable: random order within a count
+    checks = 0
+    for i, x in enumerate(ids):
+        for y in ids[i + 1:]:
+            if ctx.ok(x, y):
+                return x, y, None
+            checks += 1
+            if checks > 4 * RANDOM_TRIES:
+                return ctx.unjudged_pair_among(ids)
+    return None
 
 
 def moderated_p(mean_a: float, mean_b: float, std_a: float = 0.0, std_b: float = 0.0) -> float:

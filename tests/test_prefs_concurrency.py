@@ -1,0 +1,73 @@
+"""Concurrent raters lose no vote (SQLite and PostgreSQL), and the PostgreSQL path works end to end."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from prefs_util import add_images, pg_url  # noqa: F401  (fixture)
+
+import prefs
+
+THREADS, VOTES = 8, 500
+
+
+def hammer(store, shas):
+    """8 threads x 500 votes, each thread its own rater, plus a retried (duplicate) vote every 50."""
+    errors = []
+
+    def worker(t):
+        try:
+            for k in range(VOTES):
+                a, b = shas[(t + k) % len(shas)], shas[(t + 3 * k + 1) % len(shas)]
+                if a == b:
+                    b = shas[(shas.index(a) + 1) % len(shas)]
+                vote = f"t{t}-v{k}"
+                store.record_comparison(a, b, "ab"[k % 2], rater=f"rater{t % 3}", client_vote_id=vote)
+                if k % 50 == 0:  # a client retry: must not add a row
+                    store.record_comparison(a, b, "ab"[k % 2], rater=f"rater{t % 3}", client_vote_id=vote)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[:3]
+    votes = {j.client_vote_id for j in store.comparisons()}
+    assert votes == {f"t{t}-v{k}" for t in range(THREADS) for k in range(VOTES)}
+    stats = store.stats(top=0)
+    assert stats["judgements"] == THREADS * VOTES
+    assert sum(im.n_judgements for im in store.images()) == 2 * THREADS * VOTES
+
+
+@pytest.mark.slow
+def test_concurrent_votes_sqlite():
+    with prefs.open_store() as store:
+        hammer(store, add_images(store, 40))
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_concurrent_votes_postgres(pg_url):  # noqa: F811
+    with prefs.open_store(pg_url) as store:
+        hammer(store, add_images(store, 40))
+
+
+@pytest.mark.postgres
+def test_postgres_end_to_end(pg_url):  # noqa: F811
+    with prefs.open_store(pg_url, seed=0) as store:
+        shas = add_images(store, 6, prompts=2)
+        pair = store.next_pair("alice")
+        assert pair.a.prompt == pair.b.prompt
+        j = store.record_comparison(pair.a, pair.b, "tie", rater="alice", client_vote_id="v1", decision_ms=10)
+        assert store.record_comparison(pair.a, pair.b, "tie", rater="alice", client_vote_id="v1") == j
+        store.record_comparison(shas[0], shas[1], "a", rater="alice")
+        assert store.undo_last("alice").image_a == shas[0]
+        s = store.stats()
+        assert (s["judgements"], s["undone"], s["by_outcome"]["tie"], s["raters"]) == (1, 1, 1, {"alice": 1})
+        with pytest.raises(prefs.UserError, match="invalid outcome"):
+            store.record_comparison(shas[0], shas[1], "left", rater="alice")
+        assert [x.client_vote_id for x in store.comparisons(include_undone=True)][0] == "v1"
+        assert pair.a.created_at.tzinfo is not None

@@ -1,0 +1,198 @@
+"""Pair selection: the rules every strategy keeps, what each strategy prefers, and mixing."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from prefs_util import add_images
+
+import prefs
+from prefs.errors import UserError
+from prefs.samplers import STRATEGIES, NoPairError, ScoreCache, ScoreTable, moderated_p, parse_mix
+
+
+@pytest.fixture
+def store():
+    with prefs.open_store(seed=0) as s:
+        yield s
+
+
+def key(pair):
+    return frozenset((pair.a.sha256, pair.b.sha256))
+
+
+@pytest.mark.parametrize("strategy", ["random", "same_prompt", "balanced"])
+def test_strategy_never_repeats_a_pair_and_then_runs_out(store, strategy):
+    add_images(store, 6, prompts=1)  # one prompt: 15 pairs in all
+    seen = set()
+    for _ in range(15):
+        pair = store.next_pair("r", strategy)
+        assert pair.a.sha256 != pair.b.sha256 and key(pair) not in seen and pair.strategy == strategy
+        seen.add(key(pair))
+        store.record_comparison(pair.a, pair.b, "skip", rater="r")
+    with pytest.raises(NoPairError, match="judged every pair"):
+        store.next_pair("r", strategy)
+    assert store.next_pair("someone else", strategy)  # per rater
+    store.undo_last("r")  # an undone pair is eligible again
+    assert store.next_pair("r", strategy)
+
+
+def test_broken_images_are_never_shown(store):
+    shas = add_images(store, 5, prompts=1)
+    for s in shas[:3]:
+        store.mark_broken(s)
+    for strategy in ("random", "same_prompt", "balanced"):
+        pair = store.next_pair("r", strategy)
+        assert {pair.a.sha256, pair.b.sha256} == set(shas[3:])
+    store.mark_broken(shas[3])
+    with pytest.raises(NoPairError):
+        store.next_pair("r", "random")
+
+
+def test_empty_and_single_image_pools(store):
+    with pytest.raises(NoPairError, match="fewer than 2 usable images"):
+        store.next_pair("r")
+    add_images(store, 1)
+    with pytest.raises(NoPairError):
+        store.next_pair("r", "balanced")
+
+
+def test_same_prompt_pairs_share_a_prompt_and_is_the_default_when_prompts_repeat(store):
+    add_images(store, 40, prompts=10)
+    for _ in range(30):
+        pair = store.next_pair("r", "same_prompt")
+        assert pair.a.prompt == pair.b.prompt
+        store.record_comparison(pair.a, pair.b, "a", rater="r")
+    assert store.default_strategy() == {"same_prompt": 0.95, "repeat": 0.05}
+
+
+def test_default_is_random_when_every_prompt_is_unique(store):
+    add_images(store, 4)
+    assert store.default_strategy() == {"random": 0.95, "repeat": 0.05}
+    assert store.next_pair("r").strategy == "random"  # repeat has nothing yet, falls back
+
+
+def test_balanced_prefers_least_judged_images(store):
+    shas = add_images(store, 70)
+    for k in range(2, 70):  # every image but the first two has a judgement
+        store.record_comparison(shas[k], shas[(k + 1) % 68 + 2], "a", rater="x")
+    pair = store.next_pair("r", "balanced")
+    assert {pair.a.sha256, pair.b.sha256} == set(shas[:2])
+
+
+def test_sides_are_randomised(store):
+    add_images(store, 2)
+    lefts = Counter()
+    for seed in range(40):
+        pair = store.next_pair("r", "random", rng=random.Random(seed))
+        lefts[pair.a.prompt] += 1
+    assert set(lefts) == {"prompt 0", "prompt 1"} and min(lefts.values()) >= 8
+
+
+def test_uncertain_picks_the_pair_closest_to_even_odds(store):
+    shas = add_images(store, 6)
+    table = ScoreTable({shas[0]: (0.0, 0.0), shas[1]: (5.0, 0.0), shas[2]: (10.0, 0.0), shas[3]: (15.0, 0.0),
+                        shas[4]: (20.0, 0.0), shas[5]: (10.2, 0.0)})
+    pair = store.next_pair("r", "uncertain", scorer=table)
+    assert key(pair) == {shas[2], shas[5]}
+    ordered = (pair.a.sha256, pair.b.sha256)
+    expected = moderated_p(10.0, 10.2) if ordered == (shas[2], shas[5]) else moderated_p(10.2, 10.0)
+    assert pair.predicted_p == pytest.approx(expected)
+    store.record_comparison(pair.a, pair.b, "a", rater="r", strategy=pair.strategy, predicted_p=pair.predicted_p)
+    assert key(store.next_pair("r", "uncertain", scorer=table)) != {shas[2], shas[5]}
+
+
+def test_uncertain_uses_ensemble_disagreement(store):
+    shas = add_images(store, 4)
+    # Means equally far apart, but the ensemble disagrees about images 0 and 1.
+    table = ScoreTable({shas[0]: (0.0, 3.0), shas[1]: (2.0, 3.0), shas[2]: (10.0, 0.0), shas[3]: (12.0, 0.0)})
+    assert key(store.next_pair("r", "uncertain", scorer=table)) == {shas[0], shas[1]}
+
+
+def test_uncertain_needs_a_scorer_and_checks_its_output(store):
+    add_images(store, 3)
+    with pytest.raises(UserError, match="needs a scorer"):
+        store.next_pair("r", "uncertain")
+    with pytest.raises(ValueError, match="scorer returned"):
+        store.next_pair("r", "uncertain", scorer=lambda images: ([0.0], None))
+
+
+def test_score_cache_scores_each_image_once(store):
+    add_images(store, 5)
+    calls = []
+
+    def scorer(images):
+        calls.extend(im.sha256 for im in images)
+        return [float(len(im.prompt)) for im in images], None
+
+    cached = ScoreCache(scorer)
+    for _ in range(3):
+        store.next_pair("r", "uncertain", scorer=cached)
+    assert len(calls) == len(set(calls)) == 5
+
+
+def test_repeat_shows_an_old_pair_again_and_stats_measure_consistency(store):
+    add_images(store, 12)
+    for _ in range(20):
+        pair = store.next_pair("r", "random")
+        store.record_comparison(pair.a, pair.b, "a", rater="r")
+    judged = {frozenset((j.image_a, j.image_b)): j for j in store.comparisons()}
+    repeat = store.next_pair("r", "repeat")
+    assert repeat.repeat and key(repeat) in judged
+    old = judged[key(repeat)]
+    # Judge it again the same way (same winner, whatever the sides): consistent.
+    same = "a" if repeat.a.sha256 == old.winner else "b"
+    store.record_comparison(repeat.a, repeat.b, same, rater="r", strategy="repeat")
+    stats = store.stats()
+    assert stats["self_consistency"] == {"agreement": 1.0, "count": 1}
+
+
+def test_repeat_waits_for_enough_history(store):
+    add_images(store, 6)
+    pair = store.next_pair("r", "random")
+    store.record_comparison(pair.a, pair.b, "a", rater="r")
+    # Nothing old enough to repeat: a new random pair instead, not flagged as a repeat.
+    fallback = store.next_pair("r", "repeat")
+    assert fallback.strategy == "random" and not fallback.repeat and key(fallback) != key(pair)
+
+
+def test_mix_follows_its_weights(store):
+    add_images(store, 30, prompts=5)
+    rng = random.Random(1)
+    used = Counter(store.next_pair("r", "random:0.75,balanced:0.25", rng=rng).strategy for _ in range(400))
+    assert 0.68 < used["random"] / 400 < 0.82 and used["random"] + used["balanced"] == 400
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nonsense", "unknown pair strategy 'nonsense'; valid: balanced, random, repeat, same_prompt, uncertain"),
+    ("random:x", "bad weight 'x'"),
+    ("random:0", "must be positive"),
+    ({"random": -1}, "must be positive"),
+])
+def test_bad_strategy_specs(spec, message):
+    with pytest.raises(UserError, match=message):
+        parse_mix(spec, {})
+
+
+def test_parse_mix_normalises():
+    assert parse_mix("uncertain:0.7,balanced:0.25,repeat:0.05", {}) == pytest.approx(
+        {"uncertain": 0.7, "balanced": 0.25, "repeat": 0.05})
+    assert parse_mix("random", {}) == {"random": 1.0}
+    assert parse_mix(None, {"random": 1.0}) == {"random": 1.0}
+
+
+def test_custom_strategy_can_be_registered(store):
+    shas = add_images(store, 4)
+
+    @prefs.register_strategy("first_two")
+    def first_two(ctx):
+        ids = sorted(ctx.usable_ids(10))
+        return (ids[0], ids[1], 0.5) if ctx.ok(ids[0], ids[1]) else None
+
+    try:
+        pair = store.next_pair("r", "first_two")
+        assert key(pair) == {shas[0], shas[1]} and pair.predicted_p == 0.5
+    finally:
+        del STRATEGIES["first_two"]
