@@ -170,7 +170,7 @@ def _read_jsonl(path: Path) -> list[dict]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            where = f"{path}:{n}"
+            where = f"{path}, line {n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:

@@ -1,0 +1,75 @@
+"""`Store.stats()`: counts, tie rate, self-consistency and the Bradley-Terry ranking, on hand-made data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prefs_util import add_images
+
+import prefs
+from prefs.stats import bt_score_table
+
+
+@pytest.fixture
+def store():
+    with prefs.open_store(seed=0) as s:
+        yield s
+
+
+def test_empty_store_stats(store):
+    s = store.stats()
+    assert s["images"] == 0 and s["judgements"] == 0 and s["tie_rate"] is None
+    assert s["by_outcome"] == {"a": 0, "b": 0, "tie": 0, "both_bad": 0, "skip": 0}
+    assert s["raters"] == {} and s["ranking"] == [] and s["self_consistency"] == {"agreement": None, "count": 0}
+
+
+def test_counts_tie_rate_and_ranking(store):
+    x, y, z, w = add_images(store, 4)
+    store.record_comparison(x, y, "a", rater="ann")
+    store.record_comparison(y, x, "b", rater="ann")  # x wins again, sides swapped
+    store.record_comparison(x, z, "a", rater="bob")
+    store.record_comparison(y, z, "tie", rater="bob")
+    store.record_comparison(z, w, "skip", rater="bob")
+    store.record_comparison(y, w, "both_bad", rater="bob")
+    store.record_comparison(z, w, "a", rater="bob")
+    store.undo_last("bob")
+    store.mark_broken(w)
+    s = store.stats(top=3)
+    assert s["images"] == 4 and s["broken_images"] == 1
+    assert s["judgements"] == 6 and s["undone"] == 1
+    assert s["by_outcome"] == {"a": 2, "b": 1, "tie": 1, "both_bad": 1, "skip": 1}
+    assert s["raters"] == {"ann": 2, "bob": 4}
+    assert s["tie_rate"] == pytest.approx(1 / 4)
+    assert [r["sha256"] for r in s["ranking"]] == [x, z, y]  # z lost once, y twice; they tied
+    top = s["ranking"][0]
+    assert (top["wins"], top["losses"], top["ties"]) == (3, 0, 0)
+    assert s["ranked_images"] == 3  # w only has skip/both_bad judgements: no score
+    assert s["ranking"][2]["ties"] == 1 and s["ranking"][2]["losses"] == 2
+
+
+def test_self_consistency_counts_repeats_against_the_first_judgement(store):
+    x, y, z = add_images(store, 3)
+    store.record_comparison(x, y, "a", rater="r")  # x > y
+    store.record_comparison(y, x, "b", rater="r")  # x > y again: agrees
+    store.record_comparison(x, y, "b", rater="r")  # y > x: disagrees
+    store.record_comparison(x, z, "tie", rater="r")
+    store.record_comparison(z, x, "tie", rater="r")  # tie again: agrees
+    store.record_comparison(x, y, "b", rater="other")  # another rater's first judgement: not a repeat
+    store.record_comparison(y, z, "skip", rater="r")
+    store.record_comparison(y, z, "a", rater="r")  # skips don't count as a first judgement
+    s = store.stats()["self_consistency"]
+    assert s == {"agreement": pytest.approx(2 / 3), "count": 3}
+    assert store.stats(rater="other")["self_consistency"]["count"] == 0
+
+
+def test_fit_scores_and_score_table(store):
+    shas = add_images(store, 4)
+    for k in range(3):
+        for _ in range(k + 1):
+            store.record_comparison(shas[k + 1], shas[k], "a", rater="r", client_vote_id=None)
+    scores = store.fit_scores()
+    assert sorted(scores, key=scores.get) == shas
+    table = bt_score_table(store)
+    means, stds = table([store.get_image(s) for s in shas])
+    assert np.argsort(means).tolist() == [0, 1, 2, 3]
+    assert stds[0] == pytest.approx(1 / np.sqrt(2))  # one judgement
