@@ -1,0 +1,101 @@
+"""Simulated raters: oracles on toy images, `rlft simulate` through next_pair + record_comparison."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from prefs_util import add_toy_images
+
+import prefs
+from prefs.errors import UserError
+from rlft import oracles
+from rlft.cli import main
+from rlft.toy.world import Scene, draw
+
+
+def scene(**kw):
+    base = dict(shape="circle", color="red", background="blue", size="medium", position="center")
+    base.update(kw)
+    return draw(Scene(**base), seed=1)
+
+
+def test_oracles_rank_toy_images_as_named():
+    assert oracles.warm(scene(color="orange")) > oracles.warm(scene(color="green"))
+    assert oracles.cool(scene(color="green")) > oracles.cool(scene(color="yellow"))
+    assert oracles.big(scene(size="large")) > oracles.big(scene(size="medium")) > oracles.big(scene(size="small"))
+    assert oracles.small(scene(size="small")) > oracles.small(scene(size="large"))
+    assert oracles.centered(scene(position="center")) > oracles.centered(scene(position="left"))
+    assert oracles.dark(scene(background="black", color="red")) > oracles.dark(scene(background="white", color="red"))
+    assert oracles.bright(scene(background="white")) > oracles.bright(scene(background="black", color="red"))
+
+
+def test_resolve_oracle():
+    assert oracles.resolve_oracle("warm") is oracles.warm
+    assert oracles.resolve_oracle("rlft.oracles:big") is oracles.big
+    with pytest.raises(UserError, match="unknown oracle 'tasty'; valid: big, bright, centered, cool, dark, small, warm"):
+        oracles.resolve_oracle("tasty")
+    with pytest.raises(UserError, match="cannot import oracle module"):
+        oracles.resolve_oracle("no_such_module_xyz:f")
+    with pytest.raises(UserError, match="has no function 'nope'"):
+        oracles.resolve_oracle("rlft.oracles:nope")
+
+
+def sim(*args):
+    return CliRunner().invoke(main, ["simulate", *args], catch_exceptions=False)
+
+
+def test_noiseless_simulation_agrees_with_the_oracle_and_bt_recovers_it():
+    with prefs.open_store() as store:
+        shas = add_toy_images(store, 24)
+    result = sim("--oracle", "big", "--n", "120", "--noise", "0", "--strategy", "random", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["judged"] == 120 and summary["agreement"] == 1.0 and summary["stopped"] is None
+    with prefs.open_store() as store:
+        assert store.raters() == ["sim-big"]
+        scores = store.fit_scores()
+        util = {s: oracles.big(Image.open(store.image_path(s))) for s in shas}
+    ranked = sorted(scores, key=scores.get)
+    # The fitted ranking follows the oracle: the best-scored third is bigger on average than the worst third.
+    third = len(ranked) // 3
+    assert sum(util[s] for s in ranked[-third:]) > sum(util[s] for s in ranked[:third]) + third
+
+
+def test_noise_ties_mixes_and_custom_oracle():
+    with prefs.open_store() as store:
+        add_toy_images(store, 16)
+    result = sim("--oracle", "tests_oracle_helper:constant", "--n", "60", "--tie-prob", "1", "--rater", "bot",
+                 "--strategy", "uncertain:0.5,balanced:0.5", "--seed", "3", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["by_outcome"] == {"tie": 60}
+    with prefs.open_store() as store:
+        used = {j.strategy for j in store.comparisons()}
+        assert used == {"uncertain", "balanced"}
+        assert {j.rater for j in store.comparisons()} == {"bot"}
+        assert all(j.predicted_p is not None for j in store.comparisons() if j.strategy == "uncertain")
+
+
+def test_simulation_stops_when_pairs_run_out():
+    with prefs.open_store() as store:
+        add_toy_images(store, 3)
+    result = sim("--oracle", "warm", "--n", "10", "--strategy", "random")
+    assert result.exit_code == 0
+    assert "judged 3 pairs" in result.stdout and "stopped early" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--oracle", "tasty", "--n", "1"], "unknown oracle 'tasty'"),
+    (["--oracle", "warm", "--n", "-1"], "--n must be >= 0"),
+    (["--oracle", "warm", "--n", "1", "--noise", "-1"], "--noise must be a finite number"),
+    (["--oracle", "warm", "--n", "1", "--tie-prob", "2"], "--tie-prob must be in [0, 1]"),
+    (["--oracle", "warm", "--n", "1", "--strategy", "best"], "unknown pair strategy 'best'"),
+])
+def test_bad_simulate_arguments_exit_2(args, message):
+    result = sim(*args)
+    assert result.exit_code == 2 and message in result.stderr
+    with prefs.open_store() as store:
+        assert store.stats()["judgements"] == 0
