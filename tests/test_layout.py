@@ -48,25 +48,24 @@ def imports(path: Path) -> list[tuple[str, int, bool]]:
     return found
 
 
+def violations(package: str, names: set[str], module_level_only: bool) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT)}:{line} imports {name}" + (" at module level" if module_level_only else "")
+        for path in python_files(package)
+        for name, line, top in imports(path)
+        if name in names and (top or not module_level_only)
+    ]
+
+
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_forbidden_imports(package):
-    bad = [
-        f"{path.relative_to(ROOT)}:{line} imports {name}"
-        for path in python_files(package)
-        for name, line, _ in imports(path)
-        if name in FORBIDDEN[package]
-    ]
+    bad = violations(package, FORBIDDEN[package], module_level_only=False)
     assert not bad, "imports must flow prefs <- reward <- rlft:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("package", sorted(LAZY_ONLY))
 def test_lazy_only_imports(package):
-    bad = [
-        f"{path.relative_to(ROOT)}:{line} imports {name} at module level"
-        for path in python_files(package)
-        for name, line, top in imports(path)
-        if top and name in LAZY_ONLY[package]
-    ]
+    bad = violations(package, LAZY_ONLY[package], module_level_only=True)
     assert not bad, "\n".join(bad)
 
 
