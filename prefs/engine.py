@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from prefs.errors import UserError
 
 BUSY_TIMEOUT_MS = 30_000  # long enough for a burst of 8 concurrent raters; short enough to notice a hang
+WAL_AUTOCHECKPOINT_PAGES = 10_000
 WRITE = {"prefs_write": True}  # execution option: start this transaction with BEGIN IMMEDIATE (SQLite)
 
 
@@ -50,6 +51,9 @@ def _tune_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across app crashes, fast commits
+        # Checkpoint (copy WAL into the database, with an fsync) every ~40 MB instead of ~4 MB: the commit
+        # that triggers it pays for it, and at the default one vote in ~150 did, which set the p99 latency.
+        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cur.close()
 
     @event.listens_for(engine, "begin")

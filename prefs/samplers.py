@@ -130,7 +130,9 @@ class PairContext:
         return {im.id: im for im in rows}
 
     def id_range(self) -> tuple[int, int] | None:
-        lo, hi = self.conn.execute(select(func.min(Image.id), func.max(Image.id))).one()
+        # Two queries: SQLite answers a lone min() or max() from the index, but scans for both at once.
+        lo = self.conn.execute(select(func.min(Image.id))).scalar()
+        hi = self.conn.execute(select(func.max(Image.id))).scalar()
         return None if lo is None else (lo, hi)
 
     def random_image(self, id_range: tuple[int, int] | None = None) -> int | None:
@@ -144,6 +146,25 @@ class PairContext:
         if row is None:  # wrap around
             row = self.conn.execute(select(Image.id).where(usable).order_by(Image.id).limit(1)).first()
         return row[0] if row else None
+
+    def random_images(self, k: int, id_range: tuple[int, int] | None = None) -> list[int]:
+        """Up to `k` distinct random usable image ids, fetched with one query (ids are dense: images are never
+        deleted), topped up one at a time where draws hit gaps or broken images."""
+        id_range = id_range or self.id_range()
+        if id_range is None:
+            return []
+        draws = list(dict.fromkeys(self.rng.randint(*id_range) for _ in range(k + k // 4 + 2)))
+        found = set(self.conn.execute(select(Image.id).where(Image.id.in_(draws), Image.broken_at.is_(None))).scalars())
+        out = [d for d in draws if d in found][:k]
+        for _ in range(2 * k):
+            if len(out) >= k:
+                break
+            x = self.random_image(id_range)
+            if x is None:
+                break
+            if x not in out:
+                out.append(x)
+        return out
 
     def usable_ids(self, limit: int) -> list[int] | None:
         """All usable image ids when there are at most `limit` of them, else None."""
@@ -259,7 +280,7 @@ def uncertain_pair(ctx: PairContext) -> Candidate | None:
     id_range = ctx.id_range()
     if id_range is None:
         return None
-    ids = list(dict.fromkeys(i for i in (ctx.random_image(id_range) for _ in range(UNCERTAIN_CANDIDATES)) if i is not None))
+    ids = ctx.random_images(UNCERTAIN_CANDIDATES, id_range)
     if len(ids) < 2:
         return None
     rows = ctx.load_images(ids)

@@ -10,7 +10,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from prefs import bt
 from prefs.models import OUTCOMES, Comparison, Image, Rater
@@ -18,7 +18,8 @@ from prefs.models import OUTCOMES, Comparison, Image, Rater
 if TYPE_CHECKING:
     from prefs.store import Store
 
-DECISIVE = ("a", "b", "tie")  # outcomes that say which image is better (a tie: equally good)
+DECISIVE = ("a", "b", "tie")
+STATS_TOL = 1e-4  # gradient tolerance of the ranking fit: scores to ~4 decimals, all a ranking needs  # outcomes that say which image is better (a tie: equally good)
 
 
 @dataclasses.dataclass
@@ -32,20 +33,24 @@ class Columns:
 
 
 def load_columns(store: "Store", rater: str | None = None) -> Columns:
-    q = select(Comparison.image_a_id, Comparison.image_b_id, Comparison.outcome, Comparison.rater_id).where(
+    """Standing judgements, in recording order, as integer arrays (outcomes coded in SQL: no Python loop)."""
+    code = case(*((Comparison.outcome == name, k) for k, name in enumerate(OUTCOMES)), else_=-1)
+    q = select(Comparison.image_a_id, Comparison.image_b_id, code, Comparison.rater_id).where(
         Comparison.undone_at.is_(None)
     ).order_by(Comparison.id)
     if rater is not None:
         q = q.where(Comparison.rater_id == select(Rater.id).where(Rater.name == rater).scalar_subquery())
     with store.engine.connect() as conn:
-        rows = conn.execute(q).all()
-    if not rows:
-        z = np.zeros(0, dtype=np.int64)
-        return Columns(z, z, z, z)
-    a, b, o, r = zip(*rows)
-    code = {name: i for i, name in enumerate(OUTCOMES)}
-    return Columns(np.array(a, dtype=np.int64), np.array(b, dtype=np.int64),
-                   np.array([code[x] for x in o], dtype=np.int64), np.array(r, dtype=np.int64))
+        sql = str(q.compile(conn, compile_kwargs={"literal_binds": rater is None}))
+        if rater is None:  # the big read: raw DBAPI rows straight into numpy (SQLAlchemy Rows cost seconds)
+            cur = conn.connection.driver_connection.cursor()
+            cur.execute(sql)
+            rows = cur.fetchall()
+            cur.close()
+        else:
+            rows = conn.execute(q).all()
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    return Columns(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy())
 
 
 def self_consistency(cols: Columns) -> tuple[float | None, int]:
@@ -83,9 +88,15 @@ def fit_columns(cols: Columns, alpha: float | None = None) -> tuple[np.ndarray, 
     outcomes = np.array(OUTCOMES)[cols.outcome] if len(cols.outcome) else np.array([], dtype=str)
     keep, w = bt.outcome_weights(outcomes)
     a, b, w = cols.a[keep], cols.b[keep], w[keep]
-    ids, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-    i, j = inv[: len(a)], inv[len(a):]
-    scores = bt.fit(len(ids), i, j, w, alpha=bt.DEFAULT_ALPHA if alpha is None else alpha)
+    both = np.concatenate([a, b])
+    if len(both) == 0:
+        return both, np.zeros(0)
+    # Image ids are small dense integers: a lookup table beats np.unique's sort at a million rows.
+    ids = np.flatnonzero(np.bincount(both))
+    lut = np.zeros(int(ids[-1]) + 1, dtype=np.int64)
+    lut[ids] = np.arange(len(ids))
+    i, j = lut[a], lut[b]
+    scores = bt.fit(len(ids), i, j, w, alpha=bt.DEFAULT_ALPHA if alpha is None else alpha, tol=STATS_TOL)
     return ids, scores
 
 
