@@ -48,7 +48,7 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
     """
     from prefs.errors import UserError
     from rlft.generate import GenerateSettings, generate as run, validate_prompts
-    from rlft.models.pipeline import resolve_model
+    from rlft.models.pipeline import load_pipeline, quiet_libraries, resolve_model
     from rlft.models.schedulers import resolve as resolve_sampler
 
     # Check everything cheap before loading a model, so bad input fails fast and writes nothing.
@@ -68,9 +68,7 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
     if scheduler:
         resolve_sampler(scheduler)
 
-    _quiet_libraries()
-    from rlft import load_pipeline
-
+    quiet_libraries()
     pipe = load_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, config=config)
     if lora:
         from rlft.models.lora import apply_lora
@@ -93,13 +91,3 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
         pooled = "" if no_pool else ", added to the pool"
         click.echo(f"wrote {len(records)} image{'s' * (len(records) != 1)} to {where}{pooled}")
 
-
-def _quiet_libraries() -> None:
-    # diffusers/transformers log loading chatter (component progress bars, cast notices) at info/warning.
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()

@@ -9,6 +9,7 @@ A spec is one of (tried in this order):
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -175,6 +176,25 @@ def _from_single_file(source: ModelSource, config, dtype):
             "Pass the folder of a diffusers model with the same architecture (e.g. a saved SD 1.5) as config "
             "(`--config DIR`); it supplies the configs and tokenizer offline"
         )
-    return StableDiffusionPipeline.from_single_file(
-        source.location, config=str(config_dir), local_files_only=True, torch_dtype=dtype, **_NO_SAFETY
-    )
+    # from_single_file casts each part with `.to(dtype)`, which diffusers answers with a warning per part
+    # that it has no fp32-only modules; the cast is what we want, so that logger is hushed for the call.
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return StableDiffusionPipeline.from_single_file(
+            source.location, config=str(config_dir), local_files_only=True, torch_dtype=dtype, **_NO_SAFETY
+        )
+    finally:
+        logger.setLevel(level)
+
+
+def quiet_libraries() -> None:
+    """Hush diffusers' and transformers' loading chatter (per-part progress bars, info notices) for a CLI run."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
