@@ -248,3 +248,27 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(case, model_folder,
     assert "Traceback" not in result.output
     assert not out.exists()
     assert not (rlft_home / "outputs").exists() and not (rlft_home / "pool").exists()
+
+
+def test_cli_lora_changes_the_images_and_is_recorded(model_folder, tmp_path):
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    pipe = tiny_pipeline(seed=0)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, weight in pipe.unet.named_parameters():
+            if "lora_B" in name:  # B starts at zero (a no-op LoRA); make it do something
+                weight.normal_(std=0.5)
+    lora_dir = tmp_path / "lora"
+    StableDiffusionPipeline.save_lora_weights(lora_dir, unet_lora_layers=convert_state_dict_to_diffusers(
+        get_peft_model_state_dict(pipe.unet)))
+    common = ["--model", model_folder, "-p", "a cat", "--seed", 3, "--steps", STEPS, "--json", "--no-pool"]
+    plain = invoke(*common, "--out", tmp_path / "plain")
+    with_lora = invoke(*common, "--out", tmp_path / "lora-out", "--lora", lora_dir)
+    assert plain.exit_code == 0 and with_lora.exit_code == 0, with_lora.output
+    a, b = (json.loads(r.stdout) for r in (plain, with_lora))
+    assert b["lora"] == str(lora_dir) and parse_parameters(read_parameters(b["path"]))["settings"]["Lora"] == str(lora_dir)
+    assert np.abs(np.asarray(Image.open(a["path"]), int) - np.asarray(Image.open(b["path"]), int)).max() > 10
