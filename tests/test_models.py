@@ -15,7 +15,7 @@ from rlft.models import pipeline as pipeline_module
 from rlft.models.device import default_dtype, parse_dtype
 from rlft.models.pipeline import Builtin, OfflineError, resolve_model
 from rlft.models.schedulers import SAMPLERS, a1111_name, make_scheduler
-from rlft.models.single_file import config_dir_for, save_single_file, unet_to_ldm, vae_to_ldm
+from rlft.models.single_file import config_dir_for, ldm_state_dict, save_single_file, unet_to_ldm, vae_to_ldm
 from rlft.models.tiny import tiny_clip_folder, tiny_pipeline
 from rlft.tokenizer import FtfyCLIPTokenizer
 
@@ -101,6 +101,13 @@ def test_single_file_config_argument(tiny, tiny_file, tmp_path):
     with pytest.raises(NotFoundError, match="--config"):
         load_pipeline(moved)
     pipe = load_pipeline(moved, config=config_dir_for(tiny_file))
+    assert_same_weights(tiny, pipe)
+
+
+def test_ckpt_single_file(tiny, tiny_file, tmp_path):
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": ldm_state_dict(tiny)}, ckpt)  # the old pickled layout, as SD 1.x shipped
+    pipe = load_pipeline(ckpt, config=config_dir_for(tiny_file))
     assert_same_weights(tiny, pipe)
 
 
