@@ -46,6 +46,7 @@ class ClipConfig:
     steps: int = 4000
     batch_size: int = 512
     hard_negatives: int = 2  # extra captions per image, each with one attribute changed (position first)
+    stop_at: int | None = 434  # end here on the schedule planned for `steps`: where the shipped run stopped
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup: int = 200
@@ -60,6 +61,7 @@ class VaeConfig:
     steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
+    stop_at: int | None = 1565  # as above: the shipped VAE's last step
     kl_weight: float = 1e-6
     foreground_weight: float = 5.0  # the shape is a small share of pixels but all of what matters
 
@@ -77,6 +79,7 @@ class UnetConfig:
     caption_dropout: float = 0.1  # empty caption 10% of the time, so classifier-free guidance works
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster, steadier convergence
     ema_decay: float = 0.999
+    stop_at: int | None = 1566  # as above: the shipped UNet's last step
 
 
 @dataclasses.dataclass
@@ -161,6 +164,10 @@ def load_ckpt(path: Path):
     return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
 
 
+def _stop(stop_at: int | None, scale: float) -> int | None:
+    return None if stop_at is None else max(1, int(stop_at * scale))
+
+
 def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -170,8 +177,9 @@ def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
 class Stage:
     """Shared loop plumbing: resume, LR schedule, progress bar, periodic atomic checkpoints, a log."""
 
-    def __init__(self, name: str, out: Path, total: int, every: int, device: torch.device, deadline: float | None = None):
+    def __init__(self, name: str, out: Path, total: int, every: int, device: torch.device, deadline: float | None = None, stop_at: int | None = None):
         self.name, self.out, self.total, self.every, self.device = name, out, total, every, device
+        self.stop_at = stop_at
         self.deadline = deadline
         self.stopped_at: int | None = None
         self.ckpt = out / f"{name}.ckpt"
@@ -181,6 +189,8 @@ class Stage:
     def loop(self, start: int):
         bar = tqdm(range(start, self.total), desc=self.name, initial=start, total=self.total, mininterval=5)
         for step in bar:
+            if self.stop_at is not None and step >= self.stop_at:
+                break
             if self.deadline is not None and time.time() > self.deadline:
                 # A wall-clock guard for lent machines; runs without a deadline always finish every step.
                 self.stopped_at = step
@@ -232,7 +242,7 @@ def train_clip(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.de
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=c.lr, betas=(0.9, 0.98), eps=1e-6)
-    stage = Stage("clip", out, steps, cfg.checkpoint_every, device, deadline)
+    stage = Stage("clip", out, steps, cfg.checkpoint_every, device, deadline, _stop(c.stop_at, cfg.scale))
     gen = torch.Generator().manual_seed(cfg.seed + 11)
     start = 0
     if (ck := load_ckpt(stage.ckpt)) is not None:
@@ -342,7 +352,7 @@ def train_vae(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.dev
     torch.manual_seed(cfg.seed + 1)
     vae = build_vae(v).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=v.lr, weight_decay=0.0)
-    stage = Stage("vae", out, steps, cfg.checkpoint_every, device, deadline)
+    stage = Stage("vae", out, steps, cfg.checkpoint_every, device, deadline, _stop(v.stop_at, cfg.scale))
     gen = torch.Generator().manual_seed(cfg.seed + 12)
     start = 0
     if (ck := load_ckpt(stage.ckpt)) is not None:
@@ -450,7 +460,7 @@ def train_unet(cfg: PretrainConfig, data: WorldData, text_encoder, vae, out: Pat
     tok = training_tokenizer()
     text_encoder.to(device).eval().requires_grad_(False)
     vae.to(device).eval().requires_grad_(False)
-    stage = Stage("unet", out, steps, cfg.checkpoint_every, device, deadline)
+    stage = Stage("unet", out, steps, cfg.checkpoint_every, device, deadline, _stop(u.stop_at, cfg.scale))
     gen = torch.Generator().manual_seed(cfg.seed + 13)
     start = 0
     if (ck := load_ckpt(stage.ckpt)) is not None:
