@@ -26,7 +26,7 @@ class OneLineCommand(click.Command):
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Images per prompt.")
 @click.option("--seed", type=int, default=None, help="Base seed; image k gets seed+k. Default: random (recorded).")
 @click.option("--steps", type=int, default=20, show_default=True, help="Denoising steps.")
-@click.option("--guidance", "--cfg", "guidance", type=float, default=7.5, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--guidance", "--cfg", "guidance", type=float, default=None, help="Classifier-free guidance scale [default: the model's recommended, else 7.5; toy: 3].")
 @click.option("--negative-prompt", default="", help="Negative prompt for every image.")
 @click.option("--width", type=int, default=None, help="Width in pixels, a multiple of 8 (default: the model's).")
 @click.option("--height", type=int, default=None, help="Height in pixels, a multiple of 8 (default: the model's).")
@@ -48,10 +48,13 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
     """
     from prefs.errors import UserError
     from rlft.generate import GenerateSettings, generate as run, validate_prompts
-    from rlft.models.pipeline import load_pipeline, quiet_libraries, resolve_model
+    from rlft.models.pipeline import load_pipeline, quiet_libraries, recommended_settings, resolve_model
     from rlft.models.schedulers import resolve as resolve_sampler
 
     # Check everything cheap before loading a model, so bad input fails fast and writes nothing.
+    source = resolve_model(model)
+    if guidance is None:
+        guidance = recommended_settings(source).get("guidance", 7.5)
     settings = GenerateSettings(n=n, seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
                                 width=width, height=height, batch_size=batch_size)
     if prompt_texts and prompts_source:
@@ -64,7 +67,6 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
         prompts = validate_prompts(prompt_texts)
     if any(not p.strip() for p in prompts):
         raise UserError("a prompt is empty; give some text")
-    resolve_model(model)
     if scheduler:
         resolve_sampler(scheduler)
 

@@ -9,6 +9,7 @@ A spec is one of (tried in this order):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -63,6 +64,17 @@ def valid_forms() -> str:
         f"a built-in name ({', '.join(sorted(BUILTIN_MODELS))}), a diffusers folder (with model_index.json), "
         f"a single-file checkpoint ({', '.join(SINGLE_FILE_SUFFIXES[:2])}), or a Hugging Face repo id (org/name)"
     )
+
+
+RECOMMENDED_FILE = "rlft_defaults.json"  # optional, beside model_index.json: e.g. {"guidance": 3.0}
+
+
+def recommended_settings(source: "ModelSource") -> dict:
+    """Generation settings a model folder recommends (the toy pipeline was measured best at CFG 3)."""
+    path = Path(source.location) / RECOMMENDED_FILE
+    if source.kind in ("builtin", "folder") and path.is_file():
+        return json.loads(path.read_text())
+    return {}
 
 
 def resolve_model(spec: str | os.PathLike) -> ModelSource:
