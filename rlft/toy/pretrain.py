@@ -183,6 +183,7 @@ class Stage:
         self.deadline = deadline
         self.stopped_at: int | None = None
         self.ckpt = out / f"{name}.ckpt"
+        out.mkdir(parents=True, exist_ok=True)
         self.log = open(out / f"{name}.log.jsonl", "a")
         self.t0 = time.time()
 
@@ -194,12 +195,16 @@ class Stage:
             if self.deadline is not None and time.time() > self.deadline:
                 # A wall-clock guard for lent machines; runs without a deadline always finish every step.
                 self.stopped_at = step
-                self.record(step, stopped_early=1)
                 break
             yield step, bar
+        bar.close()
+        self.log.close()
 
     def report_early_stop(self) -> None:
         if self.stopped_at is not None:
+            self.log = open(self.out / f"{self.name}.log.jsonl", "a")
+            self.record(self.stopped_at, stopped_early=1)
+            self.log.close()
             write_json(self.out / f"{self.name}_stopped_early.json", {"step": self.stopped_at, "planned": self.total})
 
     def record(self, step: int, **metrics) -> None:
