@@ -1,0 +1,1 @@
+"""Steering the diffusion model toward a reward: DDPO, RWR and Diffusion-DPO with LoRA (`rlft train`)."""

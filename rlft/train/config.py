@@ -1,0 +1,266 @@
+"""Training configuration: one dataclass per concern, nested, each field documented and validated.
+
+`TrainConfig.toy()` holds the defaults for the toy world (finish within 20 minutes on a 2-core CPU);
+`TrainConfig.sd()` those for a real Stable Diffusion model, following ddpo-pytorch (`config/base.py`) and
+the Diffusion-DPO paper. `from_dict` / `to_dict` round-trip through the run's `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefs.errors import UserError
+
+ALGORITHMS = ("ddpo", "rwr", "dpo")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+def _positive_int(owner: str, name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"{owner}{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+
+
+def _finite(owner: str, name: str, value, low: float | None = None, high: float | None = None, low_open=False) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low}" if low is not None else "finite"
+        if high is not None:
+            bound += f" and <= {high}"
+        raise UserError(f"{owner}{name.replace('_', '-')} must be a number {bound}, got {value!r}")
+
+
+@dataclass
+class SampleConfig:
+    """How training samples are drawn (DDIM at eta=1 with classifier-free guidance)."""
+
+    steps: int = 10  # DDIM steps per sample; 10 keeps a toy epoch short, ddpo-pytorch uses 50 on SD
+    guidance: float = 3.0  # CFG scale used both when sampling and when recomputing log-probs (toy's best is 3)
+    eta: float = 1.0  # DDIM eta; 1 makes every step a proper Gaussian policy step (DDPO needs eta > 0)
+    batch_size: int = 8  # images per sampling forward pass (speed/memory only, never the samples)
+    samples_per_epoch: int = 32  # images drawn per epoch, across all processes
+    grid_prompts: int = 4  # prompts in the fixed-seed sample grid written each epoch
+    grid_seeds: int = 4  # seeds per grid prompt
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "samples_per_epoch", "grid_prompts", "grid_seeds"):
+            _positive_int("sample.", name, getattr(self, name))
+        _finite("sample.", "guidance", self.guidance, 0.0)
+        _finite("sample.", "eta", self.eta, 0.0, 1.0, low_open=True)
+
+
+@dataclass
+class LoRAConfig:
+    """The LoRA adapter added (through peft) to the UNet's attention projections."""
+
+    rank: int = 4  # ddpo-pytorch's rank; enough to steer style and content
+    alpha: float = 4.0  # scale = alpha / rank; alpha == rank keeps the update's scale rank-independent
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")  # attention projections, as diffusers' LoRA scripts
+    train_text_encoder: bool = False  # also adapt the text encoder's attention (q/k/v/out_proj)
+    init_std: float | None = None  # None: peft's default (B = 0, so the adapter starts as the identity)
+
+    def __post_init__(self):
+        _positive_int("lora.", "rank", self.rank)
+        _finite("lora.", "alpha", self.alpha, 0.0, low_open=True)
+        self.target_modules = tuple(self.target_modules)
+        if not self.target_modules:
+            raise UserError("lora.target-modules must name at least one module")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW on the LoRA parameters, through accelerate."""
+
+    learning_rate: float = 3e-4  # ddpo-pytorch's LoRA learning rate
+    weight_decay: float = 1e-4  # ddpo-pytorch's AdamW weight decay
+    max_grad_norm: float = 1.0  # clip gradients; the PPO objective's gradients are spiky
+    train_batch_size: int = 8  # samples per gradient micro-batch
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    inner_epochs: int = 1  # passes over each epoch's samples (PPO's K)
+    mixed_precision: str = "no"  # no | fp16 | bf16 (GPU); CPU runs in fp32
+    gradient_checkpointing: bool = False  # trade compute for memory on the UNet (GPU)
+
+    def __post_init__(self):
+        _finite("optim.", "learning_rate", self.learning_rate, 0.0, low_open=True)
+        _finite("optim.", "weight_decay", self.weight_decay, 0.0)
+        _finite("optim.", "max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        for name in ("train_batch_size", "gradient_accumulation_steps", "inner_epochs"):
+            _positive_int("optim.", name, getattr(self, name))
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise UserError(f"optim.mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+
+
+@dataclass
+class DDPOConfig:
+    """DDPO with importance sampling and PPO clipping (Black et al. 2023)."""
+
+    clip_range: float = 1e-4  # PPO ratio clip; tiny because log-probs are per-dimension means (ddpo-pytorch)
+    adv_clip_max: float = 5.0  # advantages are clipped to [-5, 5] (ddpo-pytorch)
+    timestep_fraction: float = 1.0  # fraction of each trajectory's steps trained on (random subset)
+    per_prompt_stats: bool = True  # normalise rewards per prompt (running mean/std) rather than per batch
+    stat_buffer_size: int = 32  # rewards remembered per prompt
+    stat_min_count: int = 8  # below this many, a prompt uses the batch's mean/std instead of its own
+
+    def __post_init__(self):
+        _finite("ddpo.", "clip_range", self.clip_range, 0.0, low_open=True)
+        _finite("ddpo.", "adv_clip_max", self.adv_clip_max, 0.0, low_open=True)
+        _finite("ddpo.", "timestep_fraction", self.timestep_fraction, 0.0, 1.0, low_open=True)
+        _positive_int("ddpo.", "stat_buffer_size", self.stat_buffer_size)
+        _positive_int("ddpo.", "stat_min_count", self.stat_min_count)
+
+
+@dataclass
+class RWRConfig:
+    """Reward-weighted regression / reward-ranked fine-tuning on the model's own samples (Lee et al. 2023; RAFT)."""
+
+    weighting: str = "exp"  # exp: weight exp(advantage / beta); topk: keep the top_k samples per prompt
+    beta: float = 0.5  # temperature of exp weights (on normalised advantages); lower is greedier
+    top_k: int = 1  # with weighting=topk: samples kept per prompt per epoch
+    max_weight: float = 20.0  # cap on a single sample's normalised weight, so one lucky sample cannot dominate
+    mix_top_rated: int = 0  # add this many of the person's top-rated pool images (with captions) per epoch
+    mix_weight: float = 1.0  # weight of each mixed-in rated image relative to an average own sample
+
+    def __post_init__(self):
+        if self.weighting not in ("exp", "topk"):
+            raise UserError(f"rwr.weighting must be exp or topk, got {self.weighting!r}")
+        _finite("rwr.", "beta", self.beta, 0.0, low_open=True)
+        _positive_int("rwr.", "top_k", self.top_k)
+        _finite("rwr.", "max_weight", self.max_weight, 0.0, low_open=True)
+        if not isinstance(self.mix_top_rated, int) or self.mix_top_rated < 0:
+            raise UserError(f"rwr.mix-top-rated must be a whole number >= 0, got {self.mix_top_rated!r}")
+        _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
+
+
+@dataclass
+class DPOConfig:
+    """Diffusion-DPO on the stored pairwise judgements against the frozen base (Wallace et al. 2023)."""
+
+    beta: float = 2000.0  # KL strength beta_dpo; the paper uses 5000 on SD 1.5 (2500 in its SDXL runs)
+    pairs_per_epoch: int = 64  # judgements (winner, loser) drawn per epoch
+    rater: str | None = None  # only this rater's judgements (default: all)
+
+    def __post_init__(self):
+        _finite("dpo.", "beta", self.beta, 0.0, low_open=True)
+        _positive_int("dpo.", "pairs_per_epoch", self.pairs_per_epoch)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the model, reward and prompts (which are named, not configured)."""
+
+    algo: str = "ddpo"  # ddpo | rwr | dpo
+    epochs: int = 12  # sample-then-train rounds
+    seed: int = 0  # every epoch's randomness derives from (seed, epoch): resume is exact
+    kl_weight: float = 0.0  # weight of the regulariser: ||eps_lora - eps_base||^2 at the training inputs
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always checkpoints)
+    heldout_member: bool = True  # keep one reward-ensemble member out of the training reward, to report it
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ddpo: DDPOConfig = field(default_factory=DDPOConfig)
+    rwr: RWRConfig = field(default_factory=RWRConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+
+    def __post_init__(self):
+        if self.algo not in ALGORITHMS:
+            raise UserError(f"unknown algorithm {self.algo!r}; choose one of: {', '.join(ALGORITHMS)}")
+        _positive_int("", "epochs", self.epochs)
+        _positive_int("", "checkpoint_every", self.checkpoint_every)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        _finite("", "kl_weight", self.kl_weight, 0.0)
+        for name, cls in _SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, _build(cls, value, f"{name}."))
+
+    @classmethod
+    def toy(cls, **overrides) -> TrainConfig:
+        """Defaults for the toy world on a 2-core CPU (the 20-minute budget)."""
+        return from_dict(overrides, base=cls())
+
+    @classmethod
+    def sd(cls, **overrides) -> TrainConfig:
+        """Defaults for a real SD model on a GPU, after ddpo-pytorch's base config and Diffusion-DPO."""
+        base = cls(
+            epochs=100,
+            sample=SampleConfig(steps=50, guidance=5.0, batch_size=8, samples_per_epoch=256),
+            optim=OptimConfig(train_batch_size=4, gradient_accumulation_steps=4, inner_epochs=1,
+                              mixed_precision="bf16", gradient_checkpointing=True),
+            rwr=RWRConfig(beta=1.0),
+            dpo=DPOConfig(beta=5000.0, pairs_per_epoch=512),
+        )
+        return from_dict(overrides, base=base)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return json_ready(dataclasses.asdict(self))
+
+
+_SECTIONS = {"sample": SampleConfig, "lora": LoRAConfig, "optim": OptimConfig, "ddpo": DDPOConfig, "rwr": RWRConfig, "dpo": DPOConfig}
+
+
+def json_ready(obj):
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
+def _build(cls, values: dict, prefix: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"unknown config field {prefix}{unknown[0]}; {cls.__name__} has: {', '.join(sorted(names))}")
+    return cls(**values)
+
+
+def from_dict(values: dict, base: TrainConfig | None = None) -> TrainConfig:
+    """A config from a (possibly partial, possibly nested) dict laid over `base` (default: toy defaults).
+
+    Nested sections may be given as dicts (`{"ddpo": {"clip_range": 2e-4}}`) or as dotted keys
+    (`{"ddpo.clip_range": 2e-4}`). Unknown fields raise UserError naming the valid ones.
+    """
+    merged = (base or TrainConfig()).to_dict()
+    for key, value in values.items():
+        if "." in key:
+            section, _, name = key.partition(".")
+            value, key = {name: value}, section
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise UserError(f"config section {key} must be a mapping, got {value!r}")
+            if key not in merged:
+                merged[key] = {}
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    top = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(merged) - top)
+    if unknown:
+        raise UserError(f"unknown config field {unknown[0]}; valid: {', '.join(sorted(top))}")
+    return TrainConfig(**merged)
+
+
+def diff(a: TrainConfig, b: TrainConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Dotted names of the fields where `a` and `b` differ (for resume's config check)."""
+    out = []
+
+    def walk(x, y, prefix):
+        for k in sorted(set(x) | set(y)):
+            name = prefix + k
+            if name in ignore:
+                continue
+            if isinstance(x.get(k), dict) and isinstance(y.get(k), dict):
+                walk(x[k], y[k], name + ".")
+            elif x.get(k) != y.get(k):
+                out.append(f"{name} ({x.get(k)!r} -> {y.get(k)!r})")
+
+    walk(a.to_dict(), b.to_dict(), "")
+    return out

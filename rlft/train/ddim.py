@@ -1,0 +1,150 @@
+"""DDIM (eta > 0) as a stochastic policy: every step's Gaussian log-probability of the chosen x_{t-1}.
+
+`ddim_step_with_logprob` is diffusers' `DDIMScheduler.step` written out (epsilon prediction), returning the
+posterior mean and std as well, so the log-probability of any given `prev_sample` can be recomputed after
+the weights change (DDPO's importance ratio). `sample_with_logprob` is `StableDiffusionPipeline.__call__`
+with that step: same prompt encoding, same initial latents, same noise draws from the same generators, so
+with the same generator it ends on the same latents as the plain pipeline (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass
+class StepOutput:
+    prev_sample: torch.Tensor  # x_{t-1}, sampled or given
+    log_prob: torch.Tensor  # [N]: mean over dimensions of log N(x_{t-1}; mean, std^2), as ddpo-pytorch
+    mean: torch.Tensor  # the posterior mean the policy samples around
+    std: torch.Tensor  # scalar std of the step (eta * DDIM's sigma_t)
+
+
+def _prev_timestep(scheduler, timestep: int) -> int:
+    return timestep - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+
+
+def ddim_posterior(scheduler, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, eta: float):
+    """DDIM's mean and std of x_{t-1} given x_t and the predicted noise (epsilon prediction)."""
+    if scheduler.config.prediction_type != "epsilon":
+        raise ValueError(f"only epsilon-prediction models are supported, this one predicts {scheduler.config.prediction_type}")
+    if scheduler.config.thresholding or scheduler.config.clip_sample:
+        raise ValueError("DDIM with thresholding or sample clipping is not a Gaussian policy; disable them")
+    t = int(timestep)
+    prev_t = _prev_timestep(scheduler, t)
+    # The same float32 operations, in the same order, as DDIMScheduler.step: bit-identical samples.
+    alpha_t = scheduler.alphas_cumprod[t]
+    alpha_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
+    beta_t = 1 - alpha_t
+    variance = ((1 - alpha_prev) / beta_t) * (1 - alpha_t / alpha_prev)
+    std = (eta * variance ** 0.5).to(device=sample.device, dtype=sample.dtype)
+    alpha_t, alpha_prev, beta_t = (a.to(sample.device) for a in (alpha_t, alpha_prev, beta_t))
+    pred_x0 = (sample - beta_t ** 0.5 * model_output) / alpha_t ** 0.5
+    direction = (1 - alpha_prev - std**2) ** 0.5 * model_output
+    mean = alpha_prev ** 0.5 * pred_x0 + direction
+    return mean, std
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean over dimensions of log N(x; mean, std^2)."""
+    lp = -((x.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - LOG_SQRT_2PI
+    return lp.mean(dim=tuple(range(1, lp.ndim)))
+
+
+def ddim_step_with_logprob(scheduler, model_output, timestep, sample, eta: float = 1.0, prev_sample=None, generator=None) -> StepOutput:
+    """One DDIM step; draws x_{t-1} (with diffusers' `randn_tensor`, as `DDIMScheduler.step` does) unless given."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    mean, std = ddim_posterior(scheduler, model_output, timestep, sample, eta)
+    if prev_sample is None:
+        noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype)
+        prev_sample = mean + std * noise
+    return StepOutput(prev_sample, gaussian_log_prob(prev_sample, mean, std), mean, std)
+
+
+@dataclass
+class Trajectory:
+    """What sampling recorded: latents[:, k] is x before step k, next_latents[:, k] after it."""
+
+    prompts: list[str]
+    prompt_embeds: torch.Tensor  # [N, L, D]
+    negative_embeds: torch.Tensor | None  # [N, L, D] (None without CFG)
+    timesteps: torch.Tensor  # [T]
+    latents: torch.Tensor  # [N, T, C, H, W]
+    next_latents: torch.Tensor  # [N, T, C, H, W]
+    log_probs: torch.Tensor  # [N, T]
+    final: torch.Tensor  # [N, C, H, W] final latents
+
+    def index(self, idx) -> Trajectory:
+        """The trajectories of the samples at `idx`."""
+        neg = None if self.negative_embeds is None else self.negative_embeds[idx]
+        return Trajectory([self.prompts[i] for i in idx.tolist()], self.prompt_embeds[idx], neg, self.timesteps,
+                          self.latents[idx], self.next_latents[idx], self.log_probs[idx], self.final[idx])
+
+
+def encode_prompts(pipe, prompts: list[str], guidance: float, negative_prompt: str | None = None, device=None):
+    """(prompt_embeds, negative_embeds or None) exactly as the pipeline encodes them."""
+    device = device or pipe._execution_device
+    cfg = guidance > 1.0
+    neg = [negative_prompt] * len(prompts) if negative_prompt else None
+    pos, negative = pipe.encode_prompt(prompts, device, 1, cfg, neg)
+    return pos, (negative if cfg else None)
+
+
+def predict_noise(unet, latents, t, prompt_embeds, negative_embeds, guidance: float):
+    """The UNet's (guided) noise prediction; CFG as the pipeline does it (one batched call)."""
+    if negative_embeds is None:
+        return unet(latents, t, encoder_hidden_states=prompt_embeds).sample
+    both = unet(torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([negative_embeds, prompt_embeds])).sample
+    uncond, text = both.chunk(2)
+    return uncond + guidance * (text - uncond)
+
+
+@torch.no_grad()
+def sample_with_logprob(pipe, prompts: list[str], *, steps: int, guidance: float, eta: float = 1.0, generator=None,
+                        latents=None, negative_prompt: str | None = None, unet=None) -> Trajectory:
+    """Sample with DDIM, recording each step's latents and log-probability; returns a `Trajectory`.
+
+    `generator` may be one `torch.Generator` or a list (one per prompt), as for the pipeline. `unet`
+    overrides `pipe.unet` (e.g. accelerate's wrapped model).
+    """
+    unet = unet or pipe.unet
+    device = pipe._execution_device
+    pos, neg = encode_prompts(pipe, prompts, guidance, negative_prompt, device)
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(steps, device=device)
+    timesteps = scheduler.timesteps
+    height = width = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    x = pipe.prepare_latents(len(prompts), pipe.unet.config.in_channels, height, width, pos.dtype, device, generator, latents)
+    all_x, all_next, all_lp = [], [], []
+    for t in timesteps:
+        eps = predict_noise(unet, scheduler.scale_model_input(x, t), t, pos, neg, guidance)
+        out = ddim_step_with_logprob(scheduler, eps, t, x, eta, generator=generator)
+        all_x.append(x)
+        all_next.append(out.prev_sample)
+        all_lp.append(out.log_prob)
+        x = out.prev_sample
+    return Trajectory(list(prompts), pos, neg, timesteps, torch.stack(all_x, 1), torch.stack(all_next, 1),
+                      torch.stack(all_lp, 1), x)
+
+
+def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """Latents to images as float N x 3 x H x W in [0, 1] (differentiable)."""
+    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return (images / 2 + 0.5).clamp(0, 1)
+
+
+def recompute_log_prob(pipe, unet, traj: Trajectory, step: int, guidance: float, eta: float, prompt_embeds=None,
+                       negative_embeds=None) -> StepOutput:
+    """The current policy's log-probability of the recorded step `step` of `traj` (with grad)."""
+    pos = traj.prompt_embeds if prompt_embeds is None else prompt_embeds
+    neg = traj.negative_embeds if negative_embeds is None else negative_embeds
+    t = traj.timesteps[step]
+    x = traj.latents[:, step]
+    eps = predict_noise(unet, pipe.scheduler.scale_model_input(x, t), t, pos, neg, guidance)
+    return ddim_step_with_logprob(pipe.scheduler, eps, t, x, eta, prev_sample=traj.next_latents[:, step])
