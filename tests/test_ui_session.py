@@ -1,0 +1,174 @@
+"""The rating logic without a browser: pair stream, prefetch, votes, double clicks, stale pages, undo."""
+
+from __future__ import annotations
+
+import pytest
+
+import prefs
+from prefs.errors import UserError
+from ui_helpers import toy_pool
+from ui.session import RateSession
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def store():
+    s = prefs.open_store(seed=0)
+    toy_pool(s, prompts=4, per_prompt=3)
+    yield s
+    s.close()
+
+
+def rows(store, include_undone=True):
+    return list(store.comparisons(include_undone=include_undone))
+
+
+def session(store, rater="alice", **kw):
+    clock = Clock()
+    kw.setdefault("min_decision_ms", 250)
+    return RateSession(store, rater, clock=clock, seed=1, **kw), clock
+
+
+def test_vote_records_one_row_with_decision_time_and_moves_on(store):
+    s, clock = session(store)
+    v = s.start()
+    first = v.shown
+    assert first is not None and v.upcoming is not None  # the next pair is prepared before the vote
+    prefetched = v.upcoming
+    clock.t += 1.5
+    v2 = s.vote(first.token, "left")
+    assert v2.ok and v2.count == 1
+    assert v2.shown.pair == prefetched and v2.shown.token != first.token
+    [j] = rows(store)
+    assert (j.image_a, j.image_b, j.outcome, j.shown_left) == (first.pair.a.sha256, first.pair.b.sha256, "a", "a")
+    assert j.client_vote_id == first.token and j.decision_ms == 1500 and j.rater == "alice"
+    assert j.strategy == first.pair.strategy
+
+
+@pytest.mark.parametrize("side,outcome", [("left", "a"), ("right", "b"), ("tie", "tie"), ("both_bad", "both_bad"),
+                                          ("skip", "skip")])
+def test_each_side_maps_to_its_outcome(store, side, outcome):
+    s, clock = session(store)
+    tok = s.start().shown.token
+    clock.t += 1
+    s.vote(tok, side)
+    assert [j.outcome for j in rows(store)] == [outcome]
+
+
+def test_double_click_is_recorded_once(store):
+    s, clock = session(store)
+    tok = s.start().shown.token
+    clock.t += 1
+    s.vote(tok, "left")
+    again = s.vote(tok, "left")  # the same token arrives again (second click, retry)
+    assert not again.ok and "Already recorded" in again.message
+    assert len(rows(store)) == 1 and again.count == 1
+
+
+def test_vote_too_soon_after_the_pair_appeared_is_ignored(store):
+    s, clock = session(store)
+    v = s.start()
+    clock.t += 1
+    v = s.vote(v.shown.token, "left")
+    clock.t += 0.05  # the second click of a double click lands on the new pair
+    w = s.vote(v.shown.token, "right")
+    assert not w.ok and "Ignored" in w.message and w.shown.token == v.shown.token
+    assert len(rows(store)) == 1
+
+
+def test_stale_token_and_restart_write_nothing(store):
+    s, clock = session(store)
+    s.start()
+    clock.t += 1
+    bad = s.vote("not-a-token", "left")
+    assert not bad.ok and "no longer on offer" in bad.message and rows(store) == []
+    fresh, clock2 = session(store)  # a new server process: no pair shown yet in this session
+    clock2.t += 5
+    v = fresh.vote("token-from-before-restart", "left")
+    assert not v.ok and v.shown is not None and rows(store) == []
+
+
+def test_vote_for_an_image_gone_from_the_pool_writes_nothing(store, monkeypatch):
+    s, clock = session(store)
+    tok = s.start().shown.token
+    clock.t += 1
+
+    def gone(*a, **k):
+        raise prefs.NotFoundError("no image")
+
+    monkeypatch.setattr(store, "record_comparison", gone)
+    v = s.vote(tok, "left")
+    assert not v.ok and "left the pool" in v.message and v.shown.token != tok
+
+
+def test_invalid_side_is_a_user_error(store):
+    s, clock = session(store)
+    tok = s.start().shown.token
+    clock.t += 1
+    with pytest.raises(UserError):
+        s.vote(tok, "left; drop table")
+
+
+def test_undo_soft_deletes_and_shows_the_pair_again_as_shown(store):
+    s, clock = session(store)
+    first = s.start().shown
+    clock.t += 1
+    second = s.vote(first.token, "right").shown
+    v = s.undo()
+    assert v.ok and v.count == 0 and "right better" in v.message
+    assert (v.shown.pair.a.sha256, v.shown.pair.b.sha256) == (first.pair.a.sha256, first.pair.b.sha256)
+    assert [j.undone_at is not None for j in rows(store)] == [True]
+    clock.t += 1
+    after = s.vote(v.shown.token, "left")
+    assert after.shown.pair == second.pair  # the pair that was on screen comes back next
+    standing = rows(store, include_undone=False)
+    assert [j.outcome for j in standing] == ["a"]
+    assert s.undo().ok  # takes back the new vote
+    nothing = s.undo()  # the first vote is already undone: nothing standing is left
+    assert not nothing.ok and nothing.message == "Nothing to undo."
+
+
+def test_two_raters_have_their_own_streams(store):
+    a, ca = session(store, "alice")
+    b, cb = session(store, "bob")
+    ta, tb = a.start().shown.token, b.start().shown.token
+    ca.t += 1
+    cb.t += 1
+    assert not b.vote(ta, "left").ok  # bob cannot vote on alice's pair
+    a.vote(ta, "left")
+    b.vote(tb, "right")
+    assert sorted((j.rater, j.outcome) for j in rows(store)) == [("alice", "a"), ("bob", "b")]
+
+
+def test_never_shows_a_pair_twice_and_ends_cleanly(store):
+    s, clock = session(store)
+    v = s.start()
+    seen = set()
+    while v.shown is not None:
+        key = frozenset((v.shown.pair.a.sha256, v.shown.pair.b.sha256))
+        assert key not in seen or v.shown.pair.repeat
+        seen.add(key)
+        clock.t += 1
+        v = s.vote(v.shown.token, "tie")
+    assert "Nothing left" in v.message and len(seen) == 12 * 11 // 2
+
+
+def test_prefetch_runs_in_the_background(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as ex:
+        s, clock = session(store, executor=ex)
+        v = s.start()
+        for _ in range(10):
+            clock.t += 1
+            v = s.vote(v.shown.token, "left")
+            assert v.ok
+    assert len(rows(store)) == 10
+    assert len({j.client_vote_id for j in rows(store)}) == 10

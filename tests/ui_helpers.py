@@ -1,0 +1,33 @@
+"""Helpers for the UI tests: a small pool of drawn toy-world PNGs and a server on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+def toy_pool(store, prompts: int = 4, per_prompt: int = 3, runs: tuple = ((None,),)) -> list[str]:
+    """Drawn toy-world images (no diffusion): `prompts` captions x `per_prompt` seeds, model "toy"."""
+    from rlft.toy.world import draw, random_scene, caption, full_plan
+    import random
+
+    rng = random.Random(0)
+    shas = []
+    for j in range(prompts):
+        scene = random_scene(rng)
+        text = caption(scene, full_plan(j % 6))
+        for seed in range(per_prompt):
+            shas.append(store.add_image(draw(scene, seed=seed * 101 + j), prompt=text, seed=seed, model="toy").sha256)
+    return shas
+
+
+@contextlib.contextmanager
+def running(store, auth=None, **config):
+    """A live server on 127.0.0.1 and a free port; yields (url, rating_app)."""
+    from ui.app import AppConfig
+    from ui.server import ServeOptions, serve, stop
+
+    demo, url, app = serve(store, ServeOptions(port=0, auth=auth, quiet=True), AppConfig(**config), block=False)
+    try:
+        yield url, app
+    finally:
+        stop(demo, app)

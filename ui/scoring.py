@@ -1,0 +1,96 @@
+"""Scores for the gallery ranking and the `uncertain` pair strategy: the latest reward model when one
+exists, else the Bradley-Terry fit of the judgements in `prefs`.
+
+`reward` (and with it torch) is imported only here, only inside functions, and only once a reward
+version exists on disk, so the UI starts fast and works before anyone has trained a reward model.
+A reward package that fails to load is logged and the UI falls back to Bradley-Terry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+BT_REFRESH_S = 20.0  # the Bradley-Terry table behind `uncertain` is refitted at most this often
+
+
+def reward_versions() -> list[dict]:
+    """Every reward version's metadata (oldest first); [] when there is none or `reward` is unavailable."""
+    try:
+        from reward.versions import list_versions
+
+        return list_versions()
+    except Exception as e:  # the reward package is optional for the UI
+        log.debug("no reward versions: %s", e)
+        return []
+
+
+def val_accuracy(meta: dict) -> float | None:
+    """A version's held-out pairwise accuracy from its metadata, if recorded."""
+    metrics = meta.get("metrics") or {}
+    for key in ("val_accuracy", "heldout_accuracy", "accuracy"):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+class Scores:
+    """Scorers for one store, reloaded when a new reward version appears."""
+
+    def __init__(self, store):
+        self.store = store
+        self._lock = threading.Lock()
+        self._reward = None  # (version id, ScoreCache scorer)
+        self._failed: set[str] = set()  # versions that failed to load: don't retry on every call
+        self._bt = None  # (time, ScoreTable)
+
+    def reward_scorer(self):
+        """(version id, scorer) for the newest reward version, or (None, None)."""
+        versions = reward_versions()
+        if not versions:
+            return None, None
+        vid = str(versions[-1].get("id") or versions[-1].get("path"))
+        with self._lock:
+            if self._reward is not None and self._reward[0] == vid:
+                return self._reward
+            if vid in self._failed:
+                return None, None
+            try:
+                from reward.scorer import make_scorer
+
+                self._reward = (vid, make_scorer(self.store, versions[-1]["path"]))
+                return self._reward
+            except Exception:
+                log.exception("could not load reward version %s; ranking by Bradley-Terry instead", vid)
+                self._failed.add(vid)
+                return None, None
+
+    def bt_table(self, max_age: float = BT_REFRESH_S):
+        """A `ScoreTable` of the current Bradley-Terry fit (refitted when older than `max_age` seconds)."""
+        from prefs.stats import bt_score_table
+
+        now = time.monotonic()
+        with self._lock:
+            if self._bt is None or now - self._bt[0] > max_age:
+                self._bt = (now, bt_score_table(self.store))
+            return self._bt[1]
+
+    def pair_scorer(self):
+        """The scorer for `uncertain`: the reward model's, else Bradley-Terry's."""
+        _, scorer = self.reward_scorer()
+        return scorer if scorer is not None else self.bt_table()
+
+    def rank(self, images) -> tuple[dict[str, float], str]:
+        """Score per sha256 for `images` and a label naming the source ("reward r0003" or "Bradley-Terry")."""
+        vid, scorer = self.reward_scorer()
+        if scorer is not None and images:
+            try:
+                means, _ = scorer(list(images))
+                return {im.sha256: float(m) for im, m in zip(images, means)}, f"reward {vid}"
+            except Exception:
+                log.exception("reward scoring failed; ranking by Bradley-Terry")
+        return self.store.fit_scores(), "Bradley-Terry"
