@@ -1,0 +1,133 @@
+"""Reward heads: map a CLIP image embedding (and optionally the prompt's text embedding) to a utility r.
+
+P(a beats b) = sigmoid(r(a) - r(b)). Every head standardises its input with the training pool's per-dimension
+mean and std (buffers saved with the weights), so one L2 strength suits CLIPs whose embeddings vary a lot or
+a little, and ends with an `offset` buffer that centres utilities on the training pool (only differences
+matter to Bradley-Terry; centring makes ensemble members comparable, so their spread is real disagreement).
+
+- `linear`: r = w . f + b, the classic reward-model probe.
+- `mlp`: two hidden layers with GELU and dropout.
+- `laion`: a LAION improved-aesthetic-predictor head (`--prior laion:PATH`), fine-tuned from its weights,
+  times a learnt scale (its 1-10 scores are not on the logit scale). No standardisation: it expects raw
+  L2-normalised embeddings.
+Prompt conditioning (`prompt=True`): the features are [x, x * t] (image, and image times prompt embedding),
+so the head can learn which image directions matter for which prompts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HEADS = ("linear", "mlp")
+
+
+class Head(nn.Module):
+    """Base: standardise -> features -> net; `config` rebuilds it (`build_head(**config)`)."""
+
+    def __init__(self, dim: int, prompt: bool = False):
+        super().__init__()
+        self.dim, self.prompt = int(dim), bool(prompt)
+        n_in = 2 * dim if prompt else dim
+        self.register_buffer("mu", torch.zeros(n_in))
+        self.register_buffer("sigma", torch.ones(n_in))
+        self.register_buffer("offset", torch.zeros(()))
+
+    def features(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        if self.prompt:
+            if t is None:
+                t = torch.zeros_like(x)  # no prompt: the unconditional part of the reward
+            x = torch.cat([x, x * t], dim=-1)
+        return (x - self.mu) / self.sigma
+
+    def set_standardisation(self, x: torch.Tensor, t: torch.Tensor | None) -> None:
+        self.mu.zero_()
+        self.sigma.fill_(1)
+        f = self.features(x, t)
+        self.mu.copy_(f.mean(0))
+        self.sigma.copy_(f.std(0).clamp_min(1e-4) if len(f) > 1 else torch.ones_like(self.sigma))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(self.features(x, t)).squeeze(-1) - self.offset
+
+    def penalty(self) -> torch.Tensor:
+        """Sum of squared weights (not biases): the L2 term of the training loss."""
+        return sum((p**2).sum() for n, p in self.net.named_parameters() if n.endswith("weight"))
+
+
+class LinearHead(Head):
+    kind = "linear"
+
+    def __init__(self, dim: int, prompt: bool = False):
+        super().__init__(dim, prompt)
+        self.net = nn.Linear(len(self.mu), 1)
+        nn.init.zeros_(self.net.weight)
+        nn.init.zeros_(self.net.bias)
+
+    @property
+    def config(self) -> dict:
+        return {"kind": self.kind, "dim": self.dim, "prompt": self.prompt}
+
+
+class MLPHead(Head):
+    kind = "mlp"
+
+    def __init__(self, dim: int, prompt: bool = False, hidden: int = 128, dropout: float = 0.1):
+        super().__init__(dim, prompt)
+        self.hidden, self.dropout = int(hidden), float(dropout)
+        self.net = nn.Sequential(
+            nn.Linear(len(self.mu), hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2), nn.GELU(), nn.Linear(hidden // 2, 1),
+        )
+
+    @property
+    def config(self) -> dict:
+        return {"kind": self.kind, "dim": self.dim, "prompt": self.prompt, "hidden": self.hidden, "dropout": self.dropout}
+
+
+class LaionPriorHead(nn.Module):
+    """A LAION aesthetic head fine-tuned as a reward: r = scale * laion(x) - offset."""
+
+    kind = "laion"
+
+    def __init__(self, layers: nn.Sequential, prior_path: str | None = None):
+        super().__init__()
+        self.layers = layers
+        self.prior_path = prior_path
+        self.dim = layers[0].in_features
+        self.prompt = False
+        self.scale = nn.Parameter(torch.ones(()))
+        self.register_buffer("offset", torch.zeros(()))
+        self.register_buffer("prior", torch.cat([p.detach().flatten() for p in layers.parameters()]).clone())
+
+    def set_standardisation(self, x, t) -> None:  # LAION heads expect raw normalised embeddings
+        pass
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        return self.scale * self.layers(x).squeeze(-1) - self.offset
+
+    def penalty(self) -> torch.Tensor:
+        """Squared distance from the prior's weights: personalise the general aesthetic, don't forget it."""
+        now = torch.cat([p.flatten() for p in self.layers.parameters()])
+        return ((now - self.prior) ** 2).sum()
+
+    @property
+    def config(self) -> dict:
+        keys = [k for k in self.layers.state_dict()]
+        return {"kind": self.kind, "dim": self.dim, "prompt": False, "layer_keys": keys, "prior_path": self.prior_path}
+
+
+def build_head(kind: str, dim: int, prompt: bool = False, **kw) -> nn.Module:
+    """A fresh head from its `config` dict (the LAION kind needs `state_dict`-shaped `layer_keys`)."""
+    if kind == "linear":
+        return LinearHead(dim, prompt)
+    if kind == "mlp":
+        return MLPHead(dim, prompt, hidden=kw.get("hidden", 128), dropout=kw.get("dropout", 0.1))
+    if kind == "laion":
+        from reward.laion import build_sequential
+
+        # Shapes come from the saved weights; build with placeholders of the right index layout.
+        return LaionPriorHead(build_sequential(kw["_state"]), kw.get("prior_path"))
+    from prefs.errors import UserError
+
+    raise UserError(f"unknown head {kind!r}; valid: {', '.join(HEADS)} (or --prior laion:PATH)")

@@ -1,0 +1,194 @@
+"""`RewardModel`: a frozen CLIP plus K reward heads, loaded from a version; differentiable in the pixels."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from prefs.errors import UserError
+from reward import versions
+from reward.heads import build_head
+
+
+class RewardModel(torch.nn.Module):
+    """A learnt taste: `score(images, prompts)` -> utilities on the Bradley-Terry logit scale.
+
+    Attributes: `version` (e.g. "r0003"), `clip_spec`, `path` (the version folder), `metadata` (its
+    reward.json), `members` (K, the ensemble size), `heads` (ModuleList), `log_theta` (Rao-Kupper tie
+    parameter or None).
+    """
+
+    def __init__(self, heads: Sequence[torch.nn.Module], clip_spec: str, metadata: dict | None = None,
+                 path: str | os.PathLike | None = None, log_theta: torch.Tensor | None = None, clip=None,
+                 device=None):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(heads)
+        self.clip_spec = clip_spec
+        self.metadata = dict(metadata or {})
+        self.version = self.metadata.get("id")
+        self.path = Path(path) if path is not None else None
+        self.log_theta = log_theta
+        self._clip = clip
+        self._device = device
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self.requires_grad_(False)
+        self.eval()
+
+    # -- parts --------------------------------------------------------------------------------------------
+    @property
+    def members(self) -> int:
+        return len(self.heads)
+
+    @property
+    def prompt_conditioned(self) -> bool:
+        return bool(getattr(self.heads[0], "prompt", False))
+
+    @property
+    def clip(self):
+        if self._clip is None:
+            from reward.clip import load_clip
+
+            self._clip = load_clip(self.clip_spec, self._device or self._head_device())
+        return self._clip
+
+    def _head_device(self):
+        return next(iter(self.heads.buffers())).device
+
+    def subset(self, indices: int | Sequence[int]) -> "RewardModel":
+        """A RewardModel of only the members at `indices` (shares weights): e.g. hold one out as a test reward."""
+        if isinstance(indices, int):
+            indices = [indices]
+        indices = list(indices)
+        if not indices or any(not -self.members <= i < self.members for i in indices):
+            raise UserError(f"member indices must be in 0..{self.members - 1}, got {indices}")
+        meta = {**self.metadata, "members_of": self.version, "member_indices": indices}
+        sub = RewardModel([self.heads[i] for i in indices], self.clip_spec, meta, self.path, self.log_theta,
+                          self._clip, self._device)
+        sub.version = self.version
+        return sub
+
+    # -- inputs -------------------------------------------------------------------------------------------
+    def _pixels(self, images) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            if images.ndim == 3:
+                images = images[None]
+            if not images.is_floating_point():
+                raise UserError("images must be a float tensor in [0, 1] (N x 3 x H x W) or a list of PIL images")
+            return images
+        from reward.embeddings import pil_to_tensor
+
+        images = list(images)
+        if not images:
+            raise UserError("no images to score")
+        return [pil_to_tensor(im) for im in images]
+
+    def embed(self, images) -> torch.Tensor:
+        """L2-normalised CLIP image embeddings (N x D), differentiable for a pixel tensor."""
+        x = self._pixels(images)
+        clip = self.clip
+        if isinstance(x, list):  # PIL images of any sizes: preprocess one by one
+            return torch.cat([clip.encode_pixels(t[None]) for t in x])
+        return clip.encode_pixels(x)
+
+    def text_embed(self, prompts: Sequence[str] | str | None, n: int) -> torch.Tensor | None:
+        """Prompt embeddings for prompt-conditioned heads (None otherwise), one per image."""
+        if not self.prompt_conditioned or prompts is None:
+            return None
+        if isinstance(prompts, str):
+            prompts = [prompts] * n
+        prompts = list(prompts)
+        if len(prompts) != n:
+            raise UserError(f"got {len(prompts)} prompts for {n} images")
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if todo:
+            for p, v in zip(todo, self.clip.encode_text(todo)):
+                self._text_cache[p] = v
+        return torch.stack([self._text_cache[p] for p in prompts])
+
+    # -- scores -------------------------------------------------------------------------------------------
+    def member_scores(self, emb: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """K x N utilities of precomputed image embeddings."""
+        dev = self._head_device()
+        emb = emb.to(dev)
+        text = text.to(dev) if text is not None else None
+        return torch.stack([h(emb, text) for h in self.heads])
+
+    def score(self, images, prompts: Sequence[str] | str | None = None) -> torch.Tensor:
+        """Mean utility over the ensemble, one per image (tensor [N]); differentiable w.r.t. a pixel tensor.
+
+        `images`: float tensor N x 3 x H x W in [0, 1] (any size: resized and normalised inside) or a list of
+        PIL images. `prompts`: one per image (or one for all); used by prompt-conditioned heads, else ignored.
+        """
+        emb = self.embed(images)
+        return self.member_scores(emb, self.text_embed(prompts, len(emb))).mean(0)
+
+    forward = score
+
+    def score_embeddings(self, emb, prompts_emb=None) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std over members) per embedding, as numpy: what the `uncertain` pair strategy needs."""
+        with torch.no_grad():
+            s = self.member_scores(torch.as_tensor(np.asarray(emb), dtype=torch.float32),
+                                   None if prompts_emb is None else torch.as_tensor(np.asarray(prompts_emb), dtype=torch.float32))
+        std = s.std(0, unbiased=False) if len(s) > 1 else torch.zeros(s.shape[1])
+        return s.mean(0).cpu().numpy(), std.cpu().numpy()
+
+    def predict_pair(self, a, b, prompt: str | None = None) -> tuple[float, float]:
+        """(P(a beats b), std of that probability over members) for two images (PIL or 3 x H x W tensors)."""
+        imgs = [a, b]
+        if all(isinstance(i, torch.Tensor) for i in imgs):
+            emb = torch.cat([self.embed(i if i.ndim == 4 else i[None]) for i in imgs])
+        else:
+            emb = self.embed(imgs)
+        with torch.no_grad():
+            s = self.member_scores(emb, self.text_embed(prompt, 2))
+            p = torch.sigmoid(s[:, 0] - s[:, 1])
+        return float(p.mean()), float(p.std(unbiased=False)) if len(p) > 1 else 0.0
+
+    def __repr__(self) -> str:
+        return f"RewardModel({self.version or 'unsaved'}, clip={self.clip_spec}, heads={self.members}x{self.metadata.get('config', {}).get('head', '?')})"
+
+
+# -- persistence --------------------------------------------------------------------------------------------
+
+
+def save_weights(path: str | os.PathLike, heads, log_theta=None) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"members.{k}.{name}": t.detach().cpu().contiguous()
+               for k, h in enumerate(heads) for name, t in h.state_dict().items()}
+    if log_theta is not None:
+        tensors["log_theta"] = log_theta.detach().cpu().reshape(())
+    save_file(tensors, os.fspath(path))
+
+
+def load(spec: str | os.PathLike = "latest", device=None, home=None) -> RewardModel:
+    """Load a reward version: `latest`, an id like `r0003`, or a version folder.
+
+    Raises NotFoundError listing the versions for an unknown name, and one telling the user to run
+    `rlft reward train` when there are none.
+    """
+    from safetensors.torch import load_file
+
+    folder = versions.resolve(spec, home)
+    meta = json.loads((folder / versions.META_NAME).read_text())
+    tensors = load_file(str(folder / versions.WEIGHTS_NAME))
+    heads = []
+    for k, cfg in enumerate(meta["heads"]):
+        prefix = f"members.{k}."
+        state = {n[len(prefix):]: t for n, t in tensors.items() if n.startswith(prefix)}
+        cfg = dict(cfg)
+        kind = cfg.pop("kind")
+        if kind == "laion":
+            cfg["_state"] = {n: t for n, t in state.items() if n.startswith("layers.")}
+        head = build_head(kind, **cfg)
+        head.load_state_dict(state)
+        heads.append(head.eval())
+    model = RewardModel(heads, meta["clip_spec"], meta, folder, tensors.get("log_theta"), device=device)
+    if device is not None:
+        model.to(device)
+    return model

@@ -1,0 +1,142 @@
+"""`rlft reward train` as a library call: judgements -> embeddings -> heads -> held-out metrics -> a version."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prefs.errors import UserError
+from reward import evaluate
+from reward.data import PairData, load_pairs, split
+from reward.fit import FitConfig, fit_ensemble
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything `train` needs besides the store; saved in the version's reward.json."""
+
+    clip: str = "toy"  # CLIP spec for the embeddings (ViT-L-14/openai for SD 1.x)
+    fit: FitConfig = dataclasses.field(default_factory=FitConfig)  # head, ensemble, ties, L2, steps
+    val_frac: float = 0.2  # share of judgements held out for the metrics (0: train on all, no metrics)
+    split: str = "random"  # random (seeded) or time (newest judgements held out)
+    prior: str | None = None  # laion:PATH, a LAION aesthetic head to start from
+    rater: str | None = None  # only this rater's judgements (default: everyone's)
+    seed: int = 0  # split, bootstrap and initialisation
+
+    def __post_init__(self):
+        if isinstance(self.fit, dict):
+            self.fit = FitConfig(**self.fit)
+        if not 0 <= self.val_frac < 1:
+            raise UserError(f"--val-frac must be in [0, 1), got {self.val_frac}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    path: Path  # the new version folder
+    version: str
+    metrics: dict  # val metrics of the reward and of each baseline
+    n_judgements: int
+
+
+def train(store, config: TrainConfig | None = None, progress: bool = True, home=None, save: bool = True) -> TrainResult:
+    """Fit a reward on the store's judgements and write it as the next version (`r0001`, ...)."""
+    from reward.clip import resolve_clip
+    from reward.embeddings import EmbeddingCache
+    from reward.laion import load_laion, parse_prior
+    from reward.model import save_weights
+    from reward.versions import write_version
+
+    config = config or TrainConfig()
+    prior_path = parse_prior(config.prior)
+    resolve_clip(config.clip)  # an unknown spec fails before any work
+    prior = load_laion(prior_path) if prior_path else None
+    data = load_pairs(store, config.rater)
+    cache = EmbeddingCache(config.clip, home=home)
+    x = cache.embed_store_images(store, data.images, progress=progress)
+    if prior is not None:
+        prior.path = prior_path
+        if prior.in_dim != x.shape[1]:
+            raise UserError(f"the LAION head expects {prior.in_dim}-d embeddings but --clip {config.clip} gives "
+                            f"{x.shape[1]}-d; use --clip ViT-L-14/openai with LAION priors")
+    t = cache.embed_texts([im.prompt or "" for im in data.images]) if config.fit.prompt else None
+    tr, va = split(len(data), config.val_frac, config.split, config.seed)
+    train_data = data.take(tr)
+    fitted = fit_ensemble(x, train_data.ia, train_data.ib, train_data.y,
+                          dataclasses.replace(config.fit, seed=config.seed), t=t, prior=prior)
+    metrics: dict = {"train_loss": float(np.mean(fitted.train_loss)), "n_train": int(len(tr)), "n_val": int(len(va))}
+    if len(va):
+        val = data.take(va)
+        metrics.update(_evaluate(fitted, x, t, val, config, cache, data, train_data, prior))
+    meta = {
+        "clip_spec": config.clip,
+        "clip_key": cache.source.cache_key(),
+        "embed_dim": int(x.shape[1]),
+        "config": {**dataclasses.asdict(config), "head": "laion" if prior is not None else config.fit.head},
+        "heads": [h.config for h in fitted.heads],
+        "n_judgements": len(data),
+        "n_images": len(data.shas),
+        "metrics": metrics,
+        "tie_model": config.fit.ties,
+        "log_theta": None if fitted.log_theta is None else float(fitted.log_theta),
+    }
+    if not save:
+        return TrainResult(Path(), "", metrics, len(data))
+    path = write_version(meta, lambda p: save_weights(p, fitted.heads, fitted.log_theta), home)
+    return TrainResult(path, path.name, metrics, len(data))
+
+
+def _p_from_scores(s: np.ndarray, val: PairData) -> np.ndarray:
+    return evaluate.sigmoid(s[val.ia] - s[val.ib])
+
+
+def _evaluate(fitted, x, t, val: PairData, config, cache, data, train_data, prior) -> dict:
+    with torch.no_grad():
+        X = torch.as_tensor(x)
+        T = torch.as_tensor(t) if t is not None else None
+        member = torch.stack([h(X, T) for h in fitted.heads]).numpy()
+    # Ensemble prediction: average the members' probabilities (a proper mixture), not their scores.
+    p = evaluate.sigmoid(member[:, val.ia] - member[:, val.ib]).mean(0)
+    out = {"val_" + k: v for k, v in evaluate.metrics(p, val.y, config.seed).items()}
+    baselines = {}
+    # CLIP image-text similarity with each image's own prompt, on CLIP's logit scale.
+    prompts = [im.prompt or "" for im in data.images]
+    if any(prompts):
+        te = cache.embed_texts(prompts)
+        scale = float(cache.clip.model.logit_scale.exp()) if hasattr(cache.clip.model, "logit_scale") else 100.0
+        sim = (x * te).sum(1) * scale
+        baselines["clip_similarity"] = evaluate.metrics(_p_from_scores(sim, val), val.y, config.seed)
+    if prior is not None:
+        with torch.no_grad():
+            s = prior(torch.as_tensor(x)).numpy()
+        baselines["laion_prior"] = evaluate.metrics(_p_from_scores(s, val), val.y, config.seed)
+    # Bradley-Terry item scores from the training judgements, on val pairs whose images were both seen.
+    from prefs import bt
+
+    seen = np.zeros(len(data.shas), bool)
+    seen[train_data.ia] = seen[train_data.ib] = True
+    s = bt.fit(len(data.shas), train_data.ia, train_data.ib, train_data.y)
+    both = seen[val.ia] & seen[val.ib]
+    if both.any():
+        sub = val.take(np.flatnonzero(both))
+        m = evaluate.metrics(_p_from_scores(s, sub), sub.y, config.seed)
+        m["reward_accuracy_same_pairs"] = evaluate.accuracy(p[both], sub.y)
+        baselines["bt_items"] = m
+    out["baselines"] = baselines
+    return out
+
+
+def metrics_table(metrics: dict) -> str:
+    """The held-out metrics of the reward and its baselines as a small text table."""
+    rows = [("reward", {k[4:]: v for k, v in metrics.items() if k.startswith("val_")})]
+    rows += list(metrics.get("baselines", {}).items())
+    lines = [f"{'model':<18}{'n':>6}{'accuracy':>10}{'95% CI':>16}{'log-loss':>10}{'ECE':>8}"]
+    for name, m in rows:
+        if not m or m.get("n") is None:
+            continue
+        ci = m.get("ci95") or [float("nan")] * 2
+        lines.append(f"{name:<18}{m['n']:>6}{m['accuracy']:>10.3f}{f'[{ci[0]:.3f}, {ci[1]:.3f}]':>16}"
+                     f"{m['log_loss']:>10.3f}{m['ece']:>8.3f}")
+    return "\n".join(lines)
