@@ -24,6 +24,7 @@ _PUBLIC = re.compile(
     r"^/(|login/?|favicon\.ico|robots\.txt|manifest\.json|theme\.css|gradio_api/theme\.css"
     r"|assets/.*|static/.*|svelte/.*|gradio_api/login_check/?|gradio_api/app_id/?)$"
 )
+_STARTUP = "/gradio_api/startup-events"  # Gradio calls it itself, without a login, once at launch
 
 
 def is_loopback(host: str) -> bool:
@@ -61,9 +62,13 @@ class Gate:
         path = scope.get("path", "")
         if _BLOCKED.match(path) or "\x00" in path:
             return await _deny(scope, send, 404, "not served by rlft")
-        if self.auth_required and not _PUBLIC.match(path) and not _logged_in(scope):
+        if self.auth_required and not _PUBLIC.match(path) and not _logged_in(scope) and not _launching(scope, path):
             return await _deny(scope, send, 401, "Not authenticated")
         return await self.app(scope, receive, send)
+
+
+def _launching(scope, path: str) -> bool:
+    return path == _STARTUP and not getattr(scope.get("app"), "startup_events_triggered", True)
 
 
 def _logged_in(scope) -> bool:
