@@ -35,12 +35,18 @@ class OneLineCommand(click.Command):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Output folder [default: <home>/outputs/YYYY-MM-DD].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image on stdout.")
 @click.option("--no-pool", is_flag=True, help="Do not add the images to the preference pool.")
-@click.option("--lora", default=None, help="A LoRA to apply: a diffusers LoRA folder or .safetensors.")
+@click.option("--lora", default=None, help="A LoRA to apply: a training run (latest, t0003, a run folder), a diffusers LoRA folder or .safetensors.")
 @click.option("--config", "config", type=click.Path(), default=None, help="For a single-file model: a diffusers folder with its configs.")
 @click.option("--device", default=None, help="cuda, cpu, mps, ... (default: the best available).")
 @click.option("--dtype", default=None, help="fp32, fp16 or bf16 (default: bf16/fp16 on GPU, fp32 on CPU).")
+@click.option("--aesthetic", "aesthetic", type=click.Path(), default=None, help="An aesthetic embedding (.pt, e.g. from `rlft embed`): personalise the text encoder toward it per prompt.")
+@click.option("--aesthetic-steps", type=int, default=5, show_default=True, help="Adam steps per prompt toward the embedding.")
+@click.option("--aesthetic-lr", type=float, default=1e-4, show_default=True, help="Adam learning rate of those steps.")
+@click.option("--aesthetic-weight", type=float, default=0.9, show_default=True, help="Blend of personalised and original text features (0..1).")
+@click.option("--aesthetic-clip", default=None, help="CLIP the embedding lives in [default: from its JSON sidecar; ViT-L-14/openai for 768-d].")
 def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, negative_prompt, width, height,
-             scheduler, batch_size, out_dir, as_json, no_pool, lora, config, device, dtype):
+             scheduler, batch_size, out_dir, as_json, no_pool, lora, config, device, dtype,
+             aesthetic, aesthetic_steps, aesthetic_lr, aesthetic_weight, aesthetic_clip):
     """Generate images from text prompts with a Stable Diffusion model.
 
     Every PNG carries its settings in AUTOMATIC1111's `parameters` chunk; the same settings and seed
@@ -76,18 +82,24 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
         from rlft.models.lora import apply_lora
 
         apply_lora(pipe, lora)
+    conditioner = None
+    if aesthetic:
+        from reward.aesthetic import conditioner_from_file
+
+        conditioner = conditioner_from_file(pipe, aesthetic, steps=aesthetic_steps, lr=aesthetic_lr,
+                                            weight=aesthetic_weight, clip_spec=aesthetic_clip)
 
     def emit(record):
         if as_json:
             click.echo(json.dumps(record.to_json(), ensure_ascii=False))
 
     if no_pool:
-        records = run(pipe, prompts, settings, out_dir=out_dir, lora=lora, on_image=emit)
+        records = run(pipe, prompts, settings, out_dir=out_dir, lora=lora, on_image=emit, conditioner=conditioner)
     else:
         from prefs import open_store
 
         with open_store() as store:
-            records = run(pipe, prompts, settings, out_dir=out_dir, lora=lora, store=store, on_image=emit)
+            records = run(pipe, prompts, settings, out_dir=out_dir, lora=lora, store=store, on_image=emit, conditioner=conditioner)
     if not as_json:
         where = records[0].path.parent if records else out_dir
         pooled = "" if no_pool else ", added to the pool"

@@ -1,0 +1,325 @@
+"""`rlft train` (steer the model toward the reward with LoRA) and `rlft export-lora`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from rlft.cli.generate import OneLineCommand
+
+# CLI flag -> dotted config field; only flags the user actually typed override the defaults (or a resumed run).
+FLAG_FIELDS = {
+    "algo": "algo", "epochs": "epochs", "samples_per_epoch": "sample.samples_per_epoch", "lora_rank": "lora.rank",
+    "kl_weight": "kl_weight", "seed": "seed", "steps": "sample.steps", "guidance": "sample.guidance",
+    "lr": "optim.learning_rate", "mixed_precision": "optim.mixed_precision",
+    "gradient_checkpointing": "optim.gradient_checkpointing", "mix_top_rated": "rwr.mix_top_rated",
+}
+# Fields a resume may change without changing the result of the epochs already run.
+RESUMABLE = ("epochs", "checkpoint_every")
+
+
+@click.command("train", cls=OneLineCommand)
+@click.option("--reward", "reward_spec", default="latest", show_default=True, help="Reward version: latest, r0003, or a folder (ignored by dpo).")
+@click.option("--model", "-m", "model", default=None, help="Model spec (default: toy).")
+@click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default=None, help="Algorithm [default: ddpo].")
+@click.option("--prompts", "prompts_source", default=None, help="Training prompts: a text file or a named set (ddpo, rwr).")
+@click.option("--epochs", type=int, default=None, help="Sample-then-train rounds.")
+@click.option("--samples-per-epoch", type=int, default=None, help="Images sampled per epoch.")
+@click.option("--lora-rank", type=int, default=None, help="LoRA rank.")
+@click.option("--kl-weight", type=float, default=None, help="Regulariser weight: ||eps - eps_base||^2 (KL per DDIM step for ddpo).")
+@click.option("--seed", type=int, default=None, help="Seed of the whole run.")
+@click.option("--steps", type=int, default=None, help="DDIM steps when sampling.")
+@click.option("--guidance", type=float, default=None, help="CFG scale when sampling and training.")
+@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None, help="GPU mixed precision.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="UNet gradient checkpointing.")
+@click.option("--mix-top-rated", type=int, default=None, help="rwr: mix in this many top-rated pool images per epoch.")
+@click.option("--rater", default=None, help="dpo: only this rater's judgements.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run folder [default: <home>/runs/tNNNN].")
+@click.option("--resume", default=None, help="Continue a run: latest, a run id or folder.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="A JSON or TOML config (nested sections; flags override it).")
+@click.option("--device", default=None, help="cuda, cpu, ... (default: the best available).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epoch, lora_rank, kl_weight, seed, steps,
+          guidance, lr, mixed_precision, gradient_checkpointing, mix_top_rated, rater, out_dir, resume, config_file,
+          device, quiet):
+    """Fine-tune the model toward your reward model (ddpo, rwr) or judgements (dpo) with LoRA.
+
+    Writes a run folder (config.json, metrics.jsonl, samples/epoch_NNNN.png, checkpoint.pt, lora/,
+    lora_kohya.safetensors) and points runs/latest at it; use it with `rlft generate --lora latest`.
+    """
+    from prefs.errors import UserError
+    from rlft.train import runs
+
+    flags = {FLAG_FIELDS[k]: v for k, v in ctx.params.items()
+             if k in FLAG_FIELDS and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT and v is not None}
+    file_values = _read_config_file(config_file) if config_file else {}
+
+    if resume:
+        if out_dir or config_file or model or prompts_source:
+            raise UserError("--resume continues a run with its own model, prompts and config; drop --model/--prompts/--config/--out")
+        run_dir = runs.resolve_run(resume)
+        saved = runs.read_config(run_dir)
+        config = _config_for_resume(saved, flags)
+        provenance = saved["provenance"]
+        model, prompts_source, reward_spec = provenance["model"], provenance.get("prompts_source"), provenance.get("reward_spec", reward_spec)
+        prompts = provenance.get("prompts", [])
+        rater = provenance.get("rater")
+    else:
+        run_dir = None
+        model = model or "toy"
+        config = _build_config(model, file_values, flags)
+        prompts = _load_prompts(prompts_source) if config.algo != "dpo" or prompts_source else []
+        if config.algo != "dpo" and not prompts:
+            raise UserError("no prompts given; pass --prompts FILE (one prompt a line) or a named set")
+
+    from rlft.models.pipeline import resolve_model
+
+    resolve_model(model)
+    reward_info = {}
+    if config.algo == "dpo":
+        if ctx.get_parameter_source("reward_spec") != click.core.ParameterSource.DEFAULT:
+            click.echo("notice: dpo trains on the stored judgements directly; --reward is ignored", err=True)
+    else:
+        from rlft.train.rewards import check_compatible, reward_clip_spec
+
+        version, clip_spec = reward_clip_spec(reward_spec)
+        check_compatible(clip_spec, _image_size_of(model), model)
+        reward_info = {"reward": version}
+
+    judgements, extra = [], []
+    if config.algo == "dpo" or (config.algo == "rwr" and config.rwr.mix_top_rated):
+        from prefs import open_store
+
+        with open_store() as store:
+            if config.algo == "dpo":
+                judgements = load_judgements(store, rater)
+            else:
+                extra = top_rated(store, config.rwr.mix_top_rated)
+
+    from rlft.models.pipeline import load_pipeline, quiet_libraries
+
+    quiet_libraries()
+    pipe = load_pipeline(model, device=device, dtype="fp32" if device in (None, "cpu") and not _cuda() else None,
+                         scheduler="ddim")
+    reward_fn = heldout_fn = None
+    if config.algo != "dpo":
+        from rlft.train.rewards import load_rewards, model_image_size
+
+        reward_fn, heldout_fn, reward_info = load_rewards(reward_spec, model_image_size(pipe), model,
+                                                          config.heldout_member, device=pipe.device)
+
+    if run_dir is None:
+        run_dir = _make_run_dir(out_dir)
+        provenance = {"model": model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
+                      "prompts": prompts, "reward_spec": reward_spec, **reward_info, "rater": rater,
+                      "judgements": len(judgements), "mixed_images": len(extra), "rlft_version": _version(),
+                      "created": _now()}
+        from prefs.atomic import write_json
+
+        write_json(run_dir / runs.CONFIG_NAME, {"config": config.to_dict(), "provenance": provenance})
+    else:
+        _rewrite_config(run_dir, config)
+    runs.set_latest(run_dir)
+
+    from rlft.train.trainer import Trainer
+
+    def summary(m):
+        parts = [f"epoch {m['epoch']}/{config.epochs}"]
+        for key, label in (("reward_mean", "reward"), ("heldout_reward_mean", "held-out"), ("loss", "loss"),
+                           ("implicit_acc", "acc"), ("clipfrac", "clip"), ("kl", "kl"), ("wall_s", "s")):
+            if m.get(key) is not None:
+                parts.append(f"{label} {m[key]:.4g}")
+        click.echo("  ".join(parts), err=True)
+
+    trainer = Trainer(pipe, config, prompts=prompts, reward_fn=reward_fn, heldout_fn=heldout_fn, judgements=judgements,
+                      extra_images=extra, run_dir=run_dir, progress=not quiet, on_epoch=summary, provenance=provenance)
+    trainer.train(resume=bool(resume))
+    click.echo(f"run {run_dir.name} done: LoRA in {run_dir / 'lora'} (kohya: {run_dir / 'lora_kohya.safetensors'}); "
+               f"try `rlft generate --lora {run_dir.name} --prompts ...`")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _version() -> str:
+    from rlft import __version__
+
+    return __version__
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_config_file(path) -> dict:
+    from prefs.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no config file {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read config {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must hold a mapping of fields")
+    return data.get("config", data)  # a run's config.json works as a config file too
+
+
+def _is_toy_world(model: str) -> bool:
+    return _image_size_of(model) == 64
+
+
+def _image_size_of(model: str) -> int:
+    """The model's image size from its UNet config (no weights loaded); 512 when it cannot be read."""
+    from rlft.models.pipeline import resolve_model
+
+    source = resolve_model(model)
+    cfg = Path(source.location) / "unet" / "config.json"
+    if source.kind in ("builtin", "folder") and cfg.is_file():
+        return int(json.loads(cfg.read_text())["sample_size"]) * 8
+    return 512
+
+
+def _build_config(model: str, file_values: dict, flags: dict):
+    from rlft.train.config import TrainConfig, from_dict
+
+    base = TrainConfig.toy() if _is_toy_world(model) else TrainConfig.sd()
+    return from_dict(flags, base=from_dict(file_values, base=base))
+
+
+def _config_for_resume(saved: dict, flags: dict):
+    from prefs.errors import UserError
+    from rlft.train.config import diff, from_dict
+
+    old = from_dict(saved["config"])
+    new = from_dict(flags, base=old)
+    changed = diff(old, new, ignore=RESUMABLE)
+    if changed:
+        raise UserError(f"cannot resume with a different config ({'; '.join(changed)}); resume without those flags, "
+                        "or start a new run")
+    return new
+
+
+def _rewrite_config(run_dir: Path, config) -> None:
+    from prefs.atomic import write_json
+    from rlft.train import runs
+
+    data = runs.read_config(run_dir)
+    data["config"] = config.to_dict()
+    write_json(run_dir / runs.CONFIG_NAME, data)
+
+
+def _load_prompts(source):
+    from prefs.errors import UserError
+
+    if not source:
+        return []
+    from rlft.prompts import load_prompts
+
+    prompts = [p.strip() for p in load_prompts(source)]
+    if not any(prompts):
+        raise UserError(f"the prompt set {source} is empty")
+    return [p for p in prompts if p]
+
+
+def _make_run_dir(out_dir) -> Path:
+    from prefs.errors import UserError
+    from rlft.train import runs
+
+    if out_dir is None:
+        return runs.new_run_dir()
+    path = Path(out_dir)
+    if path.exists() and any(path.iterdir()):
+        raise UserError(f"--out {path} is not empty; give a new folder (or --resume it)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_judgements(store, rater: str | None = None) -> list:
+    """(winner PIL, loser PIL, prompt) for every decisive judgement (ties, skips and both-bad are left out)."""
+    from PIL import Image
+
+    from prefs.errors import UserError
+
+    out = []
+    cache = {}
+
+    def img(sha):
+        if sha not in cache:
+            row = store.get_image(sha)
+            with Image.open(store.image_path(row)) as im:
+                cache[sha] = (im.convert("RGB"), row.prompt or "")
+        return cache[sha]
+
+    for j in store.comparisons(rater=rater):
+        if j.outcome not in ("a", "b"):
+            continue
+        win, lose = (j.image_a, j.image_b) if j.outcome == "a" else (j.image_b, j.image_a)
+        (wi, wp), (li, _) = img(win), img(lose)
+        out.append((wi, li, wp))
+    if not out:
+        who = f" by {rater}" if rater else ""
+        raise UserError(f"no decisive judgements{who} to train dpo on; rate some pairs first (`rlft ui` or `rlft simulate`)")
+    return out
+
+
+def top_rated(store, n: int) -> list:
+    """The `n` pool images with the highest Bradley-Terry scores, as (PIL, caption)."""
+    from PIL import Image
+
+    scores = store.fit_scores()
+    best = sorted(scores, key=scores.get, reverse=True)[:n]
+    out = []
+    for sha in best:
+        row = store.get_image(sha)
+        with Image.open(store.image_path(row)) as im:
+            out.append((im.convert("RGB"), row.prompt or ""))
+    return out
+
+
+@click.command("export-lora", cls=OneLineCommand)
+@click.argument("run", default="latest")
+@click.option("--format", "fmt", type=click.Choice(["diffusers", "kohya"]), default="diffusers", show_default=True)
+@click.option("--out", "out", type=click.Path(), default=None, help="Where to write (default: print the run's own export).")
+def export_lora(run, fmt, out):
+    """Export a run's LoRA: a diffusers folder or one kohya/A1111 .safetensors."""
+    import torch
+
+    from prefs.errors import UserError
+    from rlft.train import lora as lora_io
+    from rlft.train import runs
+    from rlft.train.config import from_dict
+
+    run_dir = runs.resolve_run(run)
+    if out is None:
+        click.echo(str(runs.lora_file(run_dir, fmt)))
+        return
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise UserError(f"run {run_dir.name} has no checkpoint yet; nothing to export")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    config = from_dict(state["config"])
+    if fmt == "diffusers":
+        path = lora_io.save_diffusers(state["lora"], config.lora, out)
+    else:
+        path = Path(out)
+        if path.suffix != ".safetensors":
+            path = path / f"{run_dir.name}.safetensors" if path.is_dir() else path.with_suffix(".safetensors")
+        lora_io.save_kohya(state["lora"], config.lora, path, {"rlft_run": run_dir.name, "rlft_epoch": str(state["epoch"])})
+    click.echo(f"wrote {path}")

@@ -1,0 +1,263 @@
+"""The three algorithms behind one interface: `Algorithm(trainer).epoch(n) -> metrics`.
+
+Each epoch draws its own data (samples for ddpo/rwr, judgement pairs for dpo) with randomness seeded by
+the trainer from (seed, epoch), then takes gradient steps on the trainer's LoRA parameters.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from rlft.train import losses
+from rlft.train.ddim import predict_noise, recompute_log_prob
+
+
+class Algorithm:
+    """Base: holds the trainer; subclasses implement `epoch`."""
+
+    name = ""
+
+    def __init__(self, trainer):
+        self.t = trainer
+        self.cfg = trainer.config
+
+    def epoch(self, epoch: int) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    # shared pieces -------------------------------------------------------------------------------------
+    def collect(self, epoch: int):
+        """Sample this process's share of the epoch; returns (trajectory list, prompts, rewards, held-out)."""
+        t, acc = self.t, self.t.accelerator
+        n = max(1, self.cfg.sample.samples_per_epoch // acc.num_processes)
+        rng = random.Random(f"{self.cfg.seed}:{epoch}:{acc.process_index}")
+        prompts = t.epoch_prompts(rng, n)
+        seeds = [rng.randrange(2**62) for _ in prompts]
+        trajs = t.sample(prompts, seeds)
+        images = torch.cat([t.decode(tr.final) for tr in trajs])
+        rewards, held = t.rewards(images, prompts)
+        return trajs, prompts, rewards, held
+
+    def gather(self, prompts, rewards, held):
+        """All processes' prompts and rewards (the stat tracker sees the whole epoch)."""
+        acc = self.t.accelerator
+        if acc.num_processes == 1:
+            return prompts, rewards, held
+        from accelerate.utils import gather_object
+
+        all_prompts = gather_object(list(prompts))
+        all_rewards = acc.gather(torch.as_tensor(rewards, device=acc.device)).cpu().numpy()
+        all_held = None if held is None else acc.gather(torch.as_tensor(held, device=acc.device)).cpu().numpy()
+        return all_prompts, all_rewards, all_held
+
+    def advantages(self, prompts, rewards, held):
+        all_prompts, all_rewards, all_held = self.gather(prompts, rewards, held)
+        if self.cfg.ddpo.per_prompt_stats:
+            adv = self.t.tracker.update(all_prompts, all_rewards)
+        else:
+            adv = (all_rewards - all_rewards.mean()) / (all_rewards.std() + 1e-6)
+        n, k = len(prompts), self.t.accelerator.process_index
+        metrics = {"reward_mean": float(np.mean(all_rewards)), "reward_std": float(np.std(all_rewards)),
+                   "heldout_reward_mean": None if all_held is None else float(np.mean(all_held)),
+                   "samples": len(all_rewards)}
+        return adv[k * n : (k + 1) * n], metrics
+
+    def regulariser(self, unet_base_args, eps):
+        """kl_weight * ||eps - eps_base||^2 (per-sample mean), or None when the weight is 0."""
+        if self.cfg.kl_weight <= 0:
+            return None
+        latents, timesteps, embeds = unet_base_args
+        with self.t.base_model() as base, self.t.autocast():
+            ref = base(latents, timesteps, encoder_hidden_states=embeds).sample
+        return losses.per_sample_mse(eps, ref).mean()
+
+    def minibatches(self, n: int, gen: torch.Generator, stats: dict, shuffle: bool = True):
+        """Index batches over `inner_epochs` passes; steps the optimizer every `gradient_accumulation_steps`."""
+        cfg = self.cfg.optim
+        self.t.unet.train()
+        micro = 0
+        for _ in range(cfg.inner_epochs):
+            order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+            for start in range(0, n, cfg.train_batch_size):
+                yield order[start : start + cfg.train_batch_size]
+                micro += 1
+                if micro % cfg.gradient_accumulation_steps == 0:
+                    stats["grad_norm"].append(self.t.optimizer_step())
+        if micro % cfg.gradient_accumulation_steps:
+            stats["grad_norm"].append(self.t.optimizer_step())
+
+    def denoise_inputs(self, x0, generator):
+        """Random timesteps and noise for the standard denoising loss on clean latents `x0`."""
+        sched = self.t.pipe.scheduler
+        steps = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        return sched.add_noise(x0, noise, steps), noise, steps
+
+
+class DDPO(Algorithm):
+    """DDPO-IS: PPO-clipped importance-sampling updates over the recorded denoising steps."""
+
+    name = "ddpo"
+
+    def epoch(self, epoch: int) -> dict:
+        t, cfg = self.t, self.cfg
+        trajs, prompts, rewards, held = self.collect(epoch)
+        adv, metrics = self.advantages(prompts, rewards, held)
+        from rlft.train.ddim import Trajectory
+
+        traj = Trajectory(
+            sum((tr.prompts for tr in trajs), []), torch.cat([tr.prompt_embeds for tr in trajs]),
+            None if trajs[0].negative_embeds is None else torch.cat([tr.negative_embeds for tr in trajs]),
+            trajs[0].timesteps, torch.cat([tr.latents for tr in trajs]), torch.cat([tr.next_latents for tr in trajs]),
+            torch.cat([tr.log_probs for tr in trajs]), torch.cat([tr.final for tr in trajs]),
+        )
+        adv = torch.as_tensor(adv, dtype=torch.float32, device=t.device)
+        n_steps = traj.latents.shape[1]
+        n_train = max(1, int(round(n_steps * cfg.ddpo.timestep_fraction)))
+        gen = torch.Generator().manual_seed(epoch)
+        stats = {"loss": [], "approx_kl": [], "clipfrac": [], "kl": [], "grad_norm": []}
+        accum = cfg.optim.gradient_accumulation_steps
+        for idx in self.minibatches(len(adv), gen, stats):
+            sub = traj.index(idx)
+            steps = torch.randperm(n_steps, generator=gen)[:n_train].sort().values
+            if cfg.lora.train_text_encoder:
+                sub.prompt_embeds, sub.negative_embeds = t.embed(sub.prompts, cfg.sample.guidance)
+            for k in steps.tolist():
+                with t.autocast():
+                    out = recompute_log_prob(t.pipe, t.unet, sub, k, cfg.sample.guidance, cfg.sample.eta)
+                loss, info = losses.ppo_loss(out.log_prob.float(), sub.log_probs[:, k].float(), adv[idx],
+                                             cfg.ddpo.clip_range, cfg.ddpo.adv_clip_max)
+                if cfg.kl_weight > 0:
+                    # KL between the two Gaussian steps (same std): ||mean - mean_base||^2 / (2 std^2)
+                    with t.base_model() as base, t.autocast():
+                        ref = recompute_log_prob(t.pipe, base, sub, k, cfg.sample.guidance, cfg.sample.eta)
+                    kl = (((out.mean.float() - ref.mean.float()) ** 2) / (2 * out.std.float() ** 2)).mean()
+                    loss = loss + cfg.kl_weight * kl
+                    stats["kl"].append(kl.item())
+                t.accelerator.backward(loss / (n_train * accum))
+                stats["loss"].append(loss.item())
+                stats["approx_kl"].append(info["approx_kl"].item())
+                stats["clipfrac"].append(info["clipfrac"].item())
+        return {**metrics, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
+
+
+class RWR(Algorithm):
+    """Reward-weighted regression (exp weights) or RAFT (top-k): the denoising loss on weighted own samples."""
+
+    name = "rwr"
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.extra = None  # (latents, prompts) of mixed-in top-rated images, encoded once
+
+    def _extra(self):
+        if self.extra is None and self.t.extra_images and self.cfg.rwr.mix_top_rated:
+            items = self.t.extra_images[: self.cfg.rwr.mix_top_rated]
+            self.extra = (encode_images(self.t, [im for im, _ in items]), [p for _, p in items])
+        return self.extra
+
+    def epoch(self, epoch: int) -> dict:
+        t, cfg = self.t, self.cfg
+        trajs, prompts, rewards, held = self.collect(epoch)
+        adv, metrics = self.advantages(prompts, rewards, held)
+        w = losses.rwr_weights(adv, prompts, cfg.rwr.weighting, cfg.rwr.beta, cfg.rwr.top_k, cfg.rwr.max_weight)
+        x0 = torch.cat([tr.final for tr in trajs])
+        all_prompts = list(prompts)
+        extra = self._extra()
+        if extra is not None:
+            x0 = torch.cat([x0, extra[0]])
+            all_prompts += extra[1]
+            w = torch.cat([w, torch.full((len(extra[1]),), float(cfg.rwr.mix_weight))])
+        keep = (w > 0).nonzero().flatten()  # top-k leaves most samples at weight 0: skip their compute
+        x0, w = x0[keep], w[keep].to(t.device)
+        all_prompts = [all_prompts[i] for i in keep.tolist()]
+        gen = torch.Generator().manual_seed(epoch)
+        stats = {"loss": [], "kl": [], "grad_norm": []}
+        accum = cfg.optim.gradient_accumulation_steps
+        for idx in self.minibatches(len(x0), gen, stats):
+            noisy, noise, steps = self.denoise_inputs(x0[idx], gen)
+            embeds, _ = t.embed([all_prompts[i] for i in idx.tolist()], 1.0)
+            with t.autocast():
+                eps = t.unet(noisy, steps, encoder_hidden_states=embeds).sample
+            loss = losses.weighted_denoising_loss(eps, noise, w[idx])
+            reg = self.regulariser((noisy, steps, embeds), eps)
+            if reg is not None:
+                loss = loss + cfg.kl_weight * reg
+                stats["kl"].append(reg.item())
+            t.accelerator.backward(loss / accum)
+            stats["loss"].append(loss.item())
+        metrics["effective_samples"] = float(w.sum() ** 2 / (w**2).sum())
+        return {**metrics, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
+
+
+class DPO(Algorithm):
+    """Diffusion-DPO on stored (winner, loser, prompt) judgements, the frozen base as reference."""
+
+    name = "dpo"
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        j = trainer.judgements
+        self.prompts = [p for _, _, p in j]
+        self.win = encode_images(trainer, [w for w, _, _ in j])
+        self.lose = encode_images(trainer, [l for _, l, _ in j])
+
+    def epoch(self, epoch: int) -> dict:
+        t, cfg = self.t, self.cfg
+        acc = t.accelerator
+        rng = random.Random(f"{cfg.seed}:{epoch}:{acc.process_index}")
+        n = max(1, cfg.dpo.pairs_per_epoch // acc.num_processes)
+        pick = torch.tensor([rng.randrange(len(self.prompts)) for _ in range(n)])
+        gen = torch.Generator().manual_seed(epoch)
+        stats = {"loss": [], "implicit_acc": [], "kl": [], "grad_norm": []}
+        accum = cfg.optim.gradient_accumulation_steps
+        for batch in self.minibatches(n, gen, stats, shuffle=False):
+            idx = pick[batch]
+            xw, xl = self.win[idx].to(t.device), self.lose[idx].to(t.device)
+            noisy_w, noise, steps = self.denoise_inputs(xw, gen)
+            noisy_l = t.pipe.scheduler.add_noise(xl, noise, steps)  # same noise and timestep, as the paper
+            embeds, _ = t.embed([self.prompts[i] for i in idx.tolist()], 1.0)
+            noisy = torch.cat([noisy_w, noisy_l])
+            both_t, both_e = torch.cat([steps, steps]), torch.cat([embeds, embeds])
+            with t.autocast():
+                eps = t.unet(noisy, both_t, encoder_hidden_states=both_e).sample
+            with t.base_model() as base, t.autocast():
+                ref = base(noisy, both_t, encoder_hidden_states=both_e).sample
+            target = torch.cat([noise, noise])
+            model_err = losses.per_sample_mse(eps, target).chunk(2)
+            ref_err = losses.per_sample_mse(ref, target).chunk(2)
+            loss, info = losses.dpo_loss(model_err[0], model_err[1], ref_err[0], ref_err[1], cfg.dpo.beta)
+            if cfg.kl_weight > 0:
+                reg = losses.per_sample_mse(eps, ref).mean()
+                loss = loss + cfg.kl_weight * reg
+                stats["kl"].append(reg.item())
+            t.accelerator.backward(loss / accum)
+            stats["loss"].append(loss.item())
+            stats["implicit_acc"].append(info["implicit_acc"].item())
+        out = {"pairs": n * acc.num_processes, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
+        return out
+
+
+@torch.no_grad()
+def encode_images(trainer, images) -> torch.Tensor:
+    """PIL images -> VAE latents (mean of the posterior, scaled) at the model's resolution, on CPU."""
+    pipe = trainer.pipe
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) for im in images])
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1
+    out = []
+    for i in range(0, len(x), 16):
+        chunk = x[i : i + 16].to(trainer.device, pipe.vae.dtype)
+        out.append((pipe.vae.encode(chunk).latent_dist.mean * pipe.vae.config.scaling_factor).float().cpu())
+    return torch.cat(out)
+
+
+ALGORITHMS = {"ddpo": DDPO, "rwr": RWR, "dpo": DPO}

@@ -1,0 +1,64 @@
+"""The three objectives as pure functions of tensors, so their values can be checked by hand."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ppo_loss(log_prob, old_log_prob, advantages, clip_range: float, adv_clip_max: float):
+    """DDPO's clipped surrogate for one timestep; returns (loss, info) with approx_kl and clip fraction.
+
+    loss = mean(max(-A * r, -A * clip(r, 1 - eps, 1 + eps))), r = exp(log_prob - old_log_prob), A clipped.
+    """
+    adv = advantages.clamp(-adv_clip_max, adv_clip_max)
+    ratio = torch.exp(log_prob - old_log_prob)
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    with torch.no_grad():
+        approx_kl = 0.5 * ((log_prob - old_log_prob) ** 2).mean()  # ddpo-pytorch's estimator
+        clipfrac = ((ratio - 1.0).abs() > clip_range).float().mean()
+    return loss, {"approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
+def rwr_weights(advantages, prompts: list[str], weighting: str = "exp", beta: float = 1.0, top_k: int = 1,
+                max_weight: float = 20.0) -> torch.Tensor:
+    """Per-sample weights: exp(A / beta) normalised to mean 1 and capped, or 1 for each prompt's top-k else 0."""
+    adv = torch.as_tensor(advantages, dtype=torch.float64)
+    if weighting == "exp":
+        w = torch.exp((adv - adv.max()) / beta)  # shift for stability; the normalisation removes it
+        w = w / w.mean()
+        w = w.clamp(max=max_weight)
+        return (w / w.mean()).float()
+    if weighting == "topk":
+        w = torch.zeros_like(adv)
+        for prompt in dict.fromkeys(prompts):
+            idx = torch.tensor([i for i, p in enumerate(prompts) if p == prompt])
+            keep = idx[adv[idx].argsort(descending=True)[:top_k]]
+            w[keep] = 1.0
+        return (w * len(w) / w.sum()).float()
+    raise ValueError(f"unknown weighting {weighting!r}")
+
+
+def weighted_denoising_loss(pred, target, weights):
+    """sum_i w_i * mean((pred_i - target_i)^2) / sum_i w_i: the standard loss, reweighted per sample."""
+    per = ((pred.float() - target.float()) ** 2).mean(dim=tuple(range(1, pred.ndim)))
+    return (weights * per).sum() / weights.sum().clamp_min(1e-12)
+
+
+def dpo_loss(model_w, model_l, ref_w, ref_l, beta: float):
+    """Diffusion-DPO: -log sigmoid(-beta/2 * ((e_w - e_w_ref) - (e_l - e_l_ref))), e = per-sample MSE.
+
+    Returns (loss, info) with the implicit accuracy (how often the winner's error falls more than the loser's).
+    """
+    inside = -0.5 * beta * ((model_w - ref_w) - (model_l - ref_l))
+    loss = -F.logsigmoid(inside).mean()
+    with torch.no_grad():
+        acc = (inside > 0).float().mean()
+    return loss, {"implicit_acc": acc, "inside": inside.mean()}
+
+
+def per_sample_mse(pred, target):
+    """mean((pred - target)^2) over all but the batch dimension."""
+    return ((pred.float() - target.float()) ** 2).mean(dim=tuple(range(1, pred.ndim)))

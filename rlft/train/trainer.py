@@ -1,0 +1,320 @@
+"""The trainer: one object, a config, a pipeline and a reward function in; a LoRA run out.
+
+`Trainer(pipe, config, prompts=..., reward_fn=...)` adds LoRA, prepares the model with accelerate and runs
+`config.epochs` epochs of its algorithm (`rlft.train.algorithms`). Reward functions share ddpo-pytorch's
+signature `fn(images [N,3,H,W] in [0,1], prompts, metadata) -> (scores [N], info)`, so tests pass a stub.
+Every epoch's randomness derives from (seed, epoch, process), so resuming from a checkpoint at an epoch
+boundary replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prefs.errors import UserError
+from rlft.train import lora as lora_io
+from rlft.train.config import TrainConfig
+from rlft.train.ddim import decode, sample_with_logprob
+from rlft.train.stats import PerPromptStatTracker
+
+RewardFn = Callable[[torch.Tensor, list, dict], tuple]
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+def epoch_seed(seed: int, epoch: int, process: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + process * 104_729) % (2**63)
+
+
+def seed_everything(value: int) -> None:
+    random.seed(value)
+    np.random.seed(value % (2**32))
+    torch.manual_seed(value)
+
+
+class Trainer:
+    """Fine-tune `pipe` toward a reward with LoRA. See the module docstring.
+
+    Args:
+        pipe: a diffusers `StableDiffusionPipeline` (DDIM scheduler), frozen by the trainer.
+        config: a `TrainConfig`.
+        prompts: training prompts (ddpo, rwr); also the source of the fixed sample grid's prompts.
+        reward_fn: the training reward (ddpo, rwr); optional for dpo (then only reported).
+        heldout_fn: a reward not trained on (a held-out ensemble member), reported beside the training reward.
+        judgements: for dpo: (winner image, loser image, prompt) triples, images as PIL.
+        extra_images: for rwr: (PIL image, caption) pairs of the person's top-rated images to mix in.
+        run_dir: where checkpoints, metrics, grids and the LoRA go (None: nothing is written).
+        accelerator: an `accelerate.Accelerator` (default: one built from the config).
+        progress: tqdm bars on stderr.
+        on_epoch: called with each epoch's metrics dict (the CLI prints a one-line summary).
+    """
+
+    def __init__(self, pipe, config: TrainConfig, *, prompts: Sequence[str] = (), reward_fn: RewardFn | None = None,
+                 heldout_fn: RewardFn | None = None, judgements: Sequence | None = None, extra_images: Sequence = (),
+                 run_dir: str | Path | None = None, accelerator=None, progress: bool = False,
+                 on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None):
+        from accelerate import Accelerator
+
+        from rlft.train.algorithms import ALGORITHMS
+
+        self.config = config
+        self.prompts = [p for p in prompts]
+        if config.algo in ("ddpo", "rwr"):
+            if not self.prompts:
+                raise UserError("the prompt set is empty; give --prompts FILE (one prompt a line) or a named set")
+            if reward_fn is None:
+                raise UserError(f"{config.algo} needs a reward function (train one with `rlft reward train`)")
+        if config.algo == "dpo" and not judgements:
+            raise UserError("dpo needs stored judgements (a/b outcomes); rate some pairs first (`rlft ui` or `rlft simulate`)")
+        self.reward_fn, self.heldout_fn = reward_fn, heldout_fn
+        self.judgements, self.extra_images = judgements, list(extra_images)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress, self.on_epoch, self.provenance = progress, on_epoch, provenance or {}
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=config.optim.mixed_precision if torch.cuda.is_available() else "no",
+            cpu=not torch.cuda.is_available(),
+        )
+        self.pipe = pipe
+        pipe.set_progress_bar_config(disable=True)
+        self.params = lora_io.add_lora(pipe, config.lora)
+        for p in self.params:  # trainable weights in fp32 even when the frozen base runs in half precision
+            p.data = p.data.float()
+        if config.optim.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.learning_rate,
+                                           weight_decay=config.optim.weight_decay)
+        self.unet, self.optimizer = self.accelerator.prepare(pipe.unet, self.optimizer)
+        self.tracker = PerPromptStatTracker(config.ddpo.stat_buffer_size, config.ddpo.stat_min_count)
+        self.algorithm = ALGORITHMS[config.algo](self)
+        self.epoch = 0  # epochs completed
+
+    # --- helpers the algorithms share -------------------------------------------------------------------
+    @property
+    def device(self):
+        return self.accelerator.device
+
+    @property
+    def raw_unet(self):
+        return self.accelerator.unwrap_model(self.unet)
+
+    @contextlib.contextmanager
+    def base_model(self):
+        """The frozen base (adapters off), for the reference policy and the regulariser."""
+        unet = self.raw_unet
+        unet.disable_adapters()
+        try:
+            with torch.no_grad():
+                yield unet
+        finally:
+            unet.enable_adapters()
+
+    def autocast(self):
+        return self.accelerator.autocast()
+
+    def embed(self, prompts: list[str], guidance: float):
+        """Prompt embeddings (and negative ones with CFG); with grad when the text encoder trains."""
+        from rlft.train.ddim import encode_prompts
+
+        grad = self.config.lora.train_text_encoder
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            return encode_prompts(self.pipe, prompts, guidance, device=self.device)
+
+    def rewards(self, images, prompts) -> tuple[np.ndarray, np.ndarray | None]:
+        """(training reward, held-out reward or None) for decoded images."""
+        with torch.no_grad():
+            scores, _ = self.reward_fn(images, prompts, {})
+            held = None
+            if self.heldout_fn is not None:
+                held, _ = self.heldout_fn(images, prompts, {})
+                held = np.asarray(torch.as_tensor(held).float().cpu())
+        return np.asarray(torch.as_tensor(scores).float().cpu()), held
+
+    def sample(self, prompts: list[str], seeds: list[int]):
+        """Trajectories for `prompts`, one CPU generator per image (batch size cannot change samples)."""
+        cfg = self.config.sample
+        trajs = []
+        self.unet.eval()
+        for start in range(0, len(prompts), cfg.batch_size):
+            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[start : start + cfg.batch_size]]
+            latents = torch.stack([torch.randn(self._latent_shape(), generator=g) for g in gens]).to(self.device, self.pipe.unet.dtype)
+            with self.autocast():
+                trajs.append(sample_with_logprob(self.pipe, prompts[start : start + cfg.batch_size], steps=cfg.steps,
+                                                 guidance=cfg.guidance, eta=cfg.eta, generator=gens, latents=latents,
+                                                 unet=self.unet))
+        return trajs
+
+    def _latent_shape(self):
+        size = self.pipe.unet.config.sample_size
+        return (self.pipe.unet.config.in_channels, size, size)
+
+    @torch.no_grad()
+    def decode(self, latents):
+        with self.autocast():
+            return decode(self.pipe, latents.to(self.pipe.vae.dtype)).float()
+
+    def optimizer_step(self) -> float:
+        grad_norm = self.accelerator.clip_grad_norm_(self.params, self.config.optim.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm) if grad_norm is not None else float("nan")
+
+    def epoch_prompts(self, rng: random.Random, n: int, per_prompt: int = 4) -> list[str]:
+        """`n` prompts drawn with replacement, each repeated `per_prompt` times (peers for per-prompt stats)."""
+        per_prompt = max(1, min(per_prompt, n))
+        drawn = [rng.choice(self.prompts) for _ in range(-(-n // per_prompt))]
+        return [p for p in drawn for _ in range(per_prompt)][:n]
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def train(self, resume: bool = False) -> list[dict]:
+        """Run the remaining epochs; with `resume`, continue from the run folder's checkpoint first."""
+        if resume:
+            self.load_checkpoint()
+        elif self.run_dir is not None:
+            self._write_grid(0)
+        history = []
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.config.epochs, initial=self.epoch, desc=f"train {self.config.algo}", unit="epoch",
+                   disable=not self.progress or not self.accelerator.is_main_process, dynamic_ncols=True)
+        try:
+            while self.epoch < self.config.epochs:
+                metrics = self.run_epoch()
+                history.append(metrics)
+                bar.update(1)
+        finally:
+            bar.close()
+        return history
+
+    def run_epoch(self) -> dict:
+        """One epoch: sample (or draw pairs), train, then log, grid and checkpoint."""
+        epoch = self.epoch + 1
+        seed_everything(epoch_seed(self.config.seed, epoch, self.accelerator.process_index))
+        start = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        metrics = self.algorithm.epoch(epoch)
+        self.epoch = epoch
+        metrics = {"epoch": epoch, "algo": self.config.algo, **{k: _num(v) for k, v in metrics.items()},
+                   "lr": self.optimizer.param_groups[0]["lr"], "wall_s": round(time.perf_counter() - start, 3)}
+        if torch.cuda.is_available():
+            metrics["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        if self.run_dir is not None and self.accelerator.is_main_process:
+            grid_reward = self._write_grid(epoch)
+            if grid_reward is not None:
+                metrics["grid_reward"] = grid_reward
+            self._append_metrics(metrics)
+            if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs:
+                self.save_checkpoint()
+        if self.on_epoch is not None and self.accelerator.is_main_process:
+            self.on_epoch(metrics)
+        return metrics
+
+    # --- outputs ----------------------------------------------------------------------------------------
+    def grid_items(self) -> tuple[list[str], list[int]]:
+        cfg = self.config.sample
+        prompts = self.prompts or sorted({j[2] for j in self.judgements or []})
+        prompts = prompts[: cfg.grid_prompts]
+        return [p for p in prompts for _ in range(cfg.grid_seeds)], [s for _ in prompts for s in range(cfg.grid_seeds)]
+
+    def _write_grid(self, epoch: int) -> float | None:
+        """The same prompts and seeds every epoch, one row per prompt: `samples/epoch_NNNN.png`."""
+        from PIL import Image
+
+        from prefs.atomic import atomic_path
+
+        prompts, seeds = self.grid_items()
+        if not prompts:
+            return None
+        state = torch.random.get_rng_state()
+        trajs = self.sample(prompts, [1_000_000 + s for s in seeds])  # fixed seeds, apart from training seeds
+        torch.random.set_rng_state(state)
+        images = torch.cat([self.decode(t.final) for t in trajs])
+        cols = self.config.sample.grid_seeds
+        rows = len(prompts) // cols
+        h, w = images.shape[-2:]
+        arr = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        canvas = np.zeros((rows * h, cols * w, 3), np.uint8)
+        for i, a in enumerate(arr):
+            canvas[(i // cols) * h : (i // cols + 1) * h, (i % cols) * w : (i % cols + 1) * w] = a
+        path = self.run_dir / "samples" / f"epoch_{epoch:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Image.fromarray(canvas).save(tmp, format="PNG")
+        if epoch == 0:
+            from prefs.atomic import write_json
+
+            write_json(self.run_dir / "samples" / "grid.json", {"rows": prompts[::cols], "seeds": seeds[:cols]})
+        if self.reward_fn is None:
+            return None
+        return round(float(self.rewards(images, prompts)[0].mean()), 5)
+
+    def _append_metrics(self, metrics: dict) -> None:
+        import os
+
+        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def lora_state(self) -> dict:
+        return lora_io.peft_state(self.pipe, self.config.lora)
+
+    def save_checkpoint(self) -> None:
+        """Atomically write the checkpoint (adapters, optimizer, tracker, epoch) and export the LoRA."""
+        from prefs.atomic import atomic_path
+
+        state = {
+            "epoch": self.epoch,
+            "config": self.config.to_dict(),
+            "lora": self.lora_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "tracker": self.tracker.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+        }
+        with atomic_path(self.run_dir / CHECKPOINT) as tmp:
+            torch.save(state, tmp)
+        self.export()
+
+    def export(self) -> None:
+        """The LoRA as `lora/` (diffusers) and `lora_kohya.safetensors` (kohya / A1111)."""
+        state = self.lora_state()
+        lora_io.save_diffusers(state, self.config.lora, self.run_dir / "lora")
+        meta = {"rlft_run": self.run_dir.name, "rlft_epoch": str(self.epoch),
+                "ss_sd_model_name": str(self.provenance.get("model", ""))}
+        lora_io.save_kohya(state, self.config.lora, self.run_dir / "lora_kohya.safetensors", meta)
+
+    def load_checkpoint(self) -> None:
+        path = self.run_dir / CHECKPOINT if self.run_dir is not None else None
+        if path is None or not path.is_file():
+            raise UserError(f"run {self.run_dir} has no checkpoint to resume from; start it again without --resume")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        lora_io.load_peft_state(self.pipe, state["lora"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tracker.load_state_dict(state["tracker"])
+        self.algorithm.load_state_dict(state.get("algorithm", {}))
+        self.epoch = state["epoch"]
+        metrics = self.run_dir / METRICS
+        if metrics.is_file():  # drop lines of epochs after the checkpoint (they will be redone)
+            lines = [l for l in metrics.read_text(encoding="utf-8").splitlines() if l.strip()]
+            keep = [l for l in lines if json.loads(l)["epoch"] <= self.epoch]
+            from prefs.atomic import write_bytes
+
+            write_bytes(metrics, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+def _num(v):
+    if isinstance(v, torch.Tensor):
+        v = v.detach().float().mean().item()
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
+    if isinstance(v, float):
+        return None if not np.isfinite(v) else round(v, 6)
+    return v
