@@ -53,6 +53,22 @@ class ClipConfig:
 
 
 @dataclasses.dataclass
+class VisionConfig:
+    """Stage 1b: LiT-style ("locked text") fine-tuning of the CLIP's image tower alone.
+
+    The text tower (and so the pipeline's text encoder) stays bit-for-bit what stage 1 made; only the image
+    side gets more steps, sharpening zero-shot shape recognition (the reward model's backbone).
+    """
+
+    steps: int = 600
+    batch_size: int = 256
+    hard_negatives: int = 2
+    lr: float = 3e-4
+    warmup: int = 50
+    stop_at: int | None = None
+
+
+@dataclasses.dataclass
 class VaeConfig:
     block_out_channels: tuple = (32, 64, 128)  # three blocks: 64 px -> 16x16 latents (factor 4)
     layers_per_block: int = 1
@@ -87,6 +103,7 @@ class PretrainConfig:
     seed: int = 0
     dataset_size: int = 60000  # distinct drawn training images; captions are re-sampled every epoch
     clip: ClipConfig = dataclasses.field(default_factory=ClipConfig)
+    vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
     vae: VaeConfig = dataclasses.field(default_factory=VaeConfig)
     unet: UnetConfig = dataclasses.field(default_factory=UnetConfig)
     checkpoint_every: int = 500
@@ -286,6 +303,57 @@ def train_clip(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.de
     model = extend_context(model.eval(), c)
     save_clip_folder(model, c, out / "clip")
     return model
+
+
+def finetune_vision(cfg: PretrainConfig, data: WorldData, clip, out: Path, device: torch.device, deadline: float | None = None):
+    """Train only `clip.visual` against the frozen text tower (and frozen logit scale); save the CLIP."""
+    v = cfg.vision
+    steps = max(1, int(v.steps * cfg.scale))
+    torch.manual_seed(cfg.seed + 3)
+    clip = clip.to(device)
+    clip.requires_grad_(False)
+    clip.visual.requires_grad_(True)
+    params = [p for p in clip.visual.parameters()]
+    opt = torch.optim.AdamW(params, lr=v.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05)
+    tok = training_tokenizer()
+    stage = Stage("clip_vision", out, steps, cfg.checkpoint_every, device, deadline, _stop(v.stop_at, cfg.scale))
+    gen = torch.Generator().manual_seed(cfg.seed + 14)
+    data.rng = random.Random(cfg.seed + 101)  # own caption stream: the stage reproduces on its own
+    start = 0
+    if (ck := load_ckpt(stage.ckpt)) is not None:
+        clip.visual.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), gen.set_state(ck["gen"])
+        data.rng.setstate(ck["data_rng"])
+        start = ck["step"]
+    clip.eval()
+    clip.visual.train()
+    scale = clip.logit_scale.exp().clamp(max=100).detach()
+    for step, bar in stage.loop(start):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, steps, v.warmup, v.lr)
+        idx, images = data.batch(v.batch_size, gen)
+        pos, neg = data.captions(idx, v.hard_negatives)
+        with torch.no_grad(), autocast(device):
+            txt_f = F.normalize(clip.encode_text(tokenize(tok, pos + neg, SD_CONTEXT).to(device)).float(), dim=-1)
+        with autocast(device):
+            img_f = F.normalize(clip.encode_image(images.to(device)).float(), dim=-1)
+        logits = scale * img_f @ txt_f.T
+        labels = torch.arange(images.shape[0], device=device)
+        loss = F.cross_entropy(logits, labels)  # image -> text over positives and hard negatives
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            acc = (logits.argmax(1) == labels).float().mean()
+            stage.record(step, loss=loss.item(), acc=acc.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}")
+        if (step + 1) % cfg.checkpoint_every == 0:
+            save_ckpt(stage.ckpt, model=clip.visual.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate(), step=step + 1)
+    stage.report_early_stop()
+    clip.eval().requires_grad_(False)
+    save_clip_folder(clip, cfg.clip, out / "clip")
+    write_json(out / "clip" / "vision_finetuned.json", {"steps": stage.stopped_at or steps})
+    return clip
 
 
 def extend_context(model, c: ClipConfig, length: int = SD_CONTEXT):
@@ -551,8 +619,8 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
     write_json(out / "pretrain_config.json", cfg.to_dict())
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
     t0 = time.time()
-    # With a wall-clock deadline (lent machines only), CLIP gets the first 30% of it and the VAE up to 45%.
-    stage_deadline = {k: None if deadline is None else t0 + f * (deadline - t0) for k, f in (("clip", 0.3), ("vae", 0.45), ("unet", 1.0))}
+    # With a wall-clock deadline (lent machines only), each stage must end by its share of it.
+    stage_deadline = {k: None if deadline is None else t0 + f * (deadline - t0) for k, f in (("clip", 0.3), ("clip_vision", 0.4), ("vae", 0.55), ("unet", 1.0))}
     data = WorldData(cfg.dataset_size, cfg.seed)
     timings["data_s"] = round(time.time() - t0, 1)
 
@@ -567,6 +635,8 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
         clip = load_clip_folder(out / "clip", dev)
     else:
         clip = timed("clip", lambda: train_clip(cfg, data, out, dev, stage_deadline["clip"]))
+    if not (out / "clip" / "vision_finetuned.json").exists():
+        clip = timed("clip_vision", lambda: finetune_vision(cfg, data, clip, out, dev, stage_deadline["clip_vision"]))
     text_encoder = text_model_from_open_clip(clip.cpu()).to(dev)
     if "vae" not in stages:
         return out
