@@ -1,6 +1,7 @@
 """Quick quality read-out after a lent-machine pretraining run (the full benchmark is bench/bench_toy.py)."""
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ pipe.set_progress_bar_config(disable=True)
 zs = evaluate.ZeroShot(load_clip_folder(folder / "clip", dev), open_clip.tokenizer.SimpleTokenizer(context_length=77), dev)
 result = {"clip_zero_shot": evaluate.clip_zero_shot(zs)}
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 200
-for g in (2.0, 3.0, 5.0):
+for g in [float(x) for x in os.environ.get("GUIDANCES", "2,3,5").split(",")]:
     t = time.time()
     result[f"generation_cfg{g}"] = evaluate.generation_adherence(pipe, zs, n=N, guidance=g)[0]
     print(g, result[f"generation_cfg{g}"], round(time.time() - t, 1), flush=True)

@@ -18,6 +18,6 @@ print("vision stage", round(time.time() - t, 1), "s")
 PY
 ln -s $PWD/rlft/assets/toy/pipeline /tmp/vis/pipeline
 cp /tmp/vis/clip/* /tmp/vis/clip_vision.log.jsonl $OUT/ 2>/dev/null
-N=200 timeout 60 python3 tools/device_eval.py /tmp/vis $OUT/metrics.json 200 2>&1 | tail -12
+GUIDANCES=3 timeout 60 python3 tools/device_eval.py /tmp/vis $OUT/metrics.json 200 2>&1 | tail -12
 [ -f bench/gpu_sd15_ddpo.py ] && timeout "${SD15_S:-150}" python3 bench/gpu_sd15_ddpo.py $OUT/gpu_sd15_ddpo.json 2>&1 | tail -15
 ls -la $OUT
