@@ -86,11 +86,18 @@ def _ddpo_activities() -> list[str]:
     return [f"{_with_article(a)} {act}" for a in animals for act in activities]
 
 
+def _toy() -> list[str]:
+    from rlft.toy.world import open_prompts
+
+    return open_prompts()
+
+
 register_prompt_set("parti", _parti, "PartiPrompts (1,632 prompts, PartiPrompts.tsv)")
 register_prompt_set("imagereward", _json_field("imagereward_benchmark-prompts.json", "prompt"), "ImageReward benchmark (100 prompts)")
 register_prompt_set("imagereward-refl", _json_field("imagereward_refl_data.json", "text"), "ImageReward ReFL training prompts (10,000)")
 register_prompt_set("ddpo-animals", lambda: _lines(_data_file("ddpo_simple_animals.txt").read_text(encoding="utf-8")), "DDPO's 45 simple animals")
 register_prompt_set("ddpo-activities", _ddpo_activities, "DDPO's animal x activity prompts")
+register_prompt_set("toy", _toy, "the toy world: 40 prompts naming a shape and a background, leaving colour, size and position open")
 register_prompt_set("ddpo-imagenet", lambda: _lines(_data_file("ddpo_imagenet_classes.txt").read_text(encoding="utf-8")), "DDPO's 1,000 ImageNet class names")
 
 

@@ -104,3 +104,15 @@ def test_perturb_changes_one_attribute(attr):
     other = world.perturb(scene, attr, rng)
     diff = {a for a in world.ATTRIBUTES if getattr(scene, a) != getattr(other, a)}
     assert diff == ({"color", "background"} if attr == "swap" else {attr})
+
+
+def test_toy_prompt_set_leaves_colour_size_and_position_open():
+    from rlft.prompts import load_prompts
+
+    prompts = load_prompts("toy")
+    assert len(prompts) == len(world.SHAPES) * len(world.COLORS) == len(set(prompts))
+    for p in prompts:
+        words = set(p.split())
+        assert len(words & set(world.SHAPES)) == 1
+        assert len(words & set(world.COLORS)) == 1  # the background only
+        assert not words & set(world.SIZES) and not words & set(world.POSITIONS)

@@ -312,3 +312,12 @@ def samples(seed: int, heldout: bool = False) -> Iterator[Sample]:
 
 def to_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def open_prompts() -> list[str]:
+    """The `toy` prompt set: a shape and a background named, colour, size and position left open.
+
+    What a prompt leaves open is what a person's taste (or a simulated rater) can steer: warm or cool
+    colours, big or small, centred or not.
+    """
+    return [_an(f"a {shape} on a {bg} background") for shape in SHAPES for bg in COLORS]
