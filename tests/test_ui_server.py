@@ -8,16 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 import prefs
-from ui_helpers import running, toy_pool
+from ui_helpers import module_pool, running, toy_pool
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    home = tmp_path_factory.mktemp("uihome")
-    s = prefs.open_store(home=home, seed=0)
-    toy_pool(s, prompts=3, per_prompt=3)
-    yield s
-    s.close()
+    with module_pool(tmp_path_factory, "uihome", prompts=3, per_prompt=3) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

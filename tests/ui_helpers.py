@@ -31,3 +31,16 @@ def running(store, auth=None, **config):
         yield url, app
     finally:
         stop(demo, app)
+
+
+@contextlib.contextmanager
+def module_pool(tmp_path_factory, name: str, prompts: int, per_prompt: int):
+    """A store in its own home for a test module (the autouse home fixture is per test)."""
+    import prefs
+
+    s = prefs.open_store(home=tmp_path_factory.mktemp(name), seed=0)
+    toy_pool(s, prompts=prompts, per_prompt=per_prompt)
+    try:
+        yield s
+    finally:
+        s.close()
