@@ -218,3 +218,12 @@ class AestheticConditioner:
 
     def __call__(self, prompts) -> torch.Tensor:
         return torch.cat([self.personalise(p) for p in prompts])
+
+
+def conditioner_from_file(pipe, path: str | os.PathLike, steps: int = 5, lr: float = 1e-4, weight: float = 0.9,
+                          clip_spec: str | None = None) -> AestheticConditioner:
+    """An `AestheticConditioner` for `pipe` from an embedding file; the CLIP comes from `clip_spec`, else the
+    file's sidecar JSON, else ViT-L-14/openai for 768-d (published SD 1.x) embeddings."""
+    emb = load_embedding(path)
+    spec = clip_spec or read_provenance(path).get("clip_spec") or (SD1_CLIP if emb.shape[-1] == 768 else None)
+    return AestheticConditioner(pipe, emb, steps=steps, lr=lr, weight=weight, clip_spec=spec, name=Path(path).stem)

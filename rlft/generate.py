@@ -107,6 +107,7 @@ def generate(
     store=None,
     progress: bool = True,
     on_image: Callable[[GeneratedImage], None] | None = None,
+    conditioner: Callable[[list[str]], "object"] | None = None,
     **overrides,
 ) -> list[GeneratedImage]:
     """Generate `settings.n` images per prompt with `pipe`; write PNGs into `out_dir`; return their records.
@@ -121,6 +122,8 @@ def generate(
         store: a `prefs` store to add every image to (origin "generated"); None adds nothing.
         progress: show a tqdm bar on stderr.
         on_image: called with each record as soon as its file is written (e.g. to stream JSON lines).
+        conditioner: `fn(prompts) -> prompt_embeds` replacing the text encoder's output (e.g. the aesthetic-
+            gradients `reward.aesthetic.AestheticConditioner`); its `parameters` dict is recorded with each image.
     """
     import torch
     from tqdm.auto import tqdm
@@ -142,6 +145,9 @@ def generate(
         "steps": settings.steps, "sampler": a1111_name(pipe.scheduler), "cfg_scale": settings.guidance,
         "width": width, "height": height,
     }
+    extra_params = dict(getattr(conditioner, "parameters", None) or {})
+    if extra_params:
+        params["conditioning"] = extra_params
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     number = _next_number(out_dir)
@@ -156,9 +162,12 @@ def generate(
             # Latent noise is drawn on the CPU, so a seed gives the same image on any device (as A1111 does).
             generators = [torch.Generator("cpu").manual_seed(seed) for _, seed in batch]
             latents = _initial_latents(pipe, generators, height, width, device)
+            texts = [p for p, _ in batch]
+            # A conditioner may need gradients (aesthetic gradients), so it runs outside inference mode.
+            text_kwargs = {"prompt": texts} if conditioner is None else {"prompt_embeds": conditioner(texts)}
             with torch.inference_mode():
                 images = pipe(
-                    prompt=[p for p, _ in batch],
+                    **text_kwargs,
                     negative_prompt=[settings.negative_prompt] * len(batch) if settings.negative_prompt else None,
                     num_inference_steps=settings.steps,
                     guidance_scale=settings.guidance,
@@ -172,7 +181,7 @@ def generate(
                 text = format_parameters(
                     prompt, settings.negative_prompt, steps=settings.steps, sampler=params["sampler"],
                     cfg_scale=settings.guidance, seed=seed, width=width, height=height, model=model_name,
-                    extra={"Lora": lora, "Version": f"rlft {__version__}"},
+                    extra={"Lora": lora, **extra_params, "Version": f"rlft {__version__}"},
                 )
                 path = out_dir / f"{number:05d}-{seed}.png"
                 number += 1

@@ -1,0 +1,133 @@
+"""`rlft reward train|list|show|score`: fit, inspect and apply the reward model (the library is `reward`)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group()
+def reward() -> None:
+    """Learn your taste from your judgements: a CLIP-based Bradley-Terry reward model, versioned r0001, r0002, ..."""
+
+
+@reward.command("train")
+@click.option("--clip", "clip", default="toy", show_default=True, help="CLIP for embeddings: toy, a folder, ARCH/TAG (ViT-L-14/openai for SD 1.x), hf-hub:...")
+@click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True, help="Reward head on the embedding.")
+@click.option("--ensemble", type=int, default=5, show_default=True, help="Heads on bootstrap resamples (uncertainty for active learning).")
+@click.option("--val-frac", type=float, default=0.2, show_default=True, help="Share of judgements held out for the metrics.")
+@click.option("--split", type=click.Choice(["random", "time"]), default="random", show_default=True, help="Hold out a seeded random share, or the newest.")
+@click.option("--prior", default=None, help="laion:PATH: start from a LAION aesthetic head (ViT-L/14 embeddings).")
+@click.option("--prompt-conditioned", is_flag=True, help="Condition the reward on the prompt's text embedding.")
+@click.option("--ties", type=click.Choice(["half", "rao-kupper"]), default="half", show_default=True, help="Ties as half wins, or a Rao-Kupper tie parameter.")
+@click.option("--l2", type=float, default=1.0, show_default=True, help="Prior precision on head weights (more: smoother reward).")
+@click.option("--steps", type=int, default=200, show_default=True, help="Full-batch optimiser steps.")
+@click.option("--rater", default=None, help="Only this rater's judgements (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the new version's metadata as JSON.")
+def train_cmd(clip, head, ensemble, val_frac, split, prior, prompt_conditioned, ties, l2, steps, rater, seed, as_json):
+    """Fit a reward on the stored judgements and save it as the next version (then `latest`)."""
+    from prefs import open_store
+    from reward.fit import FitConfig
+    from reward.train import TrainConfig, metrics_table, train
+    from reward.versions import resolve
+
+    config = TrainConfig(clip=clip, fit=FitConfig(head=head, ensemble=ensemble, prompt=prompt_conditioned, ties=ties,
+                                                  l2=l2, steps=steps),
+                         val_frac=val_frac, split=split, prior=prior, rater=rater, seed=seed)
+    with open_store() as store:
+        result = train(store, config, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(_meta(resolve(result.path)), default=str))
+        return
+    click.echo(f"{result.version}: {result.n_judgements} judgements ({result.metrics['n_train']} train, "
+               f"{result.metrics['n_val']} held out), saved to {result.path}")
+    if result.metrics["n_val"]:
+        click.echo(metrics_table(result.metrics))
+
+
+def _meta(folder) -> dict:
+    meta = json.loads((folder / "reward.json").read_text())
+    meta["path"] = str(folder)
+    return meta
+
+
+@reward.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, newest last.")
+def list_cmd(as_json):
+    """The saved reward versions, newest last."""
+    from reward.versions import list_versions
+
+    versions = list_versions()
+    if as_json:
+        click.echo(json.dumps(versions, default=str))
+        return
+    if not versions:
+        click.echo("no reward versions yet: run `rlft reward train`")
+        return
+    for v in versions:
+        acc = (v.get("metrics") or {}).get("val_accuracy")
+        acc_text = "n/a" if acc is None else f"{acc:.3f}"
+        click.echo(f"{v['id']}  {v['created_at']}  {v['n_judgements']:>6} judgements  val accuracy {acc_text}  "
+                   f"{v['config']['head']} x{len(v['heads'])}  clip {v['clip_spec']}")
+
+
+@reward.command("show")
+@click.argument("version", default="latest")
+@click.option("--json", "as_json", is_flag=True)
+def show_cmd(version, as_json):
+    """One version's provenance, settings and held-out metrics (VERSION: latest, r0003, or a folder)."""
+    from reward.train import metrics_table
+    from reward.versions import resolve
+
+    meta = _meta(resolve(version))
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, default=str))
+        return
+    cfg = meta["config"]
+    click.echo(f"{meta['id']}  created {meta['created_at']}  at {meta['path']}")
+    click.echo(f"clip {meta['clip_spec']} ({meta['embed_dim']}-d), head {cfg['head']} x{len(meta['heads'])}, "
+               f"ties {meta['tie_model']}, prompt-conditioned {cfg['fit']['prompt']}, prior {cfg['prior']}")
+    click.echo(f"{meta['n_judgements']} judgements over {meta['n_images']} images; split {cfg['split']} "
+               f"{cfg['val_frac']:.0%} held out, seed {cfg['seed']}")
+    if meta["metrics"].get("n_val"):
+        click.echo(metrics_table(meta["metrics"]))
+
+
+@reward.command("score")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--reward", "spec", default="latest", show_default=True, help="latest, a version id, or a folder.")
+@click.option("--prompt", default=None, help="The prompt (for prompt-conditioned rewards).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image: path, score, std.")
+def score_cmd(images, spec, prompt, as_json):
+    """Score image files with a reward version (higher: more to your taste)."""
+    import os
+
+    from PIL import Image, UnidentifiedImageError
+
+    from prefs.errors import UserError
+    from reward.model import load
+
+    model = load(spec)
+    pil = []
+    for path in images:
+        if not os.path.isfile(path):
+            raise UserError(f"no image file {path}")
+        try:
+            with Image.open(path) as im:
+                pil.append(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"cannot read {path} as an image: {e}") from None
+    import torch
+
+    with torch.no_grad():
+        emb = model.embed(pil)
+        member = model.member_scores(emb, model.text_embed(prompt, len(emb)))
+    mean = member.mean(0)
+    std = member.std(0, unbiased=False) if len(member) > 1 else torch.zeros_like(mean)
+    for path, s, sd in zip(images, mean.tolist(), std.tolist()):
+        if as_json:
+            click.echo(json.dumps({"path": path, "score": s, "std": sd, "reward": model.version}))
+        else:
+            click.echo(f"{s:+.3f} ± {sd:.3f}  {path}")
