@@ -1,0 +1,237 @@
+"""Benchmark `rlft train` on the toy world: oracle win rate of tuned over base, prompt adherence, speed.
+
+    python bench/bench_train.py quality --oracle warm --algo ddpo   # one oracle x algorithm, end to end
+    python bench/bench_train.py speed                               # log-prob sampling vs plain diffusers
+
+Quality, per oracle x algorithm, in a fresh home under $RLFT_BENCH_WORK (default /tmp/rlft-bench): generate a pool from the toy model on
+training prompts that leave the oracle's attribute unspecified -> `rlft simulate --oracle X --n 300` ->
+`rlft reward train --clip toy` -> `rlft train --reward latest --model toy --algo A` (timed; target < 20 min)
+-> base vs tuned images on held-out prompts (same open attribute) x seeds with the same initial noise ->
+oracle win rate (ties half), plus the toy checker's prompt adherence (full captions) of both models, and
+the win-rate curve over epochs from the run's fixed-seed sample grids (epoch 0 = base).
+Results merge into bench/results/train.json under "quality/<oracle>/<algo>" and "speed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "train.json"
+OPEN = {"warm": {"color"}, "big": {"size"}, "centered": {"position"}, "dark": {"color", "background"}}
+
+
+def prompts_for(oracle: str, heldout: bool, n: int) -> list[str]:
+    """Captions naming every attribute but the ones the oracle judges (the steering should fill those in)."""
+    from rlft.toy import world
+
+    scenes = world.heldout_scenes() if heldout else world.train_scenes()
+    mention = frozenset(set(world.ATTRIBUTES) - OPEN[oracle])
+    out: list[str] = []
+    for i, s in enumerate(scenes):
+        c = world.caption(s, world.CaptionPlan(mention, (i * 7) % world.N_TEMPLATES, i % 12, i))
+        if c not in out:
+            out.append(c)
+    rng = np.random.default_rng(1 if heldout else 0)
+    return [out[i] for i in rng.permutation(len(out))[:n]]
+
+
+def merge_result(key: str, value) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    node = data
+    parts = key.split("/")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def rlft(home: Path, *args, log=None) -> float:
+    env = {**os.environ, "RLFT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    t = time.perf_counter()
+    cmd = [str(ROOT / ".venv" / "bin" / "rlft"), *map(str, args)]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, env=env, check=True, stdout=log, stderr=log)
+    return time.perf_counter() - t
+
+
+def images_for(pipe, prompts, seeds, steps=20, guidance=3.0):
+    import torch
+
+    out = []
+    for i in range(0, len(prompts), 16):
+        gens = [torch.Generator().manual_seed(s) for s in seeds[i : i + 16]]
+        with torch.no_grad():
+            out += pipe(prompts[i : i + 16], num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
+    return out
+
+
+def win_rate(oracle, base, tuned, prompts) -> float:
+    u_b = np.array([oracle(im, p) for im, p in zip(base, prompts)])
+    u_t = np.array([oracle(im, p) for im, p in zip(tuned, prompts)])
+    return float(np.mean((u_t > u_b) + 0.5 * (u_t == u_b)))
+
+
+def grid_curve(run: Path, oracle) -> list[float]:
+    """Oracle win rate of each epoch's grid tiles over epoch 0's (the base), on the same prompts and seeds."""
+    from PIL import Image
+
+    meta = json.loads((run / "samples" / "grid.json").read_text())
+    prompts = [p for p in meta["rows"] for _ in meta["seeds"]]
+
+    def tiles(path):
+        im = Image.open(path).convert("RGB")
+        cols, rows = len(meta["seeds"]), len(meta["rows"])
+        w, h = im.width // cols, im.height // rows
+        return [im.crop((c * w, r * h, (c + 1) * w, (r + 1) * h)) for r in range(rows) for c in range(cols)]
+
+    files = sorted((run / "samples").glob("epoch_*.png"))
+    base = tiles(files[0])
+    return [round(win_rate(oracle, base, tiles(f), prompts), 4) for f in files[1:]]
+
+
+def quality(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from rlft.models.clip import load_clip
+    from rlft.models.lora import apply_lora
+    from rlft.models.pipeline import load_pipeline
+    from rlft.oracles import resolve_oracle
+    from rlft.toy import evaluate
+
+    oracle = resolve_oracle(args.oracle)
+    home = Path(os.environ.get("RLFT_BENCH_WORK", "/tmp/rlft-bench")) / f"{args.oracle}-{args.algo}"
+    if home.exists() and not args.keep:
+        import shutil
+
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    train_prompts = prompts_for(args.oracle, heldout=False, n=args.train_prompts)
+    test_prompts = [p for p in prompts_for(args.oracle, heldout=True, n=10_000) if p not in train_prompts][: args.test_prompts]
+    (home / "train.txt").write_text("\n".join(train_prompts) + "\n")
+    log = open(home / "log.txt", "a")
+    timings = {}
+    timings["generate_s"] = rlft(home, "generate", "--model", "toy", "--prompts", home / "train.txt", "-n", args.pool_per_prompt,
+                                 "--seed", 0, "--steps", 20, "--guidance", 3.0, "--batch-size", 16, log=log)
+    timings["simulate_s"] = rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, "--noise", 1.0, log=log)
+    timings["reward_s"] = rlft(home, "reward", "train", "--clip", "toy", log=log)
+    train_args = ["train", "--reward", "latest", "--model", "toy", "--algo", args.algo, "--prompts", home / "train.txt", "-q"]
+    if args.epochs:
+        train_args += ["--epochs", args.epochs]
+    timings["train_s"] = rlft(home, *train_args, log=log)
+    run = home / "runs" / "t0001"
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+
+    seeds = [10_000 + i for i in range(args.seeds)]
+    prompts = [p for p in test_prompts for _ in seeds]
+    all_seeds = seeds * len(test_prompts)
+    pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
+    clip, _, tok = load_clip("toy", device="cpu")
+    zs = evaluate.ZeroShot(clip, tok)
+    base = images_for(pipe, prompts, all_seeds)
+    adherence_base, _ = evaluate.generation_adherence(pipe, zs, n=args.adherence_n)
+    apply_lora(pipe, run)
+    tuned = images_for(pipe, prompts, all_seeds)
+    adherence_tuned, _ = evaluate.generation_adherence(pipe, zs, n=args.adherence_n)
+    result = {
+        "win_rate": round(win_rate(oracle, base, tuned, prompts), 4),
+        "n_pairs": len(prompts), "test_prompts": len(test_prompts), "seeds": args.seeds,
+        "oracle_mean_base": round(float(np.mean([oracle(i, p) for i, p in zip(base, prompts)])), 4),
+        "oracle_mean_tuned": round(float(np.mean([oracle(i, p) for i, p in zip(tuned, prompts)])), 4),
+        "adherence_base": {k: round(v, 4) for k, v in adherence_base.items()},
+        "adherence_tuned": {k: round(v, 4) for k, v in adherence_tuned.items()},
+        "adherence_mean_drop_points": round(100 * (np.mean(list(adherence_base.values())) - np.mean(list(adherence_tuned.values()))), 2),
+        "grid_win_rate_by_epoch": grid_curve(run, oracle),
+        "reward_by_epoch": [m.get("reward_mean") for m in metrics],
+        "heldout_reward_by_epoch": [m.get("heldout_reward_mean") for m in metrics],
+        "epoch_wall_s": [m["wall_s"] for m in metrics],
+        "epochs": len(metrics), "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "train_within_20_min": timings["train_s"] < 1200,
+        "config": json.loads((run / "config.json").read_text())["config"],
+        "command": " ".join(map(str, train_args)),
+        "threads": args.threads,
+    }
+    merge_result(f"quality/{args.oracle}/{args.algo}", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=1))
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def speed_child(mode: str, threads: int) -> None:
+    """One measurement in a fresh process (so peak RSS is this mode's): best of 3, batch 8, 20 steps, CFG 3."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from rlft.models.pipeline import load_pipeline
+    from rlft.train.ddim import decode, sample_with_logprob
+
+    pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
+    prompts = ["a large red circle on a blue background"] * 8
+    best = float("inf")
+    for r in range(4):
+        gens = [torch.Generator().manual_seed(r * 8 + i) for i in range(8)]
+        t = time.perf_counter()
+        with torch.no_grad():
+            if mode == "plain":
+                pipe(prompts, num_inference_steps=20, guidance_scale=3.0, eta=1.0, generator=gens, output_type="pt")
+            else:
+                traj = sample_with_logprob(pipe, prompts, steps=20, guidance=3.0, eta=1.0, generator=gens)
+                decode(pipe, traj.final)
+        if r:  # the first is a warm-up
+            best = min(best, time.perf_counter() - t)
+    print(json.dumps({"mode": mode, "seconds": round(best, 3), "peak_rss_mb": round(_peak_rss_mb(), 1)}))
+
+
+def speed(args) -> None:
+    out = {}
+    for mode in ("plain", "logprob"):
+        res = subprocess.run([sys.executable, __file__, "speed-child", mode, "--threads", str(args.threads)],
+                             check=True, capture_output=True, text=True)
+        out[mode] = json.loads(res.stdout.strip().splitlines()[-1])
+    out["overhead_pct"] = round(100 * (out["logprob"]["seconds"] / out["plain"]["seconds"] - 1), 1)
+    out["setup"] = "toy model, batch 8, 20 DDIM steps (eta 1), CFG 3, decode included, best of 3 after a warm-up"
+    out["threads"] = args.threads
+    merge_result("speed", out)
+    print(json.dumps(out, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["quality", "speed", "speed-child"])
+    ap.add_argument("mode", nargs="?")
+    ap.add_argument("--oracle", default="warm", choices=sorted(OPEN))
+    ap.add_argument("--algo", default="ddpo", choices=["ddpo", "rwr", "dpo"])
+    ap.add_argument("--epochs", type=int, default=None, help="override the toy default")
+    ap.add_argument("--judgements", type=int, default=300)
+    ap.add_argument("--train-prompts", type=int, default=24)
+    ap.add_argument("--pool-per-prompt", type=int, default=5)
+    ap.add_argument("--test-prompts", type=int, default=16)
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--adherence-n", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    if args.what == "quality":
+        quality(args)
+    elif args.what == "speed":
+        speed(args)
+    else:
+        speed_child(args.mode, args.threads)
+
+
+if __name__ == "__main__":
+    main()

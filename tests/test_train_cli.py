@@ -1,0 +1,108 @@
+"""`rlft train`, `rlft export-lora`, `rlft generate --lora latest` through the CLI: end to end and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rlft.cli import main
+from rlft.models.tiny import tiny_pipeline
+
+TINY = {"epochs": 1, "sample": {"steps": 2, "samples_per_epoch": 4, "batch_size": 4, "grid_prompts": 1, "grid_seeds": 2},
+        "optim": {"train_batch_size": 4}, "dpo": {"pairs_per_epoch": 4}}
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_pipeline(0).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def _judged_pool():
+    from prefs import open_store
+
+    with open_store() as store:
+        red = store.add_image(Image.new("RGB", (64, 64), (230, 30, 30)), prompt="a circle")
+        blue = store.add_image(Image.new("RGB", (64, 64), (30, 30, 230)), prompt="a circle")
+        store.record_comparison(red, blue, "a")
+        store.record_comparison(blue, red, "b")
+
+
+def _runs(home):
+    return sorted(p.name for p in (home / "runs").glob("t*")) if (home / "runs").is_dir() else []
+
+
+def test_dpo_run_export_generate_and_resume(model_folder, config_file, tmp_path, rlft_home):
+    _judged_pool()
+    result = invoke("train", "--model", model_folder, "--algo", "dpo", "--config", config_file, "-q")
+    assert result.exit_code == 0, result.output
+    run = rlft_home / "runs" / "t0001"
+    assert (rlft_home / "runs" / "latest").resolve() == run.resolve()
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"]["algo"] == "dpo" and saved["provenance"]["judgements"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+    out = invoke("export-lora", "latest", "--format", "kohya", "--out", tmp_path / "mine.safetensors")
+    assert out.exit_code == 0 and (tmp_path / "mine.safetensors").is_file()
+    assert invoke("export-lora", "t0001").output.strip().endswith("lora")
+
+    gen = invoke("generate", "--model", model_folder, "--lora", "latest", "-p", "a circle", "--steps", "2",
+                 "--seed", "1", "--out", tmp_path / "gen", "--json")
+    assert gen.exit_code == 0, gen.output
+    line = next(l for l in gen.output.splitlines() if '{"path"' in l)  # stderr's progress bar shares the output
+    record = json.loads(line[line.index('{"path"'):])
+    assert record["lora"] == "latest"
+
+    bad = invoke("train", "--resume", "latest", "--lora-rank", "8")
+    assert bad.exit_code == 2 and "different config" in bad.output and len(bad.output.strip().splitlines()) == 1
+    more = invoke("train", "--resume", "latest", "--epochs", "2", "-q")  # extending a run is allowed
+    assert more.exit_code == 0, more.output
+    assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("case", ["no reward", "empty prompts", "no prompts", "no judgements", "unknown model",
+                                  "bad resume", "bad config", "bad algo", "bad epochs"])
+def test_bad_input_one_line_exit_2_nothing_written(case, model_folder, config_file, tmp_path, rlft_home):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a circle\n")
+    bad_cfg = tmp_path / "bad.json"
+    bad_cfg.write_text(json.dumps({"sample": {"steps": 0}}))
+    args = {
+        "no reward": ["--model", model_folder, "--prompts", prompts],
+        "empty prompts": ["--model", model_folder, "--prompts", empty],
+        "no prompts": ["--model", model_folder],
+        "no judgements": ["--model", model_folder, "--algo", "dpo"],
+        "unknown model": ["--model", tmp_path / "nope", "--prompts", prompts],
+        "bad resume": ["--resume", "latest"],
+        "bad config": ["--model", model_folder, "--prompts", prompts, "--config", bad_cfg],
+        "bad algo": ["--algo", "ppo", "--prompts", prompts],
+        "bad epochs": ["--epochs", "0", "--prompts", prompts],
+    }[case]
+    result = invoke("train", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    assert _runs(rlft_home) == []
+
+
+def test_generate_lora_latest_without_runs_fails_cleanly(model_folder, tmp_path):
+    result = invoke("generate", "--model", model_folder, "--lora", "latest", "-p", "x", "--no-pool", "--out", tmp_path)
+    assert result.exit_code == 2 and "no training runs" in result.output

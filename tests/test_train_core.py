@@ -1,0 +1,85 @@
+"""Losses on hand-computed cases, config validation, the per-prompt stat tracker, the CLIP compatibility check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from prefs.errors import UserError
+from rlft.train import losses
+from rlft.train.config import TrainConfig, diff, from_dict
+from rlft.train.rewards import check_compatible
+from rlft.train.stats import PerPromptStatTracker
+
+
+def test_ppo_loss_hand_computed():
+    lp = torch.tensor([0.0, math.log(1.5)])
+    loss, info = losses.ppo_loss(lp, torch.zeros(2), torch.tensor([1.0, -2.0]), clip_range=0.2, adv_clip_max=5.0)
+    # ratios 1 and 1.5; per sample max(-A r, -A clip(r)) = max(-1, -1) and max(3, 2.4) -> mean(-1, 3) = 1
+    assert loss.item() == pytest.approx(1.0)
+    assert info["clipfrac"].item() == pytest.approx(0.5)
+    assert info["approx_kl"].item() == pytest.approx(0.25 * math.log(1.5) ** 2)
+
+
+def test_ppo_loss_clips_advantages():
+    loss, _ = losses.ppo_loss(torch.zeros(1), torch.zeros(1), torch.tensor([10.0]), clip_range=1e-4, adv_clip_max=5.0)
+    assert loss.item() == pytest.approx(-5.0)
+
+
+def test_rwr_weights_exp_and_topk():
+    w = losses.rwr_weights([0.0, math.log(2.0)], ["a", "a"], "exp", beta=1.0)
+    torch.testing.assert_close(w, torch.tensor([2 / 3, 4 / 3]))
+    w = losses.rwr_weights([1.0, 2.0, 3.0, 0.0], ["a", "a", "b", "b"], "topk", top_k=1)
+    torch.testing.assert_close(w, torch.tensor([0.0, 2.0, 2.0, 0.0]))
+    w = losses.rwr_weights([0.0, 100.0], ["a", "a"], "exp", beta=1.0, max_weight=1.5)
+    assert w.max().item() <= 1.5 / 1.0 * 2 and w.mean().item() == pytest.approx(1.0)
+
+
+def test_weighted_denoising_loss_hand_computed():
+    loss = losses.weighted_denoising_loss(torch.zeros(2, 1), torch.tensor([[1.0], [2.0]]), torch.tensor([1.0, 3.0]))
+    assert loss.item() == pytest.approx((1 * 1 + 3 * 4) / 4)
+
+
+def test_dpo_loss_hand_computed():
+    loss, info = losses.dpo_loss(torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([1.5]), torch.tensor([1.5]), beta=2.0)
+    # inside = -beta/2 * ((1 - 1.5) - (2 - 1.5)) = 1; loss = -log sigmoid(1)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-1.0)))
+    assert info["implicit_acc"].item() == 1.0
+
+
+def test_stat_tracker_per_prompt_and_fallback():
+    tr = PerPromptStatTracker(buffer_size=4, min_count=2)
+    adv = tr.update(["a", "a", "b"], [1.0, 3.0, 10.0])
+    assert adv[:2] == pytest.approx([-1.0, 1.0], abs=1e-5)  # own mean 2, std 1
+    # "b" has one reward (< min_count): the batch's mean/std stand in
+    batch = torch.tensor([1.0, 3.0, 10.0])
+    assert adv[2] == pytest.approx(((10 - batch.mean()) / batch.std(unbiased=False)).item(), rel=1e-4)
+    state = tr.state_dict()
+    again = PerPromptStatTracker()
+    again.load_state_dict(state)
+    assert again.update(["a"], [2.0]).tolist() == tr.update(["a"], [2.0]).tolist()
+
+
+def test_config_defaults_and_validation():
+    assert TrainConfig.toy().sample.steps == 10 and TrainConfig.sd().sample.steps == 50
+    assert TrainConfig.sd().optim.gradient_checkpointing and TrainConfig.sd().dpo.beta == 5000.0
+    cfg = from_dict({"ddpo.clip_range": 2e-4, "sample": {"guidance": 5.0}})
+    assert cfg.ddpo.clip_range == 2e-4 and cfg.sample.guidance == 5.0 and cfg.sample.steps == 10
+    assert diff(TrainConfig(), cfg) == ["ddpo.clip_range (0.0001 -> 0.0002)", "sample.guidance (3.0 -> 5.0)"]
+    for bad, match in [({"algo": "ppo"}, "ddpo, rwr, dpo"), ({"epochs": 0}, "epochs"), ({"sample.eta": 0.0}, "eta"),
+                       ({"optim.mixed_precision": "fp8"}, "bf16"), ({"lora.rank": -1}, "rank"),
+                       ({"nope": 1}, "valid"), ({"rwr.weighting": "soft"}, "exp or topk"), ({"ddpo.bogus": 1}, "clip_range")]:
+        with pytest.raises(UserError, match=match):
+            from_dict(bad)
+    assert from_dict(TrainConfig.sd().to_dict()) == TrainConfig.sd()
+
+
+def test_clip_compatibility():
+    check_compatible("toy", 64, "toy")
+    check_compatible("ViT-L-14/openai", 512, "sd15")
+    with pytest.raises(UserError, match="toy CLIP"):
+        check_compatible("toy", 512, "sd15")
+    with pytest.raises(UserError, match="--clip toy"):
+        check_compatible("ViT-B-32/openai", 64, "toy")
