@@ -18,7 +18,7 @@
 
 Utilities are on the Bradley-Terry logit scale: P(a beats b) = sigmoid(r(a) - r(b)), centred on the training
 pool. Modules: `clip` (CLIP specs, differentiable preprocessing), `embeddings` (the on-disk cache), `heads`,
-`loss`, `fit`, `data`, `evaluate`, `train`, `versions`, `model`, `scorer`, `reward_fn`, `laion` (LAION
+`loss`, `fit`, `data`, `evaluate`, `training`, `versions`, `model`, `scorer`, `reward_fn`, `laion` (LAION
 aesthetic priors), `aesthetic` (aesthetic embeddings and aesthetic-gradients conditioning).
 Errors for bad input are `prefs.errors.UserError` / `NotFoundError`.
 """
@@ -33,8 +33,8 @@ _LAZY = {
     "as_reward_fn": "reward.reward_fn",
     "make_scorer": "reward.scorer",
     "RewardScorer": "reward.scorer",
-    "train": "reward.train",
-    "TrainConfig": "reward.train",
+    "train": "reward.training",
+    "TrainConfig": "reward.training",
     "FitConfig": "reward.fit",
     "EmbeddingCache": "reward.embeddings",
     "load_laion": "reward.laion",

@@ -30,7 +30,7 @@ def train_cmd(clip, head, ensemble, val_frac, split, prior, prompt_conditioned, 
     """Fit a reward on the stored judgements and save it as the next version (then `latest`)."""
     from prefs import open_store
     from reward.fit import FitConfig
-    from reward.train import TrainConfig, metrics_table, train
+    from reward.training import TrainConfig, metrics_table, train
     from reward.versions import resolve
 
     config = TrainConfig(clip=clip, fit=FitConfig(head=head, ensemble=ensemble, prompt=prompt_conditioned, ties=ties,
@@ -78,7 +78,7 @@ def list_cmd(as_json):
 @click.option("--json", "as_json", is_flag=True)
 def show_cmd(version, as_json):
     """One version's provenance, settings and held-out metrics (VERSION: latest, r0003, or a folder)."""
-    from reward.train import metrics_table
+    from reward.training import metrics_table
     from reward.versions import resolve
 
     meta = _meta(resolve(version))

@@ -1,0 +1,162 @@
+"""Training, versions and `latest`, the RewardModel API, the uncertain-strategy plug, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import reward
+from prefs.errors import NotFoundError, UserError
+from reward.fit import FitConfig
+from reward.training import TrainConfig
+from reward_util import judged_store
+
+FAST = FitConfig(ensemble=3, steps=80)
+
+
+@pytest.fixture
+def store():
+    s = judged_store()
+    yield s
+    s.close()
+
+
+def test_no_versions_yet_says_what_to_run():
+    with pytest.raises(NotFoundError, match="rlft reward train"):
+        reward.load("latest")
+    with pytest.raises(NotFoundError, match="none yet"):
+        reward.versions.resolve("r0007")
+
+
+def test_no_judgements_yet_is_a_clear_error():
+    import prefs
+
+    with prefs.open_store() as s, pytest.raises(UserError, match="no judgements"):
+        reward.train(s, TrainConfig(fit=FAST), progress=False)
+
+
+def test_train_versions_latest_and_api(store):
+    r1 = reward.train(store, TrainConfig(fit=FAST), progress=False)
+    r2 = reward.train(store, TrainConfig(fit=FAST, val_frac=0.0, seed=1), progress=False)
+    assert (r1.version, r2.version) == ("r0001", "r0002")
+    assert [v["id"] for v in reward.versions.list_versions()] == ["r0001", "r0002"]
+    assert reward.versions.resolve("latest") == r2.path == reward.versions.latest()
+    assert reward.versions.resolve("r0001") == r1.path == reward.versions.resolve("1") == reward.versions.resolve(str(r1.path))
+    with pytest.raises(NotFoundError, match="r0001, r0002"):
+        reward.load("r0009")
+    m = r1.metrics
+    assert m["n_val"] == 24 and 0 <= m["val_accuracy"] <= 1 and m["val_ci95"][0] <= m["val_accuracy"] <= m["val_ci95"][1]
+    assert {"clip_similarity", "bt_items"} <= set(m["baselines"])
+    assert m["val_accuracy"] > 0.6  # warm vs cold shapes with little noise: easy
+
+    model = reward.load("latest")
+    assert model.version == "r0002" and model.members == 3 and model.clip_spec == "toy"
+    assert model.metadata["n_judgements"] == 120 and model.path == r2.path
+    x = torch.rand(4, 3, 100, 70, requires_grad=True)  # any size: resized inside
+    s = model.score(x, ["a shape"] * 4)
+    assert s.shape == (4,)
+    s.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.allclose(model.subset([0, 1, 2]).score(x.detach()), s.detach(), atol=1e-5)
+    one = model.subset(2)
+    assert one.members == 1 and torch.allclose(one.score(x.detach()), model.member_scores(model.embed(x.detach()))[2])
+    # PIL input equals the tensor path
+    from rlft.toy.world import samples
+
+    pil = [smp.image for _, smp in zip(range(2), samples(5))]
+    from reward.embeddings import pil_to_tensor
+
+    assert torch.allclose(model.score(pil), model.score(torch.stack([pil_to_tensor(p) for p in pil])), atol=1e-5)
+    p, std = model.predict_pair(pil[0], pil[1])
+    p2, _ = model.predict_pair(pil[1], pil[0])
+    assert 0 < p < 1 and std >= 0 and p + p2 == pytest.approx(1, abs=1e-5)
+    scores, info = reward.as_reward_fn(model)(x.detach(), ["a"] * 4, {})
+    assert scores.shape == (4,) and not scores.requires_grad and info["reward_version"] == "r0002"
+    assert info["std"].shape == (4,)
+    with pytest.raises(UserError):
+        model.score(torch.rand(2, 4, 8, 8))
+
+
+def test_warm_reward_prefers_warm_shapes(store):
+    from rlft.toy.world import Scene, draw
+
+    reward.train(store, TrainConfig(fit=FAST, val_frac=0), progress=False)
+    model = reward.load()
+    warm = [draw(Scene("circle", c, "green" if c != "green" else "blue", "medium", "center"), 1) for c in ("red", "orange", "yellow")]
+    cold = [draw(Scene("circle", c, "white", "medium", "center"), 1) for c in ("blue", "green", "purple")]
+    assert model.score(warm).mean() > model.score(cold).mean()
+
+
+def test_uncertain_strategy_uses_the_reward(store):
+    reward.train(store, TrainConfig(fit=FAST, val_frac=0), progress=False)
+    scorer = reward.make_scorer(store, "latest")
+    pair = store.next_pair("someone-new", "uncertain", scorer=scorer)
+    assert pair.strategy == "uncertain" and 0 <= pair.predicted_p <= 1
+    means, stds = scorer([pair.a, pair.b])
+    assert len(means) == 2 and all(s >= 0 for s in stds)
+
+
+def test_prompt_conditioned_and_rao_kupper(store):
+    cfg = TrainConfig(fit=FitConfig(ensemble=2, steps=50, prompt=True, ties="rao-kupper"))
+    reward.train(store, cfg, progress=False)
+    model = reward.load()
+    assert model.prompt_conditioned and model.log_theta is not None
+    x = torch.rand(2, 3, 64, 64)
+    assert not torch.allclose(model.score(x, "a red circle"), model.score(x, "a blue square"))
+
+
+def test_laion_prior_needs_matching_dims(store):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "laion-aesthetic" / "sac+logos+ava1-l14-linearMSE.pth"
+    if not path.is_file():
+        pytest.skip("shared LAION heads not present")
+    with pytest.raises(UserError, match="768-d"):
+        reward.train(store, TrainConfig(fit=FAST, prior=f"laion:{path}"), progress=False)
+
+
+def test_cli_train_list_show_score(store, tmp_path):
+    from rlft.cli import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["reward", "train", "--ensemble", "2", "--steps", "60"])
+    assert out.exit_code == 0, out.output
+    assert "r0001" in out.output and "accuracy" in out.output and "bt_items" in out.output
+    listed = json.loads(runner.invoke(main, ["reward", "list", "--json"]).output)
+    assert [v["id"] for v in listed] == ["r0001"]
+    assert {"id", "created_at", "n_judgements"} <= set(listed[0]) and "val_accuracy" in listed[0]["metrics"]
+    assert "r0001" in runner.invoke(main, ["reward", "show", "latest"]).output
+    from rlft.toy.world import samples
+
+    files = []
+    for k, smp in zip(range(2), samples(9)):
+        files.append(str(tmp_path / f"{k}.png"))
+        smp.image.save(files[-1])
+    out = runner.invoke(main, ["reward", "score", "--reward", "latest", *files, "--json"])
+    rows = [json.loads(line) for line in out.output.splitlines()]
+    assert [r["path"] for r in rows] == files and all(isinstance(r["score"], float) for r in rows)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["reward", "show", "r0042"], "unknown reward"),
+    (["reward", "score", "nope.png"], "no reward model yet"),
+    (["reward", "train", "--clip", "no-such-clip"], "unknown CLIP"),
+    (["reward", "train", "--prior", "bogus"], "laion:PATH"),
+])
+def test_cli_bad_input_is_one_line(args, needle):
+    from rlft.cli import main
+
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 2, out.output
+    assert needle in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
+
+
+def test_cli_train_without_judgements():
+    from rlft.cli import main
+
+    out = CliRunner().invoke(main, ["reward", "train"])
+    assert out.exit_code == 2 and "no judgements" in out.output
