@@ -64,7 +64,8 @@ def ddim_step_with_logprob(scheduler, model_output, timestep, sample, eta: float
     if prev_sample is None:
         noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype)
         prev_sample = mean + std * noise
-    return StepOutput(prev_sample, gaussian_log_prob(prev_sample, mean, std), mean, std)
+    # log-probs in fp32 even under bf16/fp16 autocast: PPO clips ratios at 1 +- 1e-4
+    return StepOutput(prev_sample, gaussian_log_prob(prev_sample.float(), mean.float(), std.float()), mean, std)
 
 
 @dataclass
