@@ -1,0 +1,60 @@
+"""`rlft loop`: rounds of generate -> rate -> reward train -> train, each step the ordinary command.
+
+The same as running, per round:
+    rlft generate --model M --prompts P -n N [--lora latest]     # new images into the pool
+    rlft simulate --oracle O --n J   (or rate them in `rlft ui`)  # judgements
+    rlft reward train --clip C                                    # reward version rNNNN (latest)
+    rlft train --reward latest --model M --prompts P --algo A     # LoRA run tNNNN (latest)
+"""
+
+from __future__ import annotations
+
+import click
+
+from rlft.cli.generate import OneLineCommand
+
+
+@click.command("loop", cls=OneLineCommand)
+@click.option("--model", "-m", default="toy", show_default=True, help="Model spec.")
+@click.option("--prompts", "prompts_source", required=True, help="Prompt file or named set (generation and training).")
+@click.option("--rounds", type=int, default=1, show_default=True, help="Rounds to run.")
+@click.option("-n", "n", type=int, default=4, show_default=True, help="Images per prompt generated each round.")
+@click.option("--oracle", default=None, help="Rate with a simulated rater (warm, big, ...); default: you rate in `rlft ui`.")
+@click.option("--judgements", type=int, default=300, show_default=True, help="Pairs the simulated rater judges per round.")
+@click.option("--clip", default="toy", show_default=True, help="CLIP for the reward model.")
+@click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default="ddpo", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Training epochs per round (default: the config's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Base seed; round r generates with seed + 1000 r.")
+def loop(model, prompts_source, rounds, n, oracle, judgements, clip, algo, epochs, seed):
+    """Close the loop: generate, rate, fit the reward, steer the model; repeat."""
+    from prefs.errors import UserError
+    from rlft.cli import main
+
+    if rounds < 1:
+        raise UserError(f"--rounds must be >= 1, got {rounds}")
+
+    def run(*args):
+        click.echo(f"$ rlft {' '.join(map(str, args))}", err=True)
+        main.main([str(a) for a in args], prog_name="rlft", standalone_mode=False)
+
+    for r in range(rounds):
+        click.echo(f"round {r + 1}/{rounds}", err=True)
+        lora = ["--lora", "latest"] if r > 0 or _has_runs() else []
+        run("generate", "--model", model, "--prompts", prompts_source, "-n", n, "--seed", seed + 1000 * r, *lora)
+        if oracle:
+            run("simulate", "--oracle", oracle, "--n", judgements, "--seed", seed + r)
+        else:
+            click.echo("rate the new images in `rlft ui` (another terminal), then press Enter here", err=True)
+            click.pause(info="")
+        if algo != "dpo":
+            run("reward", "train", "--clip", clip)
+        train_args = ["train", "--model", model, "--prompts", prompts_source, "--algo", algo, "--seed", seed + r]
+        if epochs:
+            train_args += ["--epochs", epochs]
+        run(*train_args)
+
+
+def _has_runs() -> bool:
+    from rlft.train.runs import list_runs
+
+    return bool(list_runs())
