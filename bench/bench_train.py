@@ -121,10 +121,15 @@ def quality(args) -> None:
     (home / "train.txt").write_text("\n".join(train_prompts) + "\n")
     log = open(home / "log.txt", "a")
     timings = {}
-    timings["generate_s"] = rlft(home, "generate", "--model", "toy", "--prompts", home / "train.txt", "-n", args.pool_per_prompt,
+    setup = not (args.keep and (home / "rewards").is_dir())  # --keep reuses the pool, judgements and reward
+    if not setup:
+        import shutil
+
+        shutil.rmtree(home / "runs", ignore_errors=True)
+    timings["generate_s"] = None if not setup else rlft(home, "generate", "--model", "toy", "--prompts", home / "train.txt", "-n", args.pool_per_prompt,
                                  "--seed", 0, "--steps", 20, "--guidance", 3.0, "--batch-size", 16, log=log)
-    timings["simulate_s"] = rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, "--noise", 1.0, log=log)
-    timings["reward_s"] = rlft(home, "reward", "train", "--clip", "toy", log=log)
+    timings["simulate_s"] = None if not setup else rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, "--noise", 1.0, log=log)
+    timings["reward_s"] = None if not setup else rlft(home, "reward", "train", "--clip", "toy", log=log)
     train_args = ["train", "--reward", "latest", "--model", "toy", "--algo", args.algo, "--prompts", home / "train.txt", "-q"]
     if args.epochs:
         train_args += ["--epochs", args.epochs]
@@ -155,7 +160,7 @@ def quality(args) -> None:
         "reward_by_epoch": [m.get("reward_mean") for m in metrics],
         "heldout_reward_by_epoch": [m.get("heldout_reward_mean") for m in metrics],
         "epoch_wall_s": [m["wall_s"] for m in metrics],
-        "epochs": len(metrics), "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "epochs": len(metrics), "timings_s": {k: None if v is None else round(v, 1) for k, v in timings.items()},
         "train_within_20_min": timings["train_s"] < 1200,
         "config": json.loads((run / "config.json").read_text())["config"],
         "command": " ".join(map(str, train_args)),

@@ -186,13 +186,14 @@ def _is_toy_world(model: str) -> bool:
 
 
 def _image_size_of(model: str) -> int:
-    """The model's image size from its UNet config (no weights loaded); 512 when it cannot be read."""
+    """The model's image size from its UNet and VAE configs (no weights loaded); 512 when they cannot be read."""
     from rlft.models.pipeline import resolve_model
 
     source = resolve_model(model)
-    cfg = Path(source.location) / "unet" / "config.json"
-    if source.kind in ("builtin", "folder") and cfg.is_file():
-        return int(json.loads(cfg.read_text())["sample_size"]) * 8
+    unet, vae = (Path(source.location) / part / "config.json" for part in ("unet", "vae"))
+    if source.kind in ("builtin", "folder") and unet.is_file() and vae.is_file():
+        levels = len(json.loads(vae.read_text())["block_out_channels"])
+        return int(json.loads(unet.read_text())["sample_size"]) * 2 ** (levels - 1)
     return 512
 
 

@@ -39,7 +39,7 @@ class Algorithm:
         t, acc = self.t, self.t.accelerator
         n = max(1, self.cfg.sample.samples_per_epoch // acc.num_processes)
         rng = random.Random(f"{self.cfg.seed}:{epoch}:{acc.process_index}")
-        prompts = t.epoch_prompts(rng, n)
+        prompts = t.epoch_prompts(rng, n, self.cfg.sample.images_per_prompt)
         seeds = [rng.randrange(2**62) for _ in prompts]
         trajs = t.sample(prompts, seeds)
         images = torch.cat([t.decode(tr.final) for tr in trajs])

@@ -45,11 +45,12 @@ class SampleConfig:
     eta: float = 1.0  # DDIM eta; 1 makes every step a proper Gaussian policy step (DDPO needs eta > 0)
     batch_size: int = 8  # images per sampling forward pass (speed/memory only, never the samples)
     samples_per_epoch: int = 32  # images drawn per epoch, across all processes
+    images_per_prompt: int = 4  # each drawn prompt is sampled this often per epoch: peers for per-prompt stats and top-k
     grid_prompts: int = 4  # prompts in the fixed-seed sample grid written each epoch
     grid_seeds: int = 4  # seeds per grid prompt
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "samples_per_epoch", "grid_prompts", "grid_seeds"):
+        for name in ("steps", "batch_size", "samples_per_epoch", "images_per_prompt", "grid_prompts", "grid_seeds"):
             _positive_int("sample.", name, getattr(self, name))
         _finite("sample.", "guidance", self.guidance, 0.0)
         _finite("sample.", "eta", self.eta, 0.0, 1.0, low_open=True)

@@ -78,9 +78,9 @@ class Trainer:
         self.judgements, self.extra_images = judgements, list(extra_images)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress, self.on_epoch, self.provenance = progress, on_epoch, provenance or {}
+        on_cpu = pipe.device.type == "cpu"  # follow the pipeline's device (e.g. --device cpu on a GPU machine)
         self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.optim.mixed_precision if torch.cuda.is_available() else "no",
-            cpu=not torch.cuda.is_available(),
+            mixed_precision="no" if on_cpu else config.optim.mixed_precision, cpu=on_cpu,
         )
         self.pipe = pipe
         pipe.set_progress_bar_config(disable=True)
