@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -142,10 +143,15 @@ def main() -> None:
         results["images"] = stats["images"]
 
     # The command a user runs, in a fresh interpreter: startup, imports, query, fit, print.
+    # The machine may be shared: record its load and the command's own CPU time beside the wall time.
     env = {**os.environ, "RLFT_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    results["load_avg_1m_before_stats_cli"] = os.getloadavg()[0]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "rlft", "prefs", "stats", "--json"], env=env, capture_output=True, text=True)
     results["stats_cli_s"] = round(time.perf_counter() - t, 3)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    results["stats_cli_cpu_s"] = round(cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime, 3)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["judgements"] == results["judgements"]
 
@@ -153,7 +159,8 @@ def main() -> None:
     report = {
         "benchmark": "prefs store on SQLite",
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+                    "load_avg_1m_at_end": os.getloadavg()[0]},
         "size": {"images": args.images, "judgements": args.judgements, "timed_calls": args.calls},
         "build_s": round(build_s, 1),
         "targets": TARGETS_MS,

@@ -5,6 +5,9 @@ or entry, and nothing is stored. Images are never invented: a referenced image m
 sha256, or for ImageReward by its relative path from an earlier import), or be a readable file at the
 given path (then it is added to the pool); otherwise it is reported in `missing` and its judgements are
 skipped. Every imported judgement has a deterministic client_vote_id, so importing a file twice is a no-op.
+Judgements are written `BATCH` to a transaction; should the database refuse one (say, a client_vote_id
+already used for a different judgement) that batch is rolled back, and importing the file again after the
+fix adds exactly the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("jsonl", "imagereward")
 IMAGEREWARD_RATER = "imagereward"
+BATCH = 1000  # judgements per write transaction: one per row made a 100k-row import take minutes
 
 
 @dataclasses.dataclass
@@ -79,30 +83,36 @@ def import_file(store: "Store", path: str | Path, fmt: str | None = None, *, rat
     resolver = _Resolver(store, root, limits, report)
     from tqdm import tqdm
 
-    for v in tqdm(votes, desc="import", unit="judgement", file=sys.stderr, disable=not progress):
+    bar = tqdm(total=len(votes), desc="import", unit="judgement", file=sys.stderr, disable=not progress)
+    batch: list[dict] = []
+    for v in votes:
         a, b = resolver.get(v["image_a"], v.get("path_a"), v.get("prompt")), resolver.get(v["image_b"], v.get("path_b"), v.get("prompt_b"))
         if a is None or b is None:
             report.skipped += 1
+            bar.update(1)
             continue
-        before = store_has_vote(store, v["client_vote_id"])
-        store.record_comparison(
-            a, b, v["outcome"], rater=rater if (rater and fmt == "jsonl") else v["rater"], shown_left=v.get("shown_left"),
-            client_vote_id=v["client_vote_id"], decision_ms=v.get("decision_ms"), strategy=v.get("strategy"),
-            predicted_p=v.get("predicted_p"), round=v.get("round"), created_at=v.get("created_at"),
-            undone_at=v.get("undone_at"),
-        )
-        if before:
-            report.duplicate += 1
-        else:
-            report.added += 1
+        batch.append({
+            "image_a": a, "image_b": b, "outcome": v["outcome"],
+            "rater": rater if (rater and fmt == "jsonl") else v["rater"], "shown_left": v.get("shown_left"),
+            "client_vote_id": v["client_vote_id"], "decision_ms": v.get("decision_ms"), "strategy": v.get("strategy"),
+            "predicted_p": v.get("predicted_p"), "round": v.get("round"), "created_at": v.get("created_at"),
+            "undone_at": v.get("undone_at"),
+        })
+        if len(batch) == BATCH:
+            _write_batch(store, batch, report, bar)
+            batch = []
+    _write_batch(store, batch, report, bar)
+    bar.close()
     return report
 
 
-def store_has_vote(store: "Store", vote_id: str) -> bool:
-    from prefs.models import Comparison
-
-    with store.engine.connect() as conn:
-        return conn.execute(select(Comparison.id).where(Comparison.client_vote_id == vote_id)).first() is not None
+def _write_batch(store: "Store", batch: list[dict], report: JudgementImportReport, bar) -> None:
+    for _, new in store.record_comparisons(batch):
+        if new:
+            report.added += 1
+        else:
+            report.duplicate += 1
+    bar.update(len(batch))
 
 
 class _Resolver:

@@ -8,9 +8,11 @@ judgements and they may want a backup first.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from prefs.errors import UserError
 
@@ -63,12 +65,51 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     return before, current_revision(engine)
 
 
+_ASSIGN = r"^{}\s*(?::[^=\n]*)?=\s*(?:[\"']([^\"'\n]+)[\"']|None)\s*$"
+
+
+def head_revision_fast() -> str | None:
+    """The newest revision, read from the migration files' `revision = "..."` lines without alembic.
+
+    Importing alembic costs a few hundred milliseconds of every `rlft` command that opens the store.
+    Returns None for anything this simple reading cannot settle (a merge, a branch, an unusual file); the
+    caller then asks alembic.
+    """
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        rev = re.search(_ASSIGN.format("revision"), source, re.M)
+        down = re.search(_ASSIGN.format("down_revision"), source, re.M)
+        if rev is None or rev.group(1) is None or down is None:
+            if path.name == "__init__.py":
+                continue
+            return None
+        revisions.add(rev.group(1))
+        if down.group(1) is not None:
+            parents.add(down.group(1))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
+
+
+def _is_at(engine: Engine, revision: str) -> bool:
+    """Whether alembic's version table names exactly `revision` (False when there is no such table)."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SQLAlchemyError:
+        return False
+    return rows == [revision]
+
+
 def ensure_current(engine: Engine, upgrade_old: bool = False) -> None:
     """Create a fresh database, upgrade an old one if asked, else say exactly what to run.
 
     Raises SchemaError for an old database (unless `upgrade_old`), one from a newer rlft, or a database
     that has tables but no revision (not made by rlft).
     """
+    head = head_revision_fast()
+    if head is not None and _is_at(engine, head):
+        return  # the common case, settled without importing alembic
     current = current_revision(engine)
     head = head_revision()
     if current == head:

@@ -1,7 +1,10 @@
 """Summary statistics of the store, computed from one pass over the standing judgements with numpy.
 
-Reading the judgements as four integer columns and aggregating in numpy keeps `rlft prefs stats` within a
-few seconds at a million judgements, where one SQL GROUP BY per figure would not.
+The judgements are read as five integer columns and aggregated in numpy, which keeps `rlft prefs stats`
+within a few seconds at a million judgements, where one SQL GROUP BY per figure would not. (Grouping by
+pair in SQL does not help either: almost every pair is judged once, so it returns as many rows as it reads.)
+On SQLite each column comes back as one comma-separated string (`group_concat`, parsed by numpy in C):
+fetching a million rows as Python tuples cost three times as long.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from prefs.models import OUTCOMES, Comparison, Image, Rater
 if TYPE_CHECKING:
     from prefs.store import Store
 
-DECISIVE = ("a", "b", "tie")
-STATS_TOL = 1e-4  # gradient tolerance of the ranking fit: scores to ~4 decimals, all a ranking needs  # outcomes that say which image is better (a tie: equally good)
+DECISIVE = ("a", "b", "tie")  # outcomes that say which image is better (a tie: equally good)
+STATS_TOL = 1e-4  # gradient tolerance of the ranking fit: scores to ~4 decimals, all a ranking needs
 
 
 @dataclasses.dataclass
 class Columns:
-    """Standing judgements as arrays: image ids, outcome codes (index into OUTCOMES), rater ids."""
+    """Standing judgements as arrays, in recording order: image ids, outcome codes (index into OUTCOMES), rater ids."""
 
     a: np.ndarray
     b: np.ndarray
@@ -35,22 +38,42 @@ class Columns:
 def load_columns(store: "Store", rater: str | None = None) -> Columns:
     """Standing judgements, in recording order, as integer arrays (outcomes coded in SQL: no Python loop)."""
     code = case(*((Comparison.outcome == name, k) for k, name in enumerate(OUTCOMES)), else_=-1)
-    q = select(Comparison.image_a_id, Comparison.image_b_id, code, Comparison.rater_id).where(
-        Comparison.undone_at.is_(None)
-    ).order_by(Comparison.id)
+    exprs = (Comparison.id, Comparison.image_a_id, Comparison.image_b_id, code, Comparison.rater_id)
+    where = [Comparison.undone_at.is_(None)]
     if rater is not None:
-        q = q.where(Comparison.rater_id == select(Rater.id).where(Rater.name == rater).scalar_subquery())
+        where.append(Comparison.rater_id == select(Rater.id).where(Rater.name == rater).scalar_subquery())
     with store.engine.connect() as conn:
-        sql = str(q.compile(conn, compile_kwargs={"literal_binds": rater is None}))
-        if rater is None:  # the big read: raw DBAPI rows straight into numpy (SQLAlchemy Rows cost seconds)
-            cur = conn.connection.driver_connection.cursor()
-            cur.execute(sql)
-            rows = cur.fetchall()
-            cur.close()
+        if conn.dialect.name == "sqlite":
+            # Every column is NOT NULL (the outcome code has an ELSE), so group_concat skips nothing and the
+            # five strings stay aligned row for row.
+            texts = conn.execute(select(*(func.group_concat(e) for e in exprs)).where(*where)).one()
+            arr = np.array([_parse_ints(t) for t in texts]).reshape(len(exprs), -1)
         else:
-            rows = conn.execute(q).all()
-    arr = np.array(rows, dtype=np.int64).reshape(-1, 4)
-    return Columns(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy())
+            q = select(*exprs).where(*where).order_by(Comparison.id)
+            if rater is None:  # the big read: raw DBAPI rows straight into numpy (SQLAlchemy Rows cost seconds)
+                cur = conn.connection.driver_connection.cursor()
+                cur.execute(str(q.compile(conn, compile_kwargs={"literal_binds": True})))
+                rows = cur.fetchall()
+                cur.close()
+            else:
+                rows = conn.execute(q).all()
+            arr = np.array(rows, dtype=np.int64).reshape(-1, len(exprs)).T
+    ids = arr[0]
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # scan order is id order in practice; make sure
+        arr = arr[:, np.argsort(ids, kind="stable")]
+    return Columns(arr[1].copy(), arr[2].copy(), arr[3].copy(), arr[4].copy())
+
+
+def _decisive(cols: Columns) -> np.ndarray:
+    """Mask of the judgements whose outcome is one of DECISIVE (codes 0, 1, 2)."""
+    return (cols.outcome >= 0) & (cols.outcome < len(DECISIVE))
+
+
+def _parse_ints(text: str | None) -> np.ndarray:
+    """'3,1,4' -> array([3, 1, 4]); None (group_concat of no rows) -> empty."""
+    if not text:
+        return np.zeros(0, dtype=np.int64)
+    return np.fromstring(text, dtype=np.int64, sep=",")
 
 
 def self_consistency(cols: Columns) -> tuple[float | None, int]:
@@ -59,7 +82,7 @@ def self_consistency(cols: Columns) -> tuple[float | None, int]:
     Only a/b/tie count; agreement means the same winner (by image, whatever the sides) or tie again.
     Returns (agreement rate or None, number of repeat judgements compared).
     """
-    keep = cols.outcome <= OUTCOMES.index("tie")
+    keep = _decisive(cols)
     a, b, o, r = cols.a[keep], cols.b[keep], cols.outcome[keep], cols.rater[keep]
     if len(a) == 0:
         return None, 0
@@ -69,10 +92,20 @@ def self_consistency(cols: Columns) -> tuple[float | None, int]:
     tie = o == OUTCOMES.index("tie")
     a_won = o == OUTCOMES.index("a")
     result = np.where(tie, 2, np.where(a_won == a_is_lo, 0, 1))
-    order = np.lexsort((np.arange(len(a)), hi, lo, r))  # group by (rater, pair), keep recording order
-    keys = np.stack([r[order], lo[order], hi[order]], 1)
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = (keys[1:] != keys[:-1]).any(1)
+    # Group by (rater, pair), keeping recording order within a group: one stable sort of a packed key when
+    # it fits in 63 bits (it does for any real store), else a lexsort, four times slower at a million rows.
+    span = int(hi.max()) + 1
+    if (int(r.max()) + 1) * span * span < 2**62 and r.min() >= 0:
+        key = (r * span + lo) * span + hi
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = key[1:] != key[:-1]
+    else:
+        order = np.lexsort((np.arange(len(a)), hi, lo, r))
+        keys = np.stack([r[order], lo[order], hi[order]], 1)
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (keys[1:] != keys[:-1]).any(1)
     group_start = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
     res = result[order]
     repeats = ~first
@@ -85,19 +118,28 @@ def self_consistency(cols: Columns) -> tuple[float | None, int]:
 
 def fit_columns(cols: Columns, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bradley-Terry scores for the images in `cols`: (image ids, scores), ties as half wins."""
-    outcomes = np.array(OUTCOMES)[cols.outcome] if len(cols.outcome) else np.array([], dtype=str)
-    keep, w = bt.outcome_weights(outcomes)
+    w = _WEIGHTS[cols.outcome] if len(cols.outcome) else np.zeros(0)
+    keep = ~np.isnan(w)
     a, b, w = cols.a[keep], cols.b[keep], w[keep]
-    both = np.concatenate([a, b])
-    if len(both) == 0:
-        return both, np.zeros(0)
-    # Image ids are small dense integers: a lookup table beats np.unique's sort at a million rows.
-    ids = np.flatnonzero(np.bincount(both))
-    lut = np.zeros(int(ids[-1]) + 1, dtype=np.int64)
-    lut[ids] = np.arange(len(ids))
-    i, j = lut[a], lut[b]
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    ids, i, j = _dense(a, b)
     scores = bt.fit(len(ids), i, j, w, alpha=bt.DEFAULT_ALPHA if alpha is None else alpha, tol=STATS_TOL)
     return ids, scores
+
+
+# `bt.outcome_weights` per outcome code, so a million codes map to weights by one indexing (NaN: dropped);
+# the extra last entry is what code -1 (an unknown outcome) indexes.
+_WEIGHTS = np.append(bt.outcome_weights(list(OUTCOMES))[1], np.nan)
+
+
+def _dense(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted distinct image ids in a and b, a and b as indices into them)."""
+    # Image ids are small dense integers: a lookup table beats np.unique's sort at a million rows.
+    ids = np.flatnonzero(np.bincount(np.concatenate([a, b])))
+    lut = np.zeros(int(ids[-1]) + 1, dtype=np.int64)
+    lut[ids] = np.arange(len(ids))
+    return ids, lut[a], lut[b]
 
 
 def bt_scores(store: "Store", rater: str | None = None, alpha: float | None = None) -> dict[str, float]:
@@ -163,10 +205,11 @@ def compute(store: "Store", top: int = 10, rater: str | None = None) -> dict[str
 
 
 def _tallies(cols: Columns, ids: np.ndarray):
-    """Wins, losses and ties per image in `ids` (sorted), from decisive judgements."""
+    """Wins, losses and ties per image in `ids` (the images `fit_columns` ranked), from decisive judgements."""
     n = len(ids)
-    ia, ib = np.searchsorted(ids, cols.a), np.searchsorted(ids, cols.b)
-    o = cols.outcome
+    decisive = _decisive(cols)
+    _, ia, ib = _dense(cols.a[decisive], cols.b[decisive])  # same ids as the fit's: same decisive rows
+    o = cols.outcome[decisive]
     a_w, b_w, t = o == 0, o == 1, o == 2
     wins = np.bincount(ia[a_w], minlength=n) + np.bincount(ib[b_w], minlength=n)
     losses = np.bincount(ib[a_w], minlength=n) + np.bincount(ia[b_w], minlength=n)

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from prefs import samplers
 from prefs.engine import WRITE, make_engine
@@ -58,6 +58,18 @@ _RATER_BY_NAME = select(Rater.id).where(Rater.name == bindparam("name"))
 _VOTE_BY_ID = select(Comparison.id, Comparison.image_a_id, Comparison.image_b_id, Comparison.outcome,
                      Comparison.rater_id).where(Comparison.client_vote_id == bindparam("v"))
 _INSERT_VOTE = insert(Comparison).returning(Comparison.id)
+_IMAGE_A, _IMAGE_B = aliased(Image), aliased(Image)
+# A stored vote as a Judgement, in one Core query (a retried vote, a re-imported file: ORM loads cost ~1 ms).
+_JUDGEMENT_BY_ID = (
+    select(Comparison.id, Comparison.client_vote_id, Rater.name, _IMAGE_A.sha256, _IMAGE_B.sha256, Comparison.outcome,
+           Comparison.shown_left, Comparison.created_at, Comparison.decision_ms, Comparison.strategy,
+           Comparison.predicted_p, Comparison.undone_at, Round.name)
+    .join(Rater, Rater.id == Comparison.rater_id)
+    .join(_IMAGE_A, _IMAGE_A.id == Comparison.image_a_id)
+    .join(_IMAGE_B, _IMAGE_B.id == Comparison.image_b_id)
+    .outerjoin(Round, Round.id == Comparison.round_id)
+    .where(Comparison.id == bindparam("id"))
+)
 _BUMP = update(Image).where(Image.id == bindparam("image_id")).values(
     n_judgements=Image.n_judgements + bindparam("delta"))
 
@@ -255,6 +267,30 @@ class Store:
         The rater is created on first use. Raises UserError (bad outcome/side/numbers, an image against
         itself), NotFoundError (an image not in the pool), ConflictError.
         """
+        vote = self._check_vote(image_a, image_b, outcome, rater=rater, shown_left=shown_left,
+                                client_vote_id=client_vote_id, decision_ms=decision_ms, strategy=strategy,
+                                predicted_p=predicted_p, round=round, created_at=created_at, undone_at=undone_at)
+        return self._write(lambda conn: self._insert_vote(conn, vote)[0], core=True)
+
+    def record_comparisons(self, votes: Sequence[Mapping[str, Any]]) -> list[tuple[Judgement, bool]]:
+        """Record many judgements in one transaction: all of them, or (on any error) none.
+
+        Each vote is a mapping of `record_comparison`'s arguments (`image_a`, `image_b`, `outcome`, and any
+        of its keywords). Every vote is validated before anything is written. Returns, per vote, the stored
+        judgement and whether it is new (False: its client_vote_id was already recorded, so nothing was
+        added). Imports use this: one transaction per thousand rows instead of one per row.
+        """
+        checked = [self._check_vote(**v) for v in votes]
+        if not checked:
+            return []
+        return self._write(lambda conn: [self._insert_vote(conn, v) for v in checked], core=True)
+
+    @staticmethod
+    def _check_vote(image_a: str | Image, image_b: str | Image, outcome: str, *, rater: str = DEFAULT_RATER,
+                    shown_left: str | None = "a", client_vote_id: str | None = None, decision_ms: int | None = None,
+                    strategy: str | None = None, predicted_p: float | None = None, round: str | None = None,
+                    created_at: dt.datetime | None = None, undone_at: dt.datetime | None = None) -> dict[str, Any]:
+        """Validate one vote's arguments (raising UserError) and normalise them for `_insert_vote`."""
         if outcome not in OUTCOMES:
             raise UserError(f"invalid outcome {outcome!r}; valid: {', '.join(OUTCOMES)}")
         if shown_left not in (None, "a", "b"):
@@ -272,44 +308,48 @@ class Store:
         ref_b = image_b.sha256 if isinstance(image_b, Image) else str(image_b).lower()
         if ref_a == ref_b:
             raise UserError("cannot compare an image with itself")
+        return {"ref_a": ref_a, "ref_b": ref_b, "outcome": outcome, "rater": rater, "shown_left": shown_left,
+                "vote_id": vote_id, "decision_ms": decision_ms, "strategy": strategy,
+                "predicted_p": None if predicted_p is None else float(predicted_p), "round": round,
+                "created_at": created_at, "undone_at": undone_at}
 
-        def tx(conn) -> Judgement:
-            # Prebuilt Core statements on a bare connection: this is the hot path of every vote (bench target:
-            # p99 <= 5 ms), and ORM sessions or per-call statement building cost a millisecond.
-            ids = dict(conn.execute(_IDS_BY_SHA, {"shas": [ref_a, ref_b]}).all())
-            if len(ids) < 2:  # a prefix, or a missing image (raises NotFoundError)
-                with Session(bind=conn) as s:
-                    found = self._resolve_images([ref_a, ref_b], session=s)
-                sha_a, sha_b = found[ref_a].sha256, found[ref_b].sha256
-                ids = {sha_a: found[ref_a].id, sha_b: found[ref_b].id}
-            else:
-                sha_a, sha_b = ref_a, ref_b
-            a_id, b_id = ids[sha_a], ids[sha_b]
-            if a_id == b_id:
-                raise UserError("cannot compare an image with itself")
-            rater_id = self._rater_id(conn, rater, create=True)
-            old = conn.execute(_VOTE_BY_ID, {"v": vote_id}).first()
-            if old is not None:
-                if tuple(old[1:]) != (a_id, b_id, outcome, rater_id):
-                    raise ConflictError(f"client_vote_id {vote_id!r} was already used for a different judgement")
-                with Session(bind=conn) as s:
-                    return self._judgement(s, s.get(Comparison, old[0]))
-            round_id = self._round_id(conn, round) if round else None
-            when = created_at or utcnow()
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.timezone.utc)
-            p = None if predicted_p is None else float(predicted_p)
-            new_id = conn.execute(_INSERT_VOTE, {
-                "client_vote_id": vote_id, "image_a_id": a_id, "image_b_id": b_id, "shown_left": shown_left,
-                "outcome": outcome, "rater_id": rater_id, "round_id": round_id, "created_at": when,
-                "decision_ms": decision_ms, "strategy": strategy, "predicted_p": p, "undone_at": undone_at,
-            }).scalar_one()
-            if undone_at is None:
-                self._bump(conn, (a_id, b_id), +1)
-            return Judgement(new_id, vote_id, rater, sha_a, sha_b, outcome, shown_left, when, decision_ms, strategy, p,
-                             undone_at, round)
-
-        return self._write(tx, core=True)
+    def _insert_vote(self, conn, v: dict[str, Any]) -> tuple[Judgement, bool]:
+        """Write one checked vote on `conn` (inside the caller's transaction): (judgement, whether new)."""
+        # Prebuilt Core statements on a bare connection: this is the hot path of every vote (bench target:
+        # p99 <= 5 ms), and ORM sessions or per-call statement building cost a millisecond.
+        ref_a, ref_b, vote_id, outcome = v["ref_a"], v["ref_b"], v["vote_id"], v["outcome"]
+        ids = dict(conn.execute(_IDS_BY_SHA, {"shas": [ref_a, ref_b]}).all())
+        if len(ids) < 2:  # a prefix, or a missing image (raises NotFoundError)
+            with Session(bind=conn) as s:
+                found = self._resolve_images([ref_a, ref_b], session=s)
+            sha_a, sha_b = found[ref_a].sha256, found[ref_b].sha256
+            ids = {sha_a: found[ref_a].id, sha_b: found[ref_b].id}
+        else:
+            sha_a, sha_b = ref_a, ref_b
+        a_id, b_id = ids[sha_a], ids[sha_b]
+        if a_id == b_id:
+            raise UserError("cannot compare an image with itself")
+        rater_id = self._rater_id(conn, v["rater"], create=True)
+        old = conn.execute(_VOTE_BY_ID, {"v": vote_id}).first()
+        if old is not None:
+            if tuple(old[1:]) != (a_id, b_id, outcome, rater_id):
+                raise ConflictError(f"client_vote_id {vote_id!r} was already used for a different judgement")
+            return Judgement(*conn.execute(_JUDGEMENT_BY_ID, {"id": old[0]}).one()), False
+        round_id = self._round_id(conn, v["round"]) if v["round"] else None
+        when = v["created_at"] or utcnow()
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        undone_at = v["undone_at"]
+        new_id = conn.execute(_INSERT_VOTE, {
+            "client_vote_id": vote_id, "image_a_id": a_id, "image_b_id": b_id, "shown_left": v["shown_left"],
+            "outcome": outcome, "rater_id": rater_id, "round_id": round_id, "created_at": when,
+            "decision_ms": v["decision_ms"], "strategy": v["strategy"], "predicted_p": v["predicted_p"],
+            "undone_at": undone_at,
+        }).scalar_one()
+        if undone_at is None:
+            self._bump(conn, (a_id, b_id), +1)
+        return Judgement(new_id, vote_id, v["rater"], sha_a, sha_b, outcome, v["shown_left"], when, v["decision_ms"],
+                         v["strategy"], v["predicted_p"], undone_at, v["round"]), True
 
     @staticmethod
     def _bump(s, ids: tuple[int, int], delta: int) -> None:

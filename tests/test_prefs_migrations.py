@@ -135,3 +135,8 @@ def test_sqlite_pragmas(tmp_path):
 def test_postgres_migrations(pg_url):  # noqa: F811
     check_upgrade_from_populated_0001(pg_url)
     assert models_match_migrations(pg_url) == []
+
+
+def test_fast_head_reading_agrees_with_alembic():
+    # open_store settles an up-to-date database from the migration files alone (no alembic import).
+    assert migrate.head_revision_fast() == migrate.head_revision()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prefs_util import add_images
+from prefs_util import add_images, pg_url  # noqa: F401  (fixture)
 
 import prefs
-from prefs.stats import bt_score_table
+from prefs.stats import Columns, bt_score_table, self_consistency
 
 
 @pytest.fixture
@@ -73,3 +73,56 @@ def test_fit_scores_and_score_table(store):
     means, stds = table([store.get_image(s) for s in shas])
     assert np.argsort(means).tolist() == [0, 1, 2, 3]
     assert stds[0] == pytest.approx(1 / np.sqrt(2))  # one judgement
+
+
+def record_mixed_votes(store):
+    """The judgements of the two tests above, in one store."""
+    x, y, z, w = add_images(store, 4)
+    for a, b, outcome, rater in [(x, y, "a", "ann"), (y, x, "b", "ann"), (x, y, "b", "ann"), (x, z, "a", "bob"),
+                                 (y, z, "tie", "bob"), (z, x, "tie", "bob"), (z, w, "skip", "bob"),
+                                 (y, w, "both_bad", "bob"), (z, w, "a", "bob"), (x, y, "b", "cy")]:
+        store.record_comparison(a, b, outcome, rater=rater)
+    store.undo_last("cy")
+
+
+def test_stats_are_the_same_on_postgresql(tmp_path, pg_url):
+    # SQLite reads the columns through group_concat, PostgreSQL through plain rows: same figures.
+    results = []
+    for url in (f"sqlite:///{tmp_path / 'p.sqlite'}", pg_url):
+        with prefs.open_store(url, home=tmp_path / url.split(":")[0]) as s:
+            record_mixed_votes(s)
+            results.append((s.stats(top=4), s.stats(rater="bob"), s.fit_scores()))
+    (lite_all, lite_bob, lite_scores), (pg_all, pg_bob, pg_scores) = results
+    assert lite_all == pg_all and lite_bob == pg_bob
+    assert lite_all["judgements"] == 9 and lite_all["self_consistency"]["count"] == 3
+    assert lite_scores == pytest.approx(pg_scores)
+
+
+def test_self_consistency_without_a_packed_key():
+    # Image ids too large to pack (rater, pair) into one 63-bit key take the lexsort path: same answer.
+    a = np.array([1, 2, 1, 1, 3, 1])
+    b = np.array([2, 1, 2, 3, 1, 2])
+    outcome = np.array([0, 1, 1, 2, 2, 0])
+    rater = np.array([0, 0, 0, 0, 0, 1])
+    small = self_consistency(Columns(a, b, outcome, rater))
+    big = self_consistency(Columns(a * 2**40, b * 2**40, outcome, rater))
+    assert small == big == (pytest.approx(2 / 3), 3)
+
+
+def test_stats_cli_imports_neither_scipy_nor_alembic(rlft_home):
+    # Start-up is a third of `rlft prefs stats` at a million judgements: keep the slow imports off its path.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom rlft.cli import main\n"
+            "assert CliRunner().invoke(main, ['prefs', 'stats']).exit_code == 0\n"  # creates the database
+            "for m in [m for m in sys.modules if m.startswith(('prefs', 'alembic', 'scipy'))]: del sys.modules[m]\n"
+            "r = CliRunner().invoke(main, ['prefs', 'stats', '--json'])\nassert r.exit_code == 0, r.output\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'alembic', 'torch'}))")
+    env = {**os.environ, "RLFT_HOME": str(rlft_home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("RLFT_DB", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

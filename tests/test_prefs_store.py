@@ -176,3 +176,28 @@ def test_images_iterates_in_batches(store):
 def test_unsupported_database_url_is_a_user_error():
     with pytest.raises(UserError, match="unsupported database 'mysql'"):
         prefs.open_store("mysql://x@localhost/db")
+
+
+def test_record_comparisons_writes_a_batch_all_or_nothing(store):
+    x, y, z = add_images(store, 3)
+    store.record_comparison(x, y, "a", rater="r", client_vote_id="v1")
+    votes = [
+        {"image_a": x, "image_b": y, "outcome": "a", "rater": "r", "client_vote_id": "v1"},  # already there
+        {"image_a": y, "image_b": z, "outcome": "tie", "rater": "r", "client_vote_id": "v2", "decision_ms": 5},
+        {"image_a": z, "image_b": x, "outcome": "b", "rater": "s", "undone_at": None},
+    ]
+    out = store.record_comparisons(votes)
+    assert [new for _, new in out] == [False, True, True]
+    assert out[1][0].outcome == "tie" and out[1][0].decision_ms == 5 and out[2][0].rater == "s"
+    assert n_rows(store) == 3
+    bad_late = [{"image_a": x, "image_b": z, "outcome": "a", "client_vote_id": "v3"},
+                {"image_a": x, "image_b": "f" * 64, "outcome": "a"}]  # second image not in the pool
+    with pytest.raises(NotFoundError):
+        store.record_comparisons(bad_late)
+    conflict = [{"image_a": x, "image_b": z, "outcome": "a", "client_vote_id": "v4"},
+                {"image_a": y, "image_b": z, "outcome": "b", "rater": "r", "client_vote_id": "v2"}]
+    with pytest.raises(ConflictError):
+        store.record_comparisons(conflict)
+    with pytest.raises(UserError, match="invalid outcome"):  # checked before anything is written
+        store.record_comparisons([{"image_a": x, "image_b": z, "outcome": "a"}, {"image_a": x, "image_b": z, "outcome": "?"}])
+    assert n_rows(store) == 3 and store.record_comparisons([]) == []
