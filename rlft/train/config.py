@@ -78,7 +78,7 @@ class LoRAConfig:
 class OptimConfig:
     """AdamW on the LoRA parameters, through accelerate."""
 
-    learning_rate: float = 3e-4  # ddpo-pytorch's LoRA learning rate
+    learning_rate: float = 1e-3  # toy: 12 epochs x 4 steps need a bigger step than ddpo-pytorch's 3e-4 (the sd() value)
     weight_decay: float = 1e-4  # ddpo-pytorch's AdamW weight decay
     max_grad_norm: float = 1.0  # clip gradients; the PPO objective's gradients are spiky
     train_batch_size: int = 8  # samples per gradient micro-batch
@@ -103,7 +103,7 @@ class DDPOConfig:
 
     clip_range: float = 1e-4  # PPO ratio clip; tiny because log-probs are per-dimension means (ddpo-pytorch)
     adv_clip_max: float = 5.0  # advantages are clipped to [-5, 5] (ddpo-pytorch)
-    timestep_fraction: float = 1.0  # fraction of each trajectory's steps trained on (random subset)
+    timestep_fraction: float = 0.5  # fraction of each trajectory's steps trained on (random subset); halves a toy epoch; sd(): 1
     per_prompt_stats: bool = True  # normalise rewards per prompt (running mean/std) rather than per batch
     stat_buffer_size: int = 32  # rewards remembered per prompt
     stat_min_count: int = 8  # below this many, a prompt uses the batch's mean/std instead of its own
@@ -192,8 +192,9 @@ class TrainConfig:
         base = cls(
             epochs=100,
             sample=SampleConfig(steps=50, guidance=5.0, batch_size=8, samples_per_epoch=256),
-            optim=OptimConfig(train_batch_size=4, gradient_accumulation_steps=4, inner_epochs=1,
+            optim=OptimConfig(learning_rate=3e-4, train_batch_size=4, gradient_accumulation_steps=4, inner_epochs=1,
                               mixed_precision="bf16", gradient_checkpointing=True),
+            ddpo=DDPOConfig(timestep_fraction=1.0),
             rwr=RWRConfig(beta=1.0),
             dpo=DPOConfig(beta=5000.0, pairs_per_epoch=512),
         )
