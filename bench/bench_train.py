@@ -167,6 +167,7 @@ def quality(args) -> None:
         "threads": args.threads,
     }
     merge_result(f"quality/{args.oracle}/{args.algo}", result)
+    plot(args)
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=1))
 
 
@@ -214,9 +215,38 @@ def speed(args) -> None:
     print(json.dumps(out, indent=1))
 
 
+def plot(args) -> None:
+    """docs/train-bench.png: per run, the grid win rate over epochs and training vs held-out reward."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(RESULTS.read_text()).get("quality", {})
+    runs = [(f"{o}/{a}", r) for o, algos in sorted(data.items()) for a, r in sorted(algos.items())]
+    if not runs:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, r in runs:
+        curve = r["grid_win_rate_by_epoch"]
+        axes[0].plot(range(1, len(curve) + 1), curve, label=f"{name} (held-out win {r['win_rate']:.0%})")
+        axes[1].plot(r["reward_by_epoch"], label=f"{name} train reward")
+        if any(v is not None for v in r["heldout_reward_by_epoch"]):
+            axes[1].plot(r["heldout_reward_by_epoch"], "--", label=f"{name} held-out member")
+    axes[0].axhline(0.5, color="grey", lw=0.5)
+    axes[0].set(xlabel="epoch", ylabel="oracle win rate vs base (grid)", title="steering over epochs")
+    axes[1].set(xlabel="epoch", ylabel="reward (BT logit)", title="training vs held-out reward")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = ROOT / "docs" / "train-bench.png"
+    fig.savefig(out, dpi=110)
+    print("wrote", out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["quality", "speed", "speed-child"])
+    ap.add_argument("what", choices=["quality", "speed", "speed-child", "plot"])
     ap.add_argument("mode", nargs="?")
     ap.add_argument("--oracle", default="warm", choices=sorted(OPEN))
     ap.add_argument("--algo", default="ddpo", choices=["ddpo", "rwr", "dpo"])
@@ -234,6 +264,8 @@ def main() -> None:
         quality(args)
     elif args.what == "speed":
         speed(args)
+    elif args.what == "plot":
+        plot(args)
     else:
         speed_child(args.mode, args.threads)
 
