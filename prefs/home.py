@@ -28,8 +28,11 @@ def home_dir(home: str | os.PathLike | None = None, create: bool = True) -> Path
 
 
 def db_url(url: str | None = None, home: str | os.PathLike | None = None) -> str:
-    """Return the database URL: explicit, else `RLFT_DB`, else the SQLite file in the home."""
-    url = url or os.environ.get(DB_ENV)
+    """Return the database URL: explicit, else `RLFT_DB`, else the SQLite file in the home.
+
+    An explicit `home` names its own database: `RLFT_DB` applies only when neither is given.
+    """
+    url = url or (None if home is not None else os.environ.get(DB_ENV))
     if url:
         return url
     return f"sqlite:///{home_dir(home) / 'prefs.sqlite'}"
