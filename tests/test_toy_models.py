@@ -102,7 +102,7 @@ def test_toy_clip_ranks_the_true_caption_first(toy_clip):
     for _ in range(n):
         scene = world.random_scene(rng)
         img = world.draw(scene, rng.randrange(1000))
-        x = torch.from_numpy(world.to_array(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x = torch.from_numpy(world.to_array(img).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
         caps = [world.caption(scene, world.full_plan())]
         caps += [world.caption(world.perturb(scene, a, rng), world.full_plan()) for a in ("shape", "color", "background", "size")]
         with torch.no_grad():
