@@ -122,7 +122,7 @@ def quality(args) -> None:
     log = open(home / "log.txt", "a")
     timings = {}
     setup = not (args.keep and (home / "rewards").is_dir())  # --keep reuses the pool, judgements and reward
-    if not setup:
+    if not setup and not args.eval_only:
         import shutil
 
         shutil.rmtree(home / "runs", ignore_errors=True)
@@ -133,7 +133,10 @@ def quality(args) -> None:
     train_args = ["train", "--reward", "latest", "--model", "toy", "--algo", args.algo, "--prompts", home / "train.txt", "-q"]
     if args.epochs:
         train_args += ["--epochs", args.epochs]
-    timings["train_s"] = rlft(home, *train_args, log=log)
+    if args.eval_only:  # evaluate the run already there (its last checkpoint's LoRA), e.g. one cut short
+        timings["train_s"] = None
+    else:
+        timings["train_s"] = rlft(home, *train_args, log=log)
     run = home / "runs" / "t0001"
     metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -161,7 +164,8 @@ def quality(args) -> None:
         "heldout_reward_by_epoch": [m.get("heldout_reward_mean") for m in metrics],
         "epoch_wall_s": [m["wall_s"] for m in metrics],
         "epochs": len(metrics), "timings_s": {k: None if v is None else round(v, 1) for k, v in timings.items()},
-        "train_within_20_min": timings["train_s"] < 1200,
+        "train_within_20_min": None if timings["train_s"] is None else timings["train_s"] < 1200,
+        "evaluated_epoch": json.loads(json.dumps(metrics[-1]["epoch"])),
         "config": json.loads((run / "config.json").read_text())["config"],
         "command": " ".join(map(str, train_args)),
         "threads": args.threads,
@@ -258,7 +262,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--adherence-n", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="reuse the home's pool, judgements and reward version")
+    ap.add_argument("--eval-only", action="store_true", help="with --keep: evaluate the existing run t0001, no training")
     args = ap.parse_args()
     if args.what == "quality":
         quality(args)
