@@ -155,13 +155,9 @@ class WorldData:
 
 def training_tokenizer():
     """A plain (Rust) CLIPTokenizer: world captions are ASCII, so ftfy normalisation is a no-op there."""
-    import tempfile
+    from rlft.tokenizer import plain_clip_tokenizer
 
-    from transformers import CLIPTokenizer
-
-    from rlft.tokenizer import write_tokenizer_files
-
-    return CLIPTokenizer.from_pretrained(str(write_tokenizer_files(tempfile.mkdtemp(prefix="rlft-tok-"))))
+    return plain_clip_tokenizer()
 
 
 def tokenize(tokenizer, texts: list[str], length: int = 77) -> torch.Tensor:
