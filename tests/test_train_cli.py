@@ -66,7 +66,7 @@ def test_dpo_run_export_generate_and_resume(model_folder, config_file, tmp_path,
     assert gen.exit_code == 0, gen.output
     line = next(l for l in gen.output.splitlines() if '{"path"' in l)  # stderr's progress bar shares the output
     record = json.loads(line[line.index('{"path"'):])
-    assert record["lora"] == "latest"
+    assert record["lora"] == "t0001"  # the run `latest` meant, not the moving alias
 
     bad = invoke("train", "--resume", "latest", "--lora-rank", "8")
     assert bad.exit_code == 2 and "different config" in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -79,9 +79,10 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
     quiet_libraries()
     pipe = load_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, config=config)
     if lora:
-        from rlft.models.lora import apply_lora
+        from rlft.models.lora import apply_lora, lora_name
 
         apply_lora(pipe, lora)
+        lora = lora_name(lora)
     conditioner = None
     if aesthetic:
         from reward.aesthetic import conditioner_from_file

@@ -26,6 +26,17 @@ def resolve_lora(spec: str | os.PathLike) -> Path:
     )
 
 
+def lora_name(spec: str | os.PathLike) -> str:
+    """What an image records as its LoRA: the run id for `latest`/`t0003` (so provenance names the run
+    that made it, not a moving alias), else the path as given."""
+    from rlft.train.runs import RUN_ID, resolve_run
+
+    text = os.fspath(spec)
+    if text == "latest" or RUN_ID.match(text):
+        return resolve_run(text).name
+    return text
+
+
 def apply_lora(pipe, spec: str | os.PathLike, scale: float = 1.0):
     """Load the LoRA `spec` (a run: `latest`, `t0003`; a diffusers LoRA folder or `.safetensors`) into `pipe`."""
     path = resolve_lora(spec)
