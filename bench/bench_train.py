@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
+import shlex
 import subprocess
 import sys
 import time
@@ -133,6 +135,7 @@ def quality(args) -> None:
     train_args = ["train", "--reward", "latest", "--model", "toy", "--algo", args.algo, "--prompts", home / "train.txt", "-q"]
     if args.epochs:
         train_args += ["--epochs", args.epochs]
+    train_args += shlex.split(args.train_args)  # e.g. "--kl-weight 1 --lr 3e-4 --config rwr.toml"
     if args.eval_only:  # evaluate the run already there (its last checkpoint's LoRA), e.g. one cut short
         timings["train_s"] = None
     else:
@@ -146,8 +149,13 @@ def quality(args) -> None:
     pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
     clip, _, tok = load_clip("toy", device="cpu")
     zs = evaluate.ZeroShot(clip, tok)
-    base = images_for(pipe, prompts, all_seeds)
-    adherence_base, _ = evaluate.generation_adherence(pipe, zs, n=args.adherence_n)
+    cache = home / f"base_eval_{len(test_prompts)}x{args.seeds}_{args.adherence_n}.pkl"  # base images don't change between trials
+    if args.keep and cache.is_file():
+        base, adherence_base = pickle.loads(cache.read_bytes())
+    else:
+        base = images_for(pipe, prompts, all_seeds)
+        adherence_base, _ = evaluate.generation_adherence(pipe, zs, n=args.adherence_n)
+        cache.write_bytes(pickle.dumps((base, adherence_base)))
     apply_lora(pipe, run)
     tuned = images_for(pipe, prompts, all_seeds)
     adherence_tuned, _ = evaluate.generation_adherence(pipe, zs, n=args.adherence_n)
@@ -170,9 +178,22 @@ def quality(args) -> None:
         "command": " ".join(map(str, train_args)),
         "threads": args.threads,
     }
-    merge_result(f"quality/{args.oracle}/{args.algo}", result)
-    plot(args)
+    if args.trial:  # a tuning trial: appended to the "trials" list, the headline result stays as it is
+        add_trial({"name": args.trial, "oracle": args.oracle, "algo": args.algo, "train_args": args.train_args,
+                   **{k: result[k] for k in ("win_rate", "adherence_mean_drop_points", "oracle_mean_base", "oracle_mean_tuned",
+                                             "adherence_tuned", "grid_win_rate_by_epoch", "reward_by_epoch",
+                                             "heldout_reward_by_epoch", "epochs", "timings_s", "n_pairs", "config")},
+                   "threads": args.threads, "train_threads": os.environ.get("OMP_NUM_THREADS")})
+    else:
+        merge_result(f"quality/{args.oracle}/{args.algo}", result)
+        plot(args)
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=1))
+
+
+def add_trial(record: dict) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    data.setdefault("trials", []).append(record)
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _peak_rss_mb() -> float:
@@ -262,6 +283,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--adherence-n", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-args", default="", help="extra `rlft train` flags, e.g. '--kl-weight 1 --lr 3e-4'")
+    ap.add_argument("--trial", default=None, help="record as a named tuning trial under 'trials' (headline result untouched)")
     ap.add_argument("--keep", action="store_true", help="reuse the home's pool, judgements and reward version")
     ap.add_argument("--eval-only", action="store_true", help="with --keep: evaluate the existing run t0001, no training")
     args = ap.parse_args()
