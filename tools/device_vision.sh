@@ -10,6 +10,7 @@ import time, torch
 from pathlib import Path
 from rlft.toy.pretrain import PretrainConfig, WorldData, finetune_vision, load_clip_folder
 cfg = PretrainConfig()
+cfg.vision.steps = 600
 t = time.time()
 data = WorldData(cfg.dataset_size, cfg.seed)
 clip = load_clip_folder(Path("rlft/assets/toy/clip"), "cuda")

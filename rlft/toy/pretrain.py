@@ -60,7 +60,7 @@ class VisionConfig:
     side gets more steps, sharpening zero-shot shape recognition (the reward model's backbone).
     """
 
-    steps: int = 600
+    steps: int = 0  # off: the shipped weights never ran this stage; tools/device_vision.sh runs 600
     batch_size: int = 256
     hard_negatives: int = 2
     lr: float = 3e-4
@@ -631,7 +631,7 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
         clip = load_clip_folder(out / "clip", dev)
     else:
         clip = timed("clip", lambda: train_clip(cfg, data, out, dev, stage_deadline["clip"]))
-    if not (out / "clip" / "vision_finetuned.json").exists():
+    if cfg.vision.steps > 0 and not (out / "clip" / "vision_finetuned.json").exists():
         clip = timed("clip_vision", lambda: finetune_vision(cfg, data, clip, out, dev, stage_deadline["clip_vision"]))
     text_encoder = text_model_from_open_clip(clip.cpu()).to(dev)
     if "vae" not in stages:
