@@ -205,7 +205,11 @@ class RatingApp:
 
             pair_outputs = [session, pair_box, prompt_box, token, status]
 
-            def on_load(saved, request: gr.Request):
+            def on_load(current, saved, request: gr.Request):
+                if current is not None:
+                    # The rater typed a name and started before this (queued) page-load event ran: keep
+                    # their pair rather than resetting the page to the name prompt.
+                    return tuple(gr.skip() for _ in range(len(pair_outputs) + 2))
                 rater = self.rater_for(saved, request)
                 if rater is None:
                     return (None, html.pair_html(None), "", "", "Type your name and press Enter to start.",
@@ -217,7 +221,7 @@ class RatingApp:
                 out = self.start(current, typed, request)
                 return (*out, gr.update(visible=False), out[0].rater)
 
-            demo.load(on_load, [saved_name], [*pair_outputs, name_row, saved_name], api_name="on_load",
+            demo.load(on_load, [session, saved_name], [*pair_outputs, name_row, saved_name], api_name="on_load",
                       api_visibility="private")
             go.click(on_start, [session, name], [*pair_outputs, name_row, saved_name], api_name="start",
                      concurrency_limit=None)
