@@ -230,6 +230,16 @@ class Store:
         with self._read() as s:
             return s.scalar(select(func.count(Image.id)))
 
+    def count_comparisons(self, rater: str | None = None, outcomes: Sequence[str] | None = None) -> int:
+        """Standing (not undone) judgements, of `rater` or everyone, optionally only these outcomes."""
+        q = select(func.count(Comparison.id)).where(Comparison.undone_at.is_(None))
+        if rater is not None:
+            q = q.join(Rater, Rater.id == Comparison.rater_id).where(Rater.name == rater)
+        if outcomes is not None:
+            q = q.where(Comparison.outcome.in_(list(outcomes)))
+        with self._read() as s:
+            return int(s.scalar(q))
+
     def mark_broken(self, image: str | Image, reason: str = "", broken: bool = True) -> None:
         """Flag an image as broken (never shown in a pair again), or clear the flag with `broken=False`."""
         row = self.get_image(image) if not isinstance(image, Image) else image

@@ -32,6 +32,7 @@ _LAZY = {
     "RewardModel": "reward.model",
     "as_reward_fn": "reward.reward_fn",
     "make_scorer": "reward.scorer",
+    "OnlineScorer": "reward.scorer",
     "RewardScorer": "reward.scorer",
     "train": "reward.training",
     "TrainConfig": "reward.training",

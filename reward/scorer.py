@@ -6,9 +6,17 @@
 Each image is scored once (embeddings come from the on-disk cache, utilities are memoised per sha256): the
 mean over ensemble members is the utility, their standard deviation the uncertainty, both on the
 Bradley-Terry logit scale as `prefs.samplers` expects. Call `scorer.clear()` after loading a new version.
+
+`OnlineScorer` is the active-learning loop without saving versions: it refits a small ensemble in memory on
+the store's standing judgements every `refit_every` votes (what `rlft simulate --scorer online` uses):
+
+    scorer = reward.OnlineScorer(store, clip="toy", rater="alice", refit_every=50)
+    pair = store.next_pair("alice", "uncertain", scorer=scorer)   # refits when 50 new votes stand
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from reward.embeddings import EmbeddingCache
 
@@ -36,3 +44,64 @@ def make_scorer(store, reward="latest", cache: EmbeddingCache | None = None):
 
     model = reward if isinstance(reward, RewardModel) else load(reward)
     return ScoreCache(RewardScorer(model, store, cache))
+
+
+class OnlineScorer:
+    """An `uncertain` scorer whose ensemble is refitted in memory as judgements arrive.
+
+    Before `min_judgements` usable judgements (a, b, tie) exist it defers to `fallback` (e.g. the
+    Bradley-Terry table; without one every image scores 0 +- 1, so `uncertain` picks at random). Refits happen lazily on the next call once `refit_every` new
+    judgements stand, so a rater pays for a fit every `refit_every` votes, not per pair.
+    """
+
+    def __init__(self, store, clip: str = "toy", rater: str | None = None, refit_every: int = 50,
+                 min_judgements: int = 20, fit=None, cache: EmbeddingCache | None = None, fallback=None, home=None):
+        from reward.fit import FitConfig
+
+        if refit_every < 1:
+            from prefs.errors import UserError
+
+            raise UserError(f"refit_every must be >= 1, got {refit_every}")
+        self.store, self.rater, self.refit_every, self.min_judgements = store, rater, refit_every, min_judgements
+        self.fit_config = fit or FitConfig(ensemble=5)
+        self.cache = cache or EmbeddingCache(clip, home=home)
+        self.clip_spec = clip
+        self.fallback = fallback
+        self.model = None
+        self.fitted_on = -1  # judgements the current model saw
+        self.refits = 0
+        self._scores = None
+
+    def _count(self) -> int:
+        from reward.data import TARGET
+
+        return self.store.count_comparisons(rater=self.rater, outcomes=list(TARGET))
+
+    def refresh(self) -> bool:
+        """Refit if enough new judgements stand; True when the model changed."""
+        n = self._count()
+        if n < self.min_judgements or (self.model is not None and n - self.fitted_on < self.refit_every):
+            return False
+        from reward.data import load_pairs
+        from reward.fit import fit_ensemble
+        from reward.model import RewardModel
+
+        data = load_pairs(self.store, self.rater)
+        emb = self.cache.embed_store_images(self.store, data.images, progress=False)
+        text = self.cache.embed_texts([im.prompt or "" for im in data.images]) if self.fit_config.prompt else None
+        config = dataclasses.replace(self.fit_config, seed=self.fit_config.seed + self.refits)
+        fitted = fit_ensemble(emb, data.ia, data.ib, data.y, config, t=text)
+        self.model = RewardModel(fitted.heads, self.clip_spec)
+        self.fitted_on, self.refits = n, self.refits + 1
+        from prefs.samplers import ScoreCache
+
+        self._scores = ScoreCache(RewardScorer(self.model, self.store, self.cache))
+        return True
+
+    def __call__(self, images):
+        self.refresh()
+        if self._scores is None:
+            if self.fallback is not None:
+                return self.fallback(images)
+            return [0.0] * len(images), [1.0] * len(images)
+        return self._scores(images)

@@ -1,7 +1,9 @@
 """Simulated raters: judge pairs from the pool with an oracle utility and Bradley-Terry noise.
 
 They go through exactly the path a person's votes take (`Store.next_pair` then `Store.record_comparison`),
-so tests and benchmarks exercise the whole loop without a person. P(a wins) = sigmoid((u_a - u_b) / T);
+so tests and benchmarks exercise the whole loop without a person. With the `uncertain` strategy the pairs come
+from a reward ensemble refitted in memory every REFRESH_EVERY votes (`scorer="online"`, active learning), from
+the Bradley-Terry item scores (`"bt"`), or from a saved reward version (`"latest"`, `"r0003"`, a path). P(a wins) = sigmoid((u_a - u_b) / T);
 with probability `tie_prob` the answer is a tie instead; T = 0 means a noiseless rater (equal utilities tie).
 """
 
@@ -33,6 +35,8 @@ class SimulationConfig:
     rater: str = "sim"  # rater name recorded with each vote
     strategy: str | None = None  # pair strategy or mix (default: the store's default)
     seed: int = 0  # makes the pairs and the noise reproducible
+    scorer: str = "online"  # what `uncertain` asks: online (an ensemble refitted every REFRESH_EVERY votes), bt, or a reward version
+    clip: str = "toy"  # CLIP spec of the online ensemble's embeddings
 
     def __post_init__(self):
         if self.n < 0:
@@ -41,6 +45,8 @@ class SimulationConfig:
             raise UserError(f"--noise must be a finite number >= 0, got {self.noise}")
         if not 0 <= self.tie_prob <= 1:
             raise UserError(f"--tie-prob must be in [0, 1], got {self.tie_prob}")
+        if not self.scorer:
+            raise UserError("--scorer must be online, bt, or a reward version (latest, r0003, a path)")
 
 
 def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: SimulationConfig, progress: bool = False) -> dict:
@@ -48,7 +54,15 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
     mix = parse_mix(config.strategy, store.default_strategy())
     rng = random.Random(config.seed)
     utilities: dict[str, float] = {}
-    scorer = None
+    scorer = online = None
+    if "uncertain" in mix and config.scorer not in ("online", "bt"):
+        import reward
+
+        scorer = reward.make_scorer(store, config.scorer)  # a fixed saved version: raises NotFoundError listing them
+    elif "uncertain" in mix and config.scorer == "online":
+        import reward
+
+        online = reward.OnlineScorer(store, clip=config.clip, rater=config.rater, refit_every=REFRESH_EVERY)
 
     def utility(image) -> float:
         if image.sha256 not in utilities:
@@ -62,10 +76,12 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
     from tqdm import tqdm
 
     for k in tqdm(range(config.n), desc="simulate", unit="pair", disable=not progress):
-        if "uncertain" in mix and k % REFRESH_EVERY == 0:
+        if "uncertain" in mix and config.scorer in ("online", "bt") and k % REFRESH_EVERY == 0:
             from prefs.stats import bt_score_table
 
-            scorer = bt_score_table(store)
+            scorer = bt_score_table(store)  # the item scores; the online ensemble's fallback until it has data
+            if online is not None:
+                online.fallback, scorer = scorer, online
         try:
             pair = store.next_pair(config.rater, mix, scorer=scorer, rng=rng)
         except NoPairError as e:
@@ -88,6 +104,7 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
             agree += (outcome == "a") == (ua > ub)
     return {
         "judged": sum(outcomes.values()),
+        "refits": online.refits if online is not None else 0,
         "by_outcome": dict(outcomes),
         "agreement": agree / decisive if decisive else None,
         "stopped": stopped,

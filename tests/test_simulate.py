@@ -99,3 +99,54 @@ def test_bad_simulate_arguments_exit_2(args, message):
     assert result.exit_code == 2 and message in result.stderr
     with prefs.open_store() as store:
         assert store.stats()["judgements"] == 0
+
+
+def test_uncertain_asks_an_online_ensemble_refitted_every_50_votes():
+    with prefs.open_store() as store:
+        add_toy_images(store, 30)
+    result = sim("--oracle", "warm", "--n", "120", "--noise", "0", "--strategy", "uncertain", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    # Fits at votes 50 and 100 (none before 20 usable judgements exist: the Bradley-Terry table stands in).
+    assert summary["judged"] == 120 and summary["refits"] == 2
+    result = sim("--oracle", "warm", "--n", "10", "--strategy", "uncertain", "--scorer", "bt", "--rater", "b", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["refits"] == 0
+
+
+def test_uncertain_with_a_missing_reward_version_is_a_clear_error():
+    with prefs.open_store() as store:
+        add_toy_images(store, 6)
+    result = sim("--oracle", "warm", "--n", "5", "--strategy", "uncertain", "--scorer", "r0042")
+    assert result.exit_code == 2 and "r0042" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    with prefs.open_store() as store:
+        assert store.stats()["judgements"] == 0
+
+
+def test_online_scorer_learns_the_oracle_and_refits_only_on_new_votes():
+    import numpy as np
+    from reward_util import judged_store
+
+    import reward
+
+    store = judged_store(n_images=40, n_judgements=120, oracle="warm", noise=0.1)
+    try:
+        images = list(store.images())
+        scorer = reward.OnlineScorer(store, rater="sim", refit_every=10)
+        means, stds = scorer(images)
+        assert scorer.refits == 1 and scorer.fitted_on == store.count_comparisons(rater="sim", outcomes=["a", "b", "tie"])
+        util = np.array([oracles.warm(Image.open(store.image_path(im))) for im in images])
+        # Warm images score higher: the ensemble's mean tracks the oracle, and members disagree somewhat.
+        assert np.corrcoef(util, means)[0, 1] > 0.6
+        assert min(stds) > 0
+        assert scorer.refresh() is False  # no new votes
+        for k in range(10):
+            store.record_comparison(images[k], images[k + 1], "a", rater="sim")
+        assert scorer.refresh() is True and scorer.refits == 2
+        store.record_comparison(images[0], images[1], "skip", rater="sim")
+        assert store.count_comparisons(rater="sim") == 131 and store.count_comparisons(rater="sim", outcomes=["skip"]) == 1
+        store.undo_last("sim")
+        assert store.count_comparisons(rater="sim") == 130 and store.count_comparisons(rater="nobody") == 0
+        with pytest.raises(UserError, match="refit_every"):
+            reward.OnlineScorer(store, refit_every=0)
+    finally:
+        store.close()

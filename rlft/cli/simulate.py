@@ -14,16 +14,21 @@ import click
 @click.option("--tie-prob", type=float, default=0.0, show_default=True, help="Chance of answering tie.")
 @click.option("--rater", default=None, help="Rater name (default: sim-ORACLE).")
 @click.option("--strategy", default=None, help="Pair strategy or mix, e.g. 'balanced' or 'uncertain:0.7,balanced:0.25,repeat:0.05'.")
+@click.option("--scorer", default="online", show_default=True,
+              help="What 'uncertain' asks: online (a reward ensemble refitted every 50 votes), bt (item scores), or a reward version (latest, r0003, path).")
+@click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP spec for the online ensemble.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as a JSON object.")
-def simulate(oracle: str, n: int, noise: float, tie_prob: float, rater: str | None, strategy: str | None, seed: int, as_json: bool) -> None:
+def simulate(oracle: str, n: int, noise: float, tie_prob: float, rater: str | None, strategy: str | None, scorer: str, clip_spec: str,
+             seed: int, as_json: bool) -> None:
     """Judge N pairs with an oracle utility, P(a wins) = sigmoid((u_a - u_b) / T)."""
     from prefs import open_store
     from rlft.oracles import resolve_oracle
     from rlft.simulated_rater import SimulationConfig, simulate as run
 
     fn = resolve_oracle(oracle)
-    config = SimulationConfig(n=n, noise=noise, tie_prob=tie_prob, rater=rater or f"sim-{oracle}", strategy=strategy, seed=seed)
+    config = SimulationConfig(n=n, noise=noise, tie_prob=tie_prob, rater=rater or f"sim-{oracle}", strategy=strategy, seed=seed,
+                              scorer=scorer, clip=clip_spec)
     with open_store() as store:
         summary = run(store, fn, config, progress=not as_json)
     if as_json:
