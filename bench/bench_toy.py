@@ -58,7 +58,7 @@ def seconds_per_step(n_steps: int = 3) -> dict:
     """CPU seconds per training step of each pretraining stage at the shipped batch sizes."""
     import tempfile
 
-    from rlft.toy.pretrain import PretrainConfig, WorldData, load_clip_folder, train_clip, train_unet, train_vae
+    from rlft.toy.pretrain import PretrainConfig, WorldData, finetune_vision, load_clip_folder, train_clip, train_unet, train_vae
     from rlft.toy.convert import text_model_from_open_clip
 
     cfg = PretrainConfig()
@@ -66,13 +66,15 @@ def seconds_per_step(n_steps: int = 3) -> dict:
     out = {}
     dev = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("clip", "vae", "unet"):
+        for name in ("clip", "vision", "vae", "unet"):
             c = PretrainConfig()
             getattr(c, name).stop_at = n_steps
             getattr(c, name).steps = getattr(cfg, name).steps
             t = time.perf_counter()
             if name == "clip":
                 train_clip(c, data, Path(tmp) / name, dev)
+            elif name == "vision":
+                finetune_vision(c, data, load_clip_folder(ROOT / "rlft" / "assets" / "toy" / "clip"), Path(tmp) / name, dev)
             elif name == "vae":
                 vae = train_vae(c, data, Path(tmp) / name, dev)
             else:
@@ -119,7 +121,7 @@ def main() -> None:
     if not args.no_pretrain_estimate:
         sps = seconds_per_step()
         cfg = PretrainConfig()
-        steps = {"clip": cfg.clip.stop_at, "vae": cfg.vae.stop_at, "unet": cfg.unet.stop_at}
+        steps = {"clip": cfg.clip.stop_at, "vision": cfg.vision.stop_at or cfg.vision.steps, "vae": cfg.vae.stop_at, "unet": cfg.unet.stop_at}
         est = {k: sps[k] * steps[k] for k in sps}
         result["cpu_pretrain_estimate"] = {
             "seconds_per_step": sps,

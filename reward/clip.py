@@ -35,6 +35,28 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+_DIGESTS: dict[tuple, str] = {}
+WHOLE_FILE_BYTES = 64 << 20
+EDGE_BYTES = 8 << 20
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file's content (of its size and both ends when large), memoised per (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256(str(st.st_size).encode())
+        with open(path, "rb") as f:
+            if st.st_size <= WHOLE_FILE_BYTES:
+                h.update(f.read())
+            else:
+                h.update(f.read(EDGE_BYTES))
+                f.seek(st.st_size - EDGE_BYTES)
+                h.update(f.read(EDGE_BYTES))
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
 def builtin_clips() -> dict[str, Path]:
     """Built-in CLIP names -> their open_clip folders inside the rlft distribution (not imported)."""
     spec = importlib.util.find_spec("rlft")
@@ -57,13 +79,16 @@ class ClipSource:
     folder: Path | None = None
 
     def fingerprint(self) -> str:
-        """A short stable key for caches: changes when a local folder's weights change."""
+        """A short stable key for caches and reward versions: changes when a local folder's weights change.
+
+        Content-based (not mtimes), so a fresh clone or copy of the same weights keeps its key: files up to
+        64 MB are hashed whole, larger ones by size plus their first and last 8 MB.
+        """
         h = hashlib.sha256(self.name.encode())
         if self.folder is not None:
             for f in sorted(self.folder.iterdir()):
                 if f.is_file():
-                    st = f.stat()
-                    h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+                    h.update(f"{f.name}:{_file_digest(f)}".encode())
         h.update(str(self.pretrained).encode())
         return h.hexdigest()[:12]
 

@@ -166,16 +166,32 @@ def save_weights(path: str | os.PathLike, heads, log_theta=None) -> None:
     save_file(tensors, os.fspath(path))
 
 
+def check_clip(meta: dict, folder: Path) -> None:
+    """Refuse a version whose CLIP weights changed since it was trained: its heads would score noise."""
+    from reward.clip import resolve_clip
+
+    trained = meta.get("clip_key")
+    if not trained:
+        return
+    now = resolve_clip(meta["clip_spec"]).cache_key()
+    if now != trained:
+        name = meta.get("id") or folder.name
+        raise UserError(f"reward {name} was trained on CLIP {meta['clip_spec']!r} weights {trained}, but those weights are now "
+                        f"{now} (updated or replaced); its scores would be meaningless: train a new version with "
+                        f"`rlft reward train --clip {meta['clip_spec']}`")
+
+
 def load(spec: str | os.PathLike = "latest", device=None, home=None) -> RewardModel:
     """Load a reward version: `latest`, an id like `r0003`, or a version folder.
 
     Raises NotFoundError listing the versions for an unknown name, and one telling the user to run
-    `rlft reward train` when there are none.
+    `rlft reward train` when there are none; UserError when the CLIP weights it was trained on have changed.
     """
     from safetensors.torch import load_file
 
     folder = versions.resolve(spec, home)
     meta = json.loads((folder / versions.META_NAME).read_text())
+    check_clip(meta, folder)
     tensors = load_file(str(folder / versions.WEIGHTS_NAME))
     heads = []
     for k, cfg in enumerate(meta["heads"]):

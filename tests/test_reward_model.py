@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -160,3 +161,27 @@ def test_cli_train_without_judgements():
 
     out = CliRunner().invoke(main, ["reward", "train"])
     assert out.exit_code == 2 and "no judgements" in out.output
+
+
+def test_a_version_refuses_clip_weights_changed_since_training(store, tmp_path):
+    """The CLIP key is content-based: a copy of the same weights loads, changed weights are refused."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from reward.clip import builtin_clips, resolve_clip
+
+    folder = tmp_path / "myclip"
+    shutil.copytree(builtin_clips()["toy"], folder)
+    key = resolve_clip(str(folder)).fingerprint()
+    for f in folder.iterdir():
+        os.utime(f, (1_000_000_000, 1_000_000_000))  # as a fresh clone or copy: same bytes, other mtimes
+    assert resolve_clip(str(folder)).fingerprint() == key
+    r = reward.train(store, TrainConfig(clip=str(folder), fit=FAST), progress=False)
+    assert reward.load(r.version).clip_spec == str(folder)
+    weights = folder / "open_clip_model.safetensors"
+    state = load_file(str(weights))
+    state["visual.proj"] = state["visual.proj"] * 1.01
+    save_file(state, str(weights))
+    with pytest.raises(UserError, match=r"reward r0001 was trained on CLIP .* weights .* now .*rlft reward train --clip"):
+        reward.load("latest")

@@ -11,7 +11,8 @@ import torch
 
 from rlft.toy import checker, world
 from rlft.toy.convert import text_model_from_open_clip, text_with_projection_from_open_clip
-from rlft.toy.pretrain import ClipConfig, PretrainConfig, WorldData, clip_model_cfg, extend_context, train_clip
+from rlft.toy.pretrain import (ClipConfig, PretrainConfig, VisionConfig, WorldData, clip_model_cfg, extend_context, finetune_vision,
+                               train_clip)
 
 ASSETS = Path(__file__).resolve().parent.parent / "rlft" / "assets" / "toy"
 PROMPTS = ["a large red circle on a blue background", "", "star, top; yellow", "naïve façade – “quotes” " * 3]
@@ -74,6 +75,28 @@ def test_clip_pretraining_resumes_exactly(tmp_path):
     for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(p, q), n
     assert "stopped_early" not in (tmp_path / "a" / "clip.log.jsonl").read_text()
+
+
+def test_vision_finetune_moves_only_the_image_tower_and_resumes_exactly(tmp_path):
+    """Stage 1b (LiT): the text tower, and so the pipeline's text encoder, stays bit-identical."""
+    import copy
+
+    def cfg(stop_at):
+        return PretrainConfig(seed=3, dataset_size=64, checkpoint_every=2, clip=tiny_clip_cfg(),
+                              vision=VisionConfig(steps=4, batch_size=8, hard_negatives=1, warmup=1, lr=1e-3, stop_at=stop_at))
+
+    base = train_clip(PretrainConfig(seed=3, dataset_size=64, clip=tiny_clip_cfg()), WorldData(64, 3), tmp_path / "base", torch.device("cpu"))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    straight = finetune_vision(cfg(None), WorldData(64, 3), copy.deepcopy(base), tmp_path / "a", torch.device("cpu"))
+    finetune_vision(cfg(2), WorldData(64, 3), copy.deepcopy(base), tmp_path / "b", torch.device("cpu"))
+    resumed = finetune_vision(cfg(None), WorldData(64, 3), copy.deepcopy(base), tmp_path / "b", torch.device("cpu"))
+    after = straight.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("visual.") for k in changed)
+    assert any(k.startswith("visual.transformer") for k in changed)
+    for (n, p), (_, q) in zip(after.items(), resumed.state_dict().items()):
+        assert torch.equal(p, q), n
+    assert (tmp_path / "a" / "clip" / "vision_finetuned.json").is_file()
 
 
 # ---------------------------------------------------------------------------------------------------------
