@@ -20,10 +20,13 @@ Built in: `random`, `same_prompt`, `balanced`, `uncertain` (needs a scorer) and 
 `stds[i]` its uncertainty on the same scale (for an ensemble: the standard deviation of the members'
 utilities), or `stds` is None for a point estimate. Both are sequences of floats as long as `images`. The
 images are detached rows: use `image.sha256` as a cache key and `Store.image_path(image)` to read pixels.
-`uncertain` scores `UNCERTAIN_CANDIDATES` random images per call and picks the unjudged pair whose
-moderated win probability sigmoid(dm / sqrt(1 + pi * (s_a^2 + s_b^2) / 8)) is closest to 0.5: pairs the
-model can't separate, and pairs the ensemble disagrees about (a large std pulls the probability toward
-0.5). Wrap an expensive scorer in `ScoreCache` so each image is scored once; `ScoreTable` serves a
+`uncertain` scores `UNCERTAIN_CANDIDATES` random images per call and picks the unjudged pair whose answer
+would tell the model most: the largest expected information gain about the utilities (BALD, Houlsby et al.
+2011), H[E p] - E[H p] for p = sigmoid(d), d ~ N(m_a - m_b, s_a^2 + s_b^2), computed by Gauss-Hermite
+quadrature. A pair the ensemble disagrees about scores high; a pair it confidently calls a coin flip (two
+images the person likes equally) scores zero, where "closest to 50%" would keep asking it. With point
+estimates only (every std 0) it falls back to the pair whose win probability is closest to 0.5. Wrap an
+expensive scorer in `ScoreCache` so each image is scored once; `ScoreTable` serves a
 precomputed `{sha256: (mean, std)}` table.
 """
 
@@ -272,9 +275,27 @@ def moderated_p(mean_a: float, mean_b: float, std_a: float = 0.0, std_b: float =
     return 1.0 / (1.0 + math.exp(-(mean_a - mean_b) * kappa))
 
 
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(24)  # nodes/weights for E over a standard normal
+_GH_W = _GH_W / _GH_W.sum()
+
+
+def _entropy_bits(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def pair_information(dm: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Expected information (bits) from judging pairs with utility gap d ~ N(dm, var): H[E p] - E[H p]."""
+    dm, var = np.asarray(dm, dtype=float), np.asarray(var, dtype=float)
+    d = dm[..., None] + np.sqrt(np.maximum(var, 0.0))[..., None] * _GH_X
+    p = 1.0 / (1.0 + np.exp(-np.clip(d, -60, 60)))
+    info = _entropy_bits(p @ _GH_W) - _entropy_bits(p) @ _GH_W
+    return np.maximum(info, 0.0)
+
+
 @register_strategy("uncertain")
 def uncertain_pair(ctx: PairContext) -> Candidate | None:
-    """The unjudged pair, among random candidates, whose predicted win probability is closest to 0.5."""
+    """The unjudged pair, among random candidates, whose answer is expected to be most informative."""
     if ctx.scorer is None:
         raise UserError("the 'uncertain' strategy needs a scorer (a reward model); pass scorer=... to next_pair")
     id_range = ctx.id_range()
@@ -290,11 +311,17 @@ def uncertain_pair(ctx: PairContext) -> Candidate | None:
     s = np.zeros_like(m) if stds is None else np.asarray(stds, dtype=float)
     if m.shape != (len(images),) or s.shape != m.shape:
         raise ValueError(f"scorer returned {m.shape} means and {s.shape} stds for {len(images)} images")
-    kappa = 1.0 / np.sqrt(1.0 + np.pi * (s[:, None] ** 2 + s[None, :] ** 2) / 8.0)
-    p = 1.0 / (1.0 + np.exp(-(m[:, None] - m[None, :]) * kappa))
-    gap = np.abs(p - 0.5)
+    var = s[:, None] ** 2 + s[None, :] ** 2
+    dm = m[:, None] - m[None, :]
+    kappa = 1.0 / np.sqrt(1.0 + np.pi * var / 8.0)
+    p = 1.0 / (1.0 + np.exp(-dm * kappa))
     iu, ju = np.triu_indices(len(ids), 1)
-    order = np.argsort(gap[iu, ju], kind="stable")
+    gap = np.abs(p[iu, ju] - 0.5)
+    if np.any(s > 0):
+        info = pair_information(dm[iu, ju], var[iu, ju])
+        order = np.lexsort((gap, -info))  # most informative first; ties: closest to even odds
+    else:
+        order = np.argsort(gap, kind="stable")
     for k in order[:50]:
         i, j = int(iu[k]), int(ju[k])
         if ctx.ok(ids[i], ids[j]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 from prefs_util import add_images
 
@@ -196,3 +197,23 @@ def test_custom_strategy_can_be_registered(store):
         assert key(pair) == {shas[0], shas[1]} and pair.predicted_p == 0.5
     finally:
         del STRATEGIES["first_two"]
+
+
+def test_pair_information_is_zero_without_disagreement_and_grows_with_it():
+    from prefs.samplers import pair_information
+
+    info = pair_information(np.array([0.0, 3.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, 0.01, 4.0, 4.0]))
+    assert info[0] == pytest.approx(0.0, abs=1e-9) and info[1] == pytest.approx(0.0, abs=1e-9)
+    assert info[2] < 0.01 < info[3]  # a confident coin flip teaches nothing; a disputed pair does
+    # Against Monte Carlo: d ~ N(1, 4), H[E sigmoid(d)] - E[H sigmoid(d)] in bits.
+    d = np.random.default_rng(0).normal(1.0, 2.0, 400_000)
+    p = 1 / (1 + np.exp(-d))
+    h = lambda q: -(q * np.log2(q) + (1 - q) * np.log2(1 - q))  # noqa: E731
+    assert pair_information(np.array([1.0]), np.array([4.0]))[0] == pytest.approx(h(p.mean()) - h(p).mean(), abs=2e-3)
+
+
+def test_uncertain_asks_the_disputed_pair_not_the_confident_coin_flip(store):
+    shas = add_images(store, 4)
+    # 0 and 1: the ensemble agrees they are equal (a true tie). 2 and 3: its members disagree about the order.
+    table = ScoreTable({shas[0]: (0.0, 0.05), shas[1]: (0.0, 0.05), shas[2]: (5.0, 1.5), shas[3]: (6.5, 1.5)})
+    assert key(store.next_pair("r", "uncertain", scorer=table)) == {shas[2], shas[3]}
