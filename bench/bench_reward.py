@@ -176,6 +176,7 @@ def bench_training(emb: np.ndarray, u: np.ndarray, n: int = 100_000) -> dict:
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -192,6 +193,7 @@ def plot(results: dict, path: Path) -> None:
         ax.axhline(0.8 * r["ceiling"], color="gray", ls=":", label="0.8 x ceiling")
         ax.set_xscale("log")
         ax.set_xticks(CHECKPOINTS, [str(c) for c in CHECKPOINTS])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"{name} (T={r['noise']:.2f})")
         ax.set_xlabel("judgements")
         ax.set_ylabel("held-out accuracy")
