@@ -21,7 +21,7 @@ from reward.loss import TIE_MODES, bt_loss, rao_kupper_loss
 class FitConfig:
     """How heads are fitted."""
 
-    head: str = "linear"  # linear | mlp (a LAION prior replaces it with the LAION architecture)
+    head: str = "mlp"  # mlp | linear (a LAION prior replaces it with the LAION architecture); mlp fits non-linear tastes (e.g. "centred")
     ensemble: int = 5  # heads on bootstrap resamples; their spread is the reward's uncertainty
     prompt: bool = False  # condition on the prompt's text embedding
     ties: str = "half"  # half: a tie is half a win each way; rao-kupper: a fitted tie parameter

@@ -14,7 +14,7 @@ def reward() -> None:
 
 @reward.command("train")
 @click.option("--clip", "clip", default="toy", show_default=True, help="CLIP for embeddings: toy, a folder, ARCH/TAG (ViT-L-14/openai for SD 1.x), hf-hub:...")
-@click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True, help="Reward head on the embedding.")
+@click.option("--head", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Reward head on the embedding.")
 @click.option("--ensemble", type=int, default=5, show_default=True, help="Heads on bootstrap resamples (uncertainty for active learning).")
 @click.option("--val-frac", type=float, default=0.2, show_default=True, help="Share of judgements held out for the metrics.")
 @click.option("--split", type=click.Choice(["random", "time"]), default="random", show_default=True, help="Hold out a seeded random share, or the newest.")
