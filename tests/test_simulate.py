@@ -107,7 +107,7 @@ def test_uncertain_asks_an_online_ensemble_refitted_every_50_votes():
     result = sim("--oracle", "warm", "--n", "120", "--noise", "0", "--strategy", "uncertain", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    # Fits at votes 50 and 100 (none before 20 usable judgements exist: the Bradley-Terry table stands in).
+    # Fits at votes 20 (the first 20 usable judgements; the Bradley-Terry table stands in before) and 70.
     assert summary["judged"] == 120 and summary["refits"] == 2
     result = sim("--oracle", "warm", "--n", "10", "--strategy", "uncertain", "--scorer", "bt", "--rater", "b", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["refits"] == 0

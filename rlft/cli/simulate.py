@@ -15,7 +15,7 @@ import click
 @click.option("--rater", default=None, help="Rater name (default: sim-ORACLE).")
 @click.option("--strategy", default=None, help="Pair strategy or mix, e.g. 'balanced' or 'uncertain:0.7,balanced:0.25,repeat:0.05'.")
 @click.option("--scorer", default="online", show_default=True,
-              help="What 'uncertain' asks: online (a reward ensemble refitted every 50 votes), bt (item scores), or a reward version (latest, r0003, path).")
+              help="What 'uncertain' asks: online (a reward ensemble fitted at 20 votes, refitted every 50), bt (item scores), or a reward version (latest, r0003, path).")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP spec for the online ensemble.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as a JSON object.")
