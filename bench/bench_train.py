@@ -130,7 +130,7 @@ def quality(args) -> None:
         shutil.rmtree(home / "runs", ignore_errors=True)
     timings["generate_s"] = None if not setup else rlft(home, "generate", "--model", "toy", "--prompts", home / "train.txt", "-n", args.pool_per_prompt,
                                  "--seed", 0, "--steps", 20, "--guidance", 3.0, "--batch-size", 16, log=log)
-    timings["simulate_s"] = None if not setup else rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, "--noise", 1.0, log=log)
+    timings["simulate_s"] = None if not setup else rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, "--noise", args.noise, log=log)
     timings["reward_s"] = None if not setup else rlft(home, "reward", "train", "--clip", "toy", log=log)
     train_args = ["train", "--reward", "latest", "--model", "toy", "--algo", args.algo, "--prompts", home / "train.txt", "-q"]
     if args.epochs:
@@ -161,7 +161,7 @@ def quality(args) -> None:
     adherence_tuned, _ = evaluate.generation_adherence(pipe, zs, n=args.adherence_n)
     result = {
         "win_rate": round(win_rate(oracle, base, tuned, prompts), 4),
-        "n_pairs": len(prompts), "test_prompts": len(test_prompts), "seeds": args.seeds,
+        "n_pairs": len(prompts), "test_prompts": len(test_prompts), "seeds": args.seeds, "noise": args.noise,
         "oracle_mean_base": round(float(np.mean([oracle(i, p) for i, p in zip(base, prompts)])), 4),
         "oracle_mean_tuned": round(float(np.mean([oracle(i, p) for i, p in zip(tuned, prompts)])), 4),
         "adherence_base": {k: round(v, 4) for k, v in adherence_base.items()},
@@ -179,7 +179,7 @@ def quality(args) -> None:
         "threads": args.threads,
     }
     if args.trial:  # a tuning trial: appended to the "trials" list, the headline result stays as it is
-        add_trial({"name": args.trial, "oracle": args.oracle, "algo": args.algo, "train_args": args.train_args,
+        add_trial({"name": args.trial, "oracle": args.oracle, "algo": args.algo, "train_args": args.train_args, "noise": args.noise,
                    **{k: result[k] for k in ("win_rate", "adherence_mean_drop_points", "oracle_mean_base", "oracle_mean_tuned",
                                              "adherence_tuned", "grid_win_rate_by_epoch", "reward_by_epoch",
                                              "heldout_reward_by_epoch", "epochs", "timings_s", "n_pairs", "config")},
@@ -277,6 +277,7 @@ def main() -> None:
     ap.add_argument("--algo", default="ddpo", choices=["ddpo", "rwr", "dpo"])
     ap.add_argument("--epochs", type=int, default=None, help="override the toy default")
     ap.add_argument("--judgements", type=int, default=300)
+    ap.add_argument("--noise", type=float, default=1.0, help="simulated rater's Bradley-Terry temperature T")
     ap.add_argument("--train-prompts", type=int, default=24)
     ap.add_argument("--pool-per-prompt", type=int, default=5)
     ap.add_argument("--test-prompts", type=int, default=16)
