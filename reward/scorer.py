@@ -50,8 +50,9 @@ class OnlineScorer:
     """An `uncertain` scorer whose ensemble is refitted in memory as judgements arrive.
 
     Before `min_judgements` usable judgements (a, b, tie) exist it defers to `fallback` (e.g. the
-    Bradley-Terry table; without one every image scores 0 +- 1, so `uncertain` picks at random). Refits happen lazily on the next call once `refit_every` new
-    judgements stand, so a rater pays for a fit every `refit_every` votes, not per pair.
+    Bradley-Terry table; without one every image scores 0 +- 1, so `uncertain` picks at random). Refits
+    happen lazily on the next call once `refit_every` new judgements stand, so a rater pays for a fit every
+    `refit_every` votes, not per pair.
     """
 
     def __init__(self, store, clip: str = "toy", rater: str | None = None, refit_every: int = 50,
@@ -82,20 +83,16 @@ class OnlineScorer:
         n = self._count()
         if n < self.min_judgements or (self.model is not None and n - self.fitted_on < self.refit_every):
             return False
-        from reward.data import load_pairs
         from reward.fit import fit_ensemble
         from reward.model import RewardModel
+        from reward.training import embedded_pairs
 
-        data = load_pairs(self.store, self.rater)
-        emb = self.cache.embed_store_images(self.store, data.images, progress=False)
-        text = self.cache.embed_texts([im.prompt or "" for im in data.images]) if self.fit_config.prompt else None
+        data, emb, text = embedded_pairs(self.store, self.cache, self.rater, self.fit_config.prompt)
         config = dataclasses.replace(self.fit_config, seed=self.fit_config.seed + self.refits)
         fitted = fit_ensemble(emb, data.ia, data.ib, data.y, config, t=text)
         self.model = RewardModel(fitted.heads, self.clip_spec)
         self.fitted_on, self.refits = n, self.refits + 1
-        from prefs.samplers import ScoreCache
-
-        self._scores = ScoreCache(RewardScorer(self.model, self.store, self.cache))
+        self._scores = make_scorer(self.store, self.model, self.cache)
         return True
 
     def __call__(self, images):

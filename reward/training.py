@@ -41,6 +41,15 @@ class TrainResult:
     n_judgements: int
 
 
+def embedded_pairs(store, cache, rater: str | None = None, prompt: bool = False, progress: bool = False):
+    """The standing judgements (of `rater`, or everyone) as PairData, with image embeddings and, for
+    prompt-conditioned heads, prompt embeddings (else None), both from `cache`."""
+    data = load_pairs(store, rater)
+    x = cache.embed_store_images(store, data.images, progress=progress)
+    t = cache.embed_texts([im.prompt or "" for im in data.images]) if prompt else None
+    return data, x, t
+
+
 def train(store, config: TrainConfig | None = None, progress: bool = True, home=None, save: bool = True) -> TrainResult:
     """Fit a reward on the store's judgements and write it as the next version (`r0001`, ...)."""
     from reward.clip import resolve_clip
@@ -53,15 +62,13 @@ def train(store, config: TrainConfig | None = None, progress: bool = True, home=
     prior_path = parse_prior(config.prior)
     resolve_clip(config.clip)  # an unknown spec fails before any work
     prior = load_laion(prior_path) if prior_path else None
-    data = load_pairs(store, config.rater)
     cache = EmbeddingCache(config.clip, home=home)
-    x = cache.embed_store_images(store, data.images, progress=progress)
+    data, x, t = embedded_pairs(store, cache, config.rater, config.fit.prompt, progress)
     if prior is not None:
         prior.path = prior_path
         if prior.in_dim != x.shape[1]:
             raise UserError(f"the LAION head expects {prior.in_dim}-d embeddings but --clip {config.clip} gives "
                             f"{x.shape[1]}-d; use --clip ViT-L-14/openai with LAION priors")
-    t = cache.embed_texts([im.prompt or "" for im in data.images]) if config.fit.prompt else None
     tr, va = split(len(data), config.val_frac, config.split, config.seed)
     train_data = data.take(tr)
     fitted = fit_ensemble(x, train_data.ia, train_data.ib, train_data.y,

@@ -76,7 +76,9 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
     from tqdm import tqdm
 
     for k in tqdm(range(config.n), desc="simulate", unit="pair", disable=not progress):
-        if "uncertain" in mix and config.scorer in ("online", "bt") and k % REFRESH_EVERY == 0:
+        if online is not None and online.model is not None:
+            scorer = online  # fitted: the Bradley-Terry fallback is no longer read, so stop refitting it
+        elif "uncertain" in mix and config.scorer in ("online", "bt") and k % REFRESH_EVERY == 0:
             from prefs.stats import bt_score_table
 
             scorer = bt_score_table(store)  # the item scores; the online ensemble's fallback until it has data
