@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -178,6 +179,33 @@ def test_two_raters_at_once(browser, server, store):
     assert [j.outcome for j in judgements(store, "bo")] == ["b"] * 3
     a.close()
     b.close()
+
+
+def test_a_slow_page_load_event_does_not_wipe_a_started_pair(browser, server, store, monkeypatch):
+    """The page-load event and the rater's Enter run concurrently; a load that finishes last must not reset
+    the page to the name prompt (seen in CI on a loaded machine: the second rater never got a pair)."""
+    url, app = server
+    fast = app.rater_for
+
+    def slow_on_load(name, request):
+        if not name:  # the page-load event asks with the (empty) saved name; Enter asks with the typed one
+            time.sleep(2.0)
+        return fast(name, request)
+
+    monkeypatch.setattr(app, "rater_for", slow_on_load)
+    tab = Page(browser, url)
+    tab.page.goto(url, wait_until="domcontentloaded")
+    box = tab.page.locator("#rlft-name textarea, #rlft-name input").first
+    box.fill("lee")
+    box.press("Enter")
+    tab.page.wait_for_selector(".rlft-pair[data-token]")
+    tok = tab.token()
+    time.sleep(3.0)  # the load event has finished by now
+    assert tab.page.locator(".rlft-pair[data-token]").count() == 1 and tab.token() == tok
+    tab.page.keyboard.press("1")
+    tab.wait_new(tok)
+    assert [j.outcome for j in judgements(store, "lee")] == ["a"]
+    tab.close()
 
 
 def test_login_then_votes_go_to_the_login_name(browser, auth_server, store):

@@ -28,6 +28,7 @@ from ui.session import MIN_DECISION_MS, RateSession, View
 log = logging.getLogger(__name__)
 
 MAX_RATER_NAME = 100
+NAME_PROMPT = "Type your name and press Enter to start."
 KEYS_HTML = ("<div class='rlft-keys'><kbd>1</kbd>/<kbd>&larr;</kbd> left better · <kbd>2</kbd>/<kbd>&rarr;</kbd> "
              "right better · <kbd>3</kbd>/<kbd>&darr;</kbd> tie · <kbd>4</kbd> both bad · <kbd>space</kbd>/<kbd>s</kbd> "
              "skip · <kbd>backspace</kbd>/<kbd>u</kbd> undo · click an image for full size</div>")
@@ -173,7 +174,7 @@ class RatingApp:
                         buttons = {side: gr.Button(label, elem_id=eid, variant="primary" if side in ("left", "right") else "secondary",
                                                    min_width=90) for side, eid, label in BUTTONS}
                     with gr.Row():
-                        status = gr.Markdown("", elem_id="rlft-status")
+                        status = gr.Markdown("" if (cfg.auth or cfg.rater) else NAME_PROMPT, elem_id="rlft-status")
                         undo = gr.Button("↶ Undo (u)", elem_id="rlft-undo", size="sm", scale=0, min_width=110)
                     gr.HTML(KEYS_HTML)
                     token = gr.Textbox("", visible=False, elem_id="rlft-token")
@@ -212,8 +213,9 @@ class RatingApp:
                     return tuple(gr.skip() for _ in range(len(pair_outputs) + 2))
                 rater = self.rater_for(saved, request)
                 if rater is None:
-                    return (None, html.pair_html(None), "", "", "Type your name and press Enter to start.",
-                            gr.update(visible=True), saved)
+                    # Nothing to start: change nothing. The page already shows the name prompt, and this
+                    # event may finish after the rater typed a name and started, whose pair must stay.
+                    return tuple(gr.skip() for _ in range(len(pair_outputs) + 2))
                 out = self.start(None, rater, request)
                 return (*out, gr.update(visible=not (cfg.auth or cfg.rater)), rater)
 
