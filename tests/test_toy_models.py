@@ -11,8 +11,9 @@ import torch
 
 from rlft.toy import checker, world
 from rlft.toy.convert import text_model_from_open_clip, text_with_projection_from_open_clip
-from rlft.toy.pretrain import (ClipConfig, PretrainConfig, VisionConfig, WorldData, clip_model_cfg, extend_context, finetune_vision,
-                               train_clip)
+from prefs.errors import UserError
+from rlft.toy.pretrain import (ClipConfig, PretrainConfig, UnetConfig, VaeConfig, VisionConfig, WorldData, clip_model_cfg, encode_dataset,
+                               extend_context, finetune_vision, random_crops, train_clip, train_unet, train_vae)
 
 ASSETS = Path(__file__).resolve().parent.parent / "rlft" / "assets" / "toy"
 PROMPTS = ["a large red circle on a blue background", "", "star, top; yellow", "naïve façade – “quotes” " * 3]
@@ -97,6 +98,79 @@ def test_vision_finetune_moves_only_the_image_tower_and_resumes_exactly(tmp_path
     for (n, p), (_, q) in zip(after.items(), resumed.state_dict().items()):
         assert torch.equal(p, q), n
     assert (tmp_path / "a" / "clip" / "vision_finetuned.json").is_file()
+
+
+def tiny_vae_cfg(**kw) -> VaeConfig:
+    return VaeConfig(**{**dict(block_out_channels=(8, 16, 16), norm_num_groups=4, steps=4, batch_size=4, crop=32, warmup=1, stop_at=None), **kw})
+
+
+def test_vae_on_random_crops_resumes_exactly_and_counts_time_across_runs(tmp_path):
+    """The cpu preset's VAE trains on crops; a kill and resume gives the weights of an unbroken run, and the
+    stage's clock carries the first run's time (to its checkpoint) into the second."""
+
+    def run(out, stop_at):
+        cfg = PretrainConfig(seed=3, dataset_size=16, checkpoint_every=2, vae=tiny_vae_cfg(stop_at=stop_at))
+        return train_vae(cfg, WorldData(16, 3), Path(out), torch.device("cpu"))
+
+    straight = run(tmp_path / "a", None)
+    run(tmp_path / "b", 2)
+    ck = torch.load(tmp_path / "b" / "vae.ckpt", weights_only=False)
+    assert ck["step"] == 2 and ck["elapsed"] > 0
+    resumed = run(tmp_path / "b", None)
+    for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(p, q), n
+    import json
+
+    total = json.loads((tmp_path / "b" / "vae.elapsed.json").read_text())["elapsed_s"]
+    assert total >= round(ck["elapsed"], 1)
+
+
+def test_random_crops_cut_the_same_window_from_each_tensor():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    w = x[:, :1] * 10
+    cx, cw = random_crops((x, w), 4, torch.Generator().manual_seed(0))
+    assert cx.shape == (2, 3, 4, 4) and cw.shape == (2, 1, 4, 4)
+    assert torch.equal(cw, cx[:, :1] * 10)
+    for i in range(2):  # each crop is a contiguous window of its own image
+        y, xx = divmod(int(cx[i, 0, 0, 0].item()) - i * 192, 8)
+        assert torch.equal(cx[i], x[i, :, y : y + 4, xx : xx + 4])
+
+
+def test_unet_on_cached_latents_matches_the_encoder_and_resumes_exactly(tmp_path):
+    from rlft.toy.convert import text_model_from_open_clip
+    from rlft.toy.pretrain import build_vae
+    import open_clip
+
+    torch.manual_seed(0)
+    data = WorldData(16, 3)
+    vae = build_vae(tiny_vae_cfg()).eval()
+    mean, std = encode_dataset(vae, data, torch.device("cpu"), tmp_path / "lat.pt", batch=5)
+    with torch.no_grad():
+        ref = vae.encode(data.images[3:4].float() / 127.5 - 1).latent_dist
+    assert torch.allclose(mean[3:4], ref.mean, atol=1e-5) and torch.allclose(std[3:4], ref.std, atol=1e-5)
+    assert torch.equal(encode_dataset(None, data, None, tmp_path / "lat.pt")[0], mean)  # read back, not recomputed
+    text = text_model_from_open_clip(open_clip.model.CLIP(**clip_model_cfg(tiny_clip_cfg(), 77)).eval())
+
+    def run(out, stop_at):
+        unet = UnetConfig(block_out_channels=(8, 16, 16), norm_num_groups=4, attention_head_dim=4, steps=4, batch_size=4,
+                          warmup=1, stop_at=stop_at, cache_latents=True)
+        cfg = PretrainConfig(seed=3, dataset_size=16, checkpoint_every=2, vae=tiny_vae_cfg(), unet=unet)
+        return train_unet(cfg, WorldData(16, 3), text, vae, Path(out), torch.device("cpu"))
+
+    straight = run(tmp_path / "a", None)
+    run(tmp_path / "b", 2)
+    resumed = run(tmp_path / "b", None)
+    for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(p, q), n
+
+
+def test_presets():
+    cpu = PretrainConfig.from_preset("cpu", seed=5)
+    assert cpu.seed == 5 and cpu.preset == "cpu" and cpu.vae.crop == 32 and cpu.unet.cache_latents
+    assert all(s.stop_at is None for s in (cpu.clip, cpu.vision, cpu.vae, cpu.unet))  # every schedule runs to its end
+    assert PretrainConfig.from_preset("h200") == PretrainConfig()  # the shipped run's schedule is the default
+    with pytest.raises(UserError, match="unknown pretraining preset 'gpu'"):
+        PretrainConfig.from_preset("gpu")
 
 
 # ---------------------------------------------------------------------------------------------------------

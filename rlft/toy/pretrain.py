@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from prefs.atomic import atomic_path, write_json
+from prefs.errors import UserError
 from rlft.toy import world
 
 # --------------------------------------------------------------------------------------------------------
@@ -80,6 +81,8 @@ class VaeConfig:
     stop_at: int | None = 1565  # as above: the shipped VAE's last step
     kl_weight: float = 1e-6
     foreground_weight: float = 5.0  # the shape is a small share of pixels but all of what matters
+    crop: int | None = None  # train on random crops of this side (the VAE is convolutional): 4x cheaper at 32
+    warmup: int = 100
 
 
 @dataclasses.dataclass
@@ -96,6 +99,7 @@ class UnetConfig:
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster, steadier convergence
     ema_decay: float = 0.999
     stop_at: int | None = 1566  # as above: the shipped UNet's last step
+    cache_latents: bool = False  # encode the training set once (posterior mean and std) instead of every step
 
 
 @dataclasses.dataclass
@@ -107,10 +111,40 @@ class PretrainConfig:
     vae: VaeConfig = dataclasses.field(default_factory=VaeConfig)
     unet: UnetConfig = dataclasses.field(default_factory=UnetConfig)
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time (a slow CPU loses little to a kill)
     scale: float = 1.0  # multiplies every step count (0.01 for a smoke run)
+    preset: str = "h200"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "PretrainConfig":
+        if name not in PRESETS:
+            raise UserError(f"unknown pretraining preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls(preset=name, **{**PRESETS[name](), **overrides})
+
+
+def _cpu_preset() -> dict:
+    """The schedule sized for the 2-core CPU: about 2.6 hours of wall time there, every stage run to the end
+    of its cosine schedule (the h200 run was cut short by a wall-clock guard while its learning rates were
+    still near their peaks).
+
+    Measured seconds per step on the 2-core CPU: CLIP at batch 512 4.3 s; image tower at 256 1.6 s; VAE at
+    128 crops of 32 px 1.6 s (full 64 px images at 128: 15 s); UNet at 256 on cached latents 3.1 s (4.6 s
+    encoding every batch anew).
+    """
+    return {
+        "clip": ClipConfig(steps=450, warmup=100, stop_at=None),
+        "vision": VisionConfig(steps=400, warmup=40),
+        "vae": VaeConfig(steps=1000, crop=32, stop_at=None),
+        "unet": UnetConfig(steps=1500, warmup=150, stop_at=None, cache_latents=True),
+    }
+
+
+# `h200`: the schedule of the shipped weights (stage 1 to 3 on a lent H200, stage 1b on the 2-core CPU);
+# `cpu`: the schedule that fits the 2-core CPU's 3-hour budget.
+PRESETS = {"h200": dict, "cpu": _cpu_preset}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -190,15 +224,33 @@ def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
 class Stage:
     """Shared loop plumbing: resume, LR schedule, progress bar, periodic atomic checkpoints, a log."""
 
-    def __init__(self, name: str, out: Path, total: int, every: int, device: torch.device, deadline: float | None = None, stop_at: int | None = None):
+    def __init__(self, name: str, out: Path, total: int, every: int, device: torch.device, deadline: float | None = None, stop_at: int | None = None, every_minutes: float | None = None):
         self.name, self.out, self.total, self.every, self.device = name, out, total, every, device
+        self.every_s = None if every_minutes is None else 60.0 * every_minutes
         self.stop_at = stop_at
         self.deadline = deadline
         self.stopped_at: int | None = None
         self.ckpt = out / f"{name}.ckpt"
         out.mkdir(parents=True, exist_ok=True)
         self.log = open(out / f"{name}.log.jsonl", "a")
-        self.t0 = time.time()
+        self.t0 = self.last_save = time.time()
+        self.elapsed_before = 0.0  # wall time of earlier runs up to their last checkpoint (work after it is redone)
+
+    def resume(self, ck: dict) -> int:
+        """Take the step and the wall time so far from a checkpoint; return the step to continue from."""
+        self.elapsed_before = float(ck.get("elapsed", 0.0))
+        return int(ck["step"])
+
+    def elapsed(self) -> float:
+        """Wall seconds this stage has taken, over every run that led here."""
+        return self.elapsed_before + time.time() - self.t0
+
+    def save(self, step: int, **state) -> None:
+        """Checkpoint after `step` when `every` steps or `every_minutes` of wall time have passed."""
+        due = (step + 1) % self.every == 0 or (self.every_s is not None and time.time() - self.last_save >= self.every_s)
+        if due:
+            save_ckpt(self.ckpt, step=step + 1, elapsed=self.elapsed(), **state)
+            self.last_save = time.time()
 
     def loop(self, start: int):
         bar = tqdm(range(start, self.total), desc=self.name, initial=start, total=self.total, mininterval=5)
@@ -212,6 +264,7 @@ class Stage:
             yield step, bar
         bar.close()
         self.log.close()
+        write_json(self.out / f"{self.name}.elapsed.json", {"elapsed_s": round(self.elapsed(), 1), "step": self.stopped_at or min(self.total, self.stop_at or self.total)})
 
     def report_early_stop(self) -> None:
         if self.stopped_at is not None:
@@ -260,13 +313,13 @@ def train_clip(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.de
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=c.lr, betas=(0.9, 0.98), eps=1e-6)
-    stage = Stage("clip", out, steps, cfg.checkpoint_every, device, deadline, _stop(c.stop_at, cfg.scale))
+    stage = Stage("clip", out, steps, cfg.checkpoint_every, device, deadline, _stop(c.stop_at, cfg.scale), cfg.checkpoint_minutes)
     gen = torch.Generator().manual_seed(cfg.seed + 11)
     start = 0
     if (ck := load_ckpt(stage.ckpt)) is not None:
         model.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), gen.set_state(ck["gen"])
         data.rng.setstate(ck["data_rng"])
-        start = ck["step"]
+        start = stage.resume(ck)
     model.train()
     for step, bar in stage.loop(start):
         for g in opt.param_groups:
@@ -293,8 +346,7 @@ def train_clip(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.de
                 acc = (logits.argmax(1) == labels).float().mean()
             stage.record(step, loss=loss.item(), acc=acc.item(), scale=scale.item())
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}")
-        if (step + 1) % cfg.checkpoint_every == 0:
-            save_ckpt(stage.ckpt, model=model.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate(), step=step + 1)
+        stage.save(step, model=model.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
     stage.report_early_stop()
     model = extend_context(model.eval(), c)
     save_clip_folder(model, c, out / "clip")
@@ -312,14 +364,14 @@ def finetune_vision(cfg: PretrainConfig, data: WorldData, clip, out: Path, devic
     params = [p for p in clip.visual.parameters()]
     opt = torch.optim.AdamW(params, lr=v.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05)
     tok = training_tokenizer()
-    stage = Stage("clip_vision", out, steps, cfg.checkpoint_every, device, deadline, _stop(v.stop_at, cfg.scale))
+    stage = Stage("clip_vision", out, steps, cfg.checkpoint_every, device, deadline, _stop(v.stop_at, cfg.scale), cfg.checkpoint_minutes)
     gen = torch.Generator().manual_seed(cfg.seed + 14)
     data.rng = random.Random(cfg.seed + 101)  # own caption stream: the stage reproduces on its own
     start = 0
     if (ck := load_ckpt(stage.ckpt)) is not None:
         clip.visual.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), gen.set_state(ck["gen"])
         data.rng.setstate(ck["data_rng"])
-        start = ck["step"]
+        start = stage.resume(ck)
     clip.eval()
     clip.visual.train()
     scale = clip.logit_scale.exp().clamp(max=100).detach()
@@ -343,8 +395,7 @@ def finetune_vision(cfg: PretrainConfig, data: WorldData, clip, out: Path, devic
             acc = (logits.argmax(1) == labels).float().mean()
             stage.record(step, loss=loss.item(), acc=acc.item())
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}")
-        if (step + 1) % cfg.checkpoint_every == 0:
-            save_ckpt(stage.ckpt, model=clip.visual.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate(), step=step + 1)
+        stage.save(step, model=clip.visual.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
     stage.report_early_stop()
     clip.eval().requires_grad_(False)
     save_clip_folder(clip, cfg.clip, out / "clip")
@@ -415,32 +466,44 @@ def build_vae(v: VaeConfig):
     )
 
 
+def random_crops(tensors, side: int, gen: torch.Generator):
+    """The same random `side` x `side` window of each image, cut from every tensor (N, C, H, W) given."""
+    n, _, h, wd = tensors[0].shape
+    ys = torch.randint(0, h - side + 1, (n,), generator=gen).tolist()
+    xs = torch.randint(0, wd - side + 1, (n,), generator=gen).tolist()
+    return tuple(torch.stack([t[i, :, y : y + side, x : x + side] for i, (y, x) in enumerate(zip(ys, xs))]) for t in tensors)
+
+
 def train_vae(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.device, deadline: float | None = None):
     v = cfg.vae
     steps = max(1, int(v.steps * cfg.scale))
     torch.manual_seed(cfg.seed + 1)
     vae = build_vae(v).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=v.lr, weight_decay=0.0)
-    stage = Stage("vae", out, steps, cfg.checkpoint_every, device, deadline, _stop(v.stop_at, cfg.scale))
+    stage = Stage("vae", out, steps, cfg.checkpoint_every, device, deadline, _stop(v.stop_at, cfg.scale), cfg.checkpoint_minutes)
     gen = torch.Generator().manual_seed(cfg.seed + 12)
     start = 0
     if (ck := load_ckpt(stage.ckpt)) is not None:
         vae.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), gen.set_state(ck["gen"])
-        start = ck["step"]
+        if "rng" in ck:  # the posterior sample's generator (the global one, as diffusers draws it)
+            torch.set_rng_state(ck["rng"])
+        start = stage.resume(ck)
     vae.train()
     for step, bar in stage.loop(start):
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, steps, 100, v.lr)
+            g["lr"] = cosine_lr(step, steps, v.warmup, v.lr)
         _, x = data.batch(v.batch_size, gen)
-        x = x.to(device)
-        with autocast(device):
-            post = vae.encode(x).latent_dist
-            z = post.sample()
-            rec = vae.decode(z).sample.float()
         # Weight pixels unlike the border colour (the shape) more: it is what every check looks at.
         border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2).median(dim=2).values
         fg = ((x - border[:, :, None, None]).abs().sum(1, keepdim=True) > 0.3).float()
         w = 1 + (v.foreground_weight - 1) * fg
+        if v.crop:
+            x, w = random_crops((x, w), v.crop, gen)
+        x, w = x.to(device), w.to(device)
+        with autocast(device):
+            post = vae.encode(x).latent_dist
+            z = post.sample()
+            rec = vae.decode(z).sample.float()
         rec_loss = (w * ((rec - x) ** 2 + 0.5 * (rec - x).abs())).mean()
         kl = post.kl().mean() / x[0].numel()
         loss = rec_loss + v.kl_weight * kl * x[0].numel()
@@ -451,8 +514,7 @@ def train_vae(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.dev
         if step % 50 == 0 or step == steps - 1:
             stage.record(step, loss=loss.item(), rec=rec_loss.item(), kl=kl.item())
             bar.set_postfix(rec=f"{rec_loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0:
-            save_ckpt(stage.ckpt, model=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), step=step + 1)
+        stage.save(step, model=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state())
     stage.report_early_stop()
     vae.eval()
     standardize_latents(vae, data, device)
@@ -514,6 +576,24 @@ def noise_scheduler():
     return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, clip_sample=False, prediction_type="epsilon")
 
 
+@torch.no_grad()
+def encode_dataset(vae, data: WorldData, device, path: Path, batch: int = 256):
+    """(mean, std) of the VAE posterior of every training image, computed once and kept at `path`."""
+    if path.exists():
+        mean, std = torch.load(path, map_location="cpu")
+        if mean.shape[0] == len(data.images):
+            return mean, std
+    means, stds = [], []
+    for i in tqdm(range(0, len(data.images), batch), desc="encoding latents", mininterval=5):
+        dist = vae.encode((data.images[i : i + batch].float() / 127.5 - 1.0).to(device)).latent_dist
+        means.append(dist.mean.cpu())
+        stds.append(dist.std.cpu())
+    mean, std = torch.cat(means), torch.cat(stds)
+    with atomic_path(path) as tmp:
+        torch.save((mean, std), tmp)
+    return mean, std
+
+
 def train_unet(cfg: PretrainConfig, data: WorldData, text_encoder, vae, out: Path, device: torch.device, deadline: float | None = None):
     from diffusers.training_utils import EMAModel
 
@@ -529,14 +609,15 @@ def train_unet(cfg: PretrainConfig, data: WorldData, text_encoder, vae, out: Pat
     tok = training_tokenizer()
     text_encoder.to(device).eval().requires_grad_(False)
     vae.to(device).eval().requires_grad_(False)
-    stage = Stage("unet", out, steps, cfg.checkpoint_every, device, deadline, _stop(u.stop_at, cfg.scale))
+    stage = Stage("unet", out, steps, cfg.checkpoint_every, device, deadline, _stop(u.stop_at, cfg.scale), cfg.checkpoint_minutes)
     gen = torch.Generator().manual_seed(cfg.seed + 13)
     start = 0
     if (ck := load_ckpt(stage.ckpt)) is not None:
         unet.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"]), ema.load_state_dict(ck["ema"]), gen.set_state(ck["gen"])
         data.rng.setstate(ck["data_rng"])
-        start = ck["step"]
+        start = stage.resume(ck)
     ema.to(device)
+    cached = encode_dataset(vae, data, device, out / "latents.pt") if u.cache_latents else None
     unet.train()
     for step, bar in stage.loop(start):
         for g in opt.param_groups:
@@ -546,7 +627,12 @@ def train_unet(cfg: PretrainConfig, data: WorldData, text_encoder, vae, out: Pat
         with torch.no_grad():
             ids = tokenize(tok, caps).to(device)
             cond = text_encoder(ids)[0]
-            latents = vae.encode(x.to(device)).latent_dist.sample() * vae.config.scaling_factor
+            if cached is None:
+                latents = vae.encode(x.to(device)).latent_dist.sample()
+            else:  # the same posterior sample, drawn from the cached mean and std
+                mean, std = cached[0][idx].float(), cached[1][idx].float()
+                latents = (mean + std * torch.randn(mean.shape, generator=gen)).to(device)
+            latents = latents * vae.config.scaling_factor
         b = latents.shape[0]
         noise = torch.randn(latents.shape, generator=gen).to(device)
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen).to(device)
@@ -564,8 +650,7 @@ def train_unet(cfg: PretrainConfig, data: WorldData, text_encoder, vae, out: Pat
         if step % 50 == 0 or step == steps - 1:
             stage.record(step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0:
-            save_ckpt(stage.ckpt, model=unet.state_dict(), opt=opt.state_dict(), ema=ema.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate(), step=step + 1)
+        stage.save(step, model=unet.state_dict(), opt=opt.state_dict(), ema=ema.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
     ema.copy_to(unet.parameters())
     stage.report_early_stop()
     unet.eval()
@@ -619,11 +704,19 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
     stage_deadline = {k: None if deadline is None else t0 + f * (deadline - t0) for k, f in (("clip", 0.3), ("clip_vision", 0.4), ("vae", 0.55), ("unet", 1.0))}
     data = WorldData(cfg.dataset_size, cfg.seed)
     timings["data_s"] = round(time.time() - t0, 1)
+    timings["preset"] = cfg.preset
 
     def timed(name, fn):
         t = time.time()
         result = fn()
-        timings[name + "_s"] = round(timings.get(name + "_s", 0) + time.time() - t, 1)
+        # The stage's own clock counts earlier interrupted runs up to their last checkpoint; add what
+        # followed its loop (saving, the VAE's latent standardisation).
+        marker = out / f"{name}.elapsed.json"
+        if marker.exists():
+            loop_s = json.loads(marker.read_text())["elapsed_s"]
+            timings[name + "_s"] = round(loop_s + max(0.0, time.time() - marker.stat().st_mtime), 1)
+        else:
+            timings[name + "_s"] = round(time.time() - t, 1)
         write_json(out / "timings.json", timings)
         return result
 
