@@ -5,7 +5,7 @@
 2. Per built-in oracle, the rater's noise T is set so that the noiseless oracle predicts the noisy rater on
    90% of random pairs with distinct utilities (the oracle is ~90% self-consistent there).
 3. Learning curves: judgements 50..800, random vs uncertain pair selection (the `uncertain` strategy of prefs
-   with `reward.make_scorer` on an ensemble refitted every REFIT votes), through Store.next_pair and
+   with `reward.OnlineScorer`, an ensemble refitted every REFIT votes, as `rlft simulate` uses), through Store.next_pair and
    record_comparison. Accuracy is the expected held-out accuracy over the rater's noise on 3,000 fixed random
    pairs of the pool (exact expectation: no label noise in the estimate); the ceiling is the noiseless
    oracle's accuracy on the same pairs.
@@ -106,14 +106,14 @@ def run_curve(oracle: str, strategy: str, seed: int, shas, paths, emb, u, T, tes
     cache = EmbeddingCache("toy", home=home)
     rng = random.Random(seed)
     ia, ib, y = [], [], []
-    scorer, accs = None, []
+    accs = []
     ti, tj, tp = test
+    # What `rlft simulate --strategy uncertain` runs: an ensemble refitted in memory every REFIT votes.
+    online = reward.OnlineScorer(store, "toy", rater="sim", refit_every=REFIT, min_judgements=WARMUP,
+                                 fit=FitConfig(head=HEAD, seed=seed), cache=cache) if strategy == "uncertain" else None
     for k in range(1, CHECKPOINTS[-1] + 1):
-        use_model = strategy == "uncertain" and k > WARMUP
-        if use_model and (k - 1 - WARMUP) % REFIT == 0:
-            fit = fit_ensemble(emb, np.array(ia), np.array(ib), np.array(y, np.float32), FitConfig(head=HEAD, seed=seed + k))
-            scorer = reward.make_scorer(store, reward.RewardModel(fit.heads, "toy"), cache)
-        pair = store.next_pair("sim", "uncertain" if use_model else "random", scorer=scorer, rng=rng)
+        use_model = online is not None and k > WARMUP
+        pair = store.next_pair("sim", "uncertain" if use_model else "random", scorer=online if use_model else None, rng=rng)
         a, b = index[pair.a.sha256], index[pair.b.sha256]
         outcome = "a" if rng.random() < sigmoid((u[a] - u[b]) / T) else "b"
         store.record_comparison(pair.a, pair.b, outcome, rater="sim", strategy=pair.strategy, predicted_p=pair.predicted_p)

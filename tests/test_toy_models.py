@@ -167,7 +167,9 @@ def test_unet_on_cached_latents_matches_the_encoder_and_resumes_exactly(tmp_path
 def test_presets():
     cpu = PretrainConfig.from_preset("cpu", seed=5)
     assert cpu.seed == 5 and cpu.preset == "cpu" and cpu.vae.crop == 32 and cpu.unet.cache_latents
-    assert all(s.stop_at is None for s in (cpu.clip, cpu.vision, cpu.vae, cpu.unet))  # every schedule runs to its end
+    h200 = PretrainConfig()
+    assert (cpu.clip, cpu.vision) == (h200.clip, h200.vision)  # the CLIP recipe is the shipped one
+    assert cpu.unet.stop_at == h200.unet.stop_at and cpu.unet.steps == h200.unet.steps
     assert PretrainConfig.from_preset("h200") == PretrainConfig()  # the shipped run's schedule is the default
     with pytest.raises(UserError, match="unknown pretraining preset 'gpu'"):
         PretrainConfig.from_preset("gpu")
