@@ -116,3 +116,25 @@ def test_prefs_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, args, message
     result = run(*args)
     assert result.exit_code == 2
     assert message in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prefs", "stats", "--bogus"], "rlft prefs stats: No such option '--bogus'"),
+    (["reward", "list", "--nope"], "rlft reward list: No such option '--nope'"),
+    (["toy", "pretrain"], "rlft toy pretrain: Missing option '--out'"),
+    (["toy", "pretrain", "--out", "x", "--preset", "gpu"], "rlft toy pretrain: Invalid value for '--preset'"),
+    (["simulate", "--oracle", "warm", "--n", "x"], "rlft simulate: Invalid value for '--n'"),
+    (["bogus"], "rlft: No such command 'bogus'"),
+    (["--bogus"], "rlft: No such option '--bogus'"),
+])
+def test_usage_errors_of_every_command_are_one_line_exit_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args, prog_name="rlft", catch_exceptions=False)
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {result.stderr[7:]}" and message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_group_without_a_subcommand_shows_its_help():
+    result = CliRunner().invoke(main, ["prefs"], prog_name="rlft", catch_exceptions=False)
+    assert "Usage: rlft prefs" in result.output and "stats" in result.output

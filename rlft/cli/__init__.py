@@ -64,6 +64,12 @@ class LazyGroup(click.Group):
             raise
         return getattr(module, attr)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise usage_error(e) from None
+
     def invoke(self, ctx):
         from prefs.errors import UserError
 
@@ -71,11 +77,24 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             raise CLIError(one_line(str(e))) from None
+        except click.UsageError as e:  # any subcommand's: an unknown option, a bad choice, a missing argument
+            raise usage_error(e) from None
 
 
 def one_line(message: str) -> str:
     """Collapse a message to one line, as the CLI promises."""
     return " ".join(message.split()) or "error"
+
+
+def usage_error(e: click.UsageError) -> click.ClickException:
+    """click's usage error as one line naming the command (`rlft prefs stats: No such option: --x`).
+
+    A group run with no subcommand keeps click's help text: that is a request for help, not an error.
+    """
+    if isinstance(e, click.exceptions.NoArgsIsHelpError):
+        return e
+    where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
+    return CLIError(one_line(where + e.format_message()))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,9 +14,9 @@ class OneLineCommand(click.Command):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as e:
-            from rlft.cli import CLIError, one_line
+            from rlft.cli import usage_error
 
-            raise CLIError(one_line(e.format_message())) from None
+            raise usage_error(e) from None
 
 
 @click.command("generate", cls=OneLineCommand)
