@@ -207,14 +207,11 @@ class RatingApp:
             pair_outputs = [session, pair_box, prompt_box, token, status]
 
             def on_load(current, saved, request: gr.Request):
-                if current is not None:
-                    # The rater typed a name and started before this (queued) page-load event ran: keep
-                    # their pair rather than resetting the page to the name prompt.
-                    return tuple(gr.skip() for _ in range(len(pair_outputs) + 2))
                 rater = self.rater_for(saved, request)
-                if rater is None:
-                    # Nothing to start: change nothing. The page already shows the name prompt, and this
-                    # event may finish after the rater typed a name and started, whose pair must stay.
+                if current is not None or rater is None:
+                    # Change nothing: the rater already started (their pair stays), or there is no one to
+                    # start and the page already shows the name prompt. This queued event may finish after
+                    # the rater typed a name and pressed Enter, so it must never reset the page.
                     return tuple(gr.skip() for _ in range(len(pair_outputs) + 2))
                 out = self.start(None, rater, request)
                 return (*out, gr.update(visible=not (cfg.auth or cfg.rater)), rater)

@@ -7,19 +7,7 @@ import json
 import click
 
 
-class OneLineCommand(click.Command):
-    """Usage errors (a bad flag value, an unknown option) as one line and exit code 2, like UserError."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as e:
-            from rlft.cli import usage_error
-
-            raise usage_error(e) from None
-
-
-@click.command("generate", cls=OneLineCommand)
+@click.command("generate")
 @click.option("--model", "-m", "model", default="toy", show_default=True, help="Built-in name, diffusers folder, single .safetensors/.ckpt, or hub repo id.")
 @click.option("--prompt", "-p", "prompt_texts", multiple=True, help="A prompt (repeat for several).")
 @click.option("--prompts", "prompts_source", default=None, help="A text file (one prompt a line) or a named set: parti, imagereward, ddpo-animals, ...")

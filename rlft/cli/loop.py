@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import click
 
-from rlft.cli.generate import OneLineCommand
 
 
-@click.command("loop", cls=OneLineCommand)
+@click.command("loop")
 @click.option("--model", "-m", default="toy", show_default=True, help="Model spec.")
 @click.option("--prompts", "prompts_source", required=True, help="Prompt file or named set (generation and training).")
 @click.option("--rounds", type=int, default=1, show_default=True, help="Rounds to run.")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from rlft.cli.generate import OneLineCommand
 
 # CLI flag -> dotted config field; only flags the user actually typed override the defaults (or a resumed run).
 FLAG_FIELDS = {
@@ -20,7 +19,7 @@ FLAG_FIELDS = {
 RESUMABLE = ("epochs", "checkpoint_every")
 
 
-@click.command("train", cls=OneLineCommand)
+@click.command("train")
 @click.option("--reward", "reward_spec", default="latest", show_default=True, help="Reward version: latest, r0003, or a folder (ignored by dpo).")
 @click.option("--model", "-m", "model", default=None, help="Model spec (default: toy).")
 @click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default=None, help="Algorithm [default: ddpo].")
@@ -294,7 +293,7 @@ def top_rated(store, n: int) -> list:
     return out
 
 
-@click.command("export-lora", cls=OneLineCommand)
+@click.command("export-lora")
 @click.argument("run", default="latest")
 @click.option("--format", "fmt", type=click.Choice(["diffusers", "kohya"]), default="diffusers", show_default=True)
 @click.option("--out", "out", type=click.Path(), default=None, help="Where to write (default: print the run's own export).")

@@ -13,7 +13,6 @@ import sys
 
 import click
 
-from rlft.cli.generate import OneLineCommand
 
 SEEDS_PER_PROMPT = 4  # several images per prompt: pairs of one prompt compare the model, not the prompt
 PLAN_NAME = "ui-first-pool.json"  # in the home, while the first pool is incomplete
@@ -78,7 +77,7 @@ def ensure_pool(store, pool_size: int) -> int:
     return len(todo) * SEEDS_PER_PROMPT
 
 
-@click.command("ui", cls=OneLineCommand)
+@click.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (others than loopback need --auth).")
 @click.option("--port", type=int, default=7860, show_default=True, help="Port (0: any free port).")
 @click.option("--auth", "auth", multiple=True, metavar="USER:PASS", help="Require a login; repeat for several raters. Votes go to the login name.")

@@ -244,12 +244,14 @@ class Stage:
         """Wall seconds this stage has taken, over every run that led here."""
         return self.elapsed_before + time.time() - self.t0
 
+    def due(self, step: int) -> bool:
+        """Checkpoint after `step`? Every `every` steps, and whenever `every_minutes` of wall time have passed."""
+        return (step + 1) % self.every == 0 or (self.every_s is not None and time.time() - self.last_save >= self.every_s)
+
     def save(self, step: int, **state) -> None:
-        """Checkpoint after `step` when `every` steps or `every_minutes` of wall time have passed."""
-        due = (step + 1) % self.every == 0 or (self.every_s is not None and time.time() - self.last_save >= self.every_s)
-        if due:
-            save_ckpt(self.ckpt, step=step + 1, elapsed=self.elapsed(), **state)
-            self.last_save = time.time()
+        """Write the checkpoint after `step`, with the stage's clock so far."""
+        save_ckpt(self.ckpt, step=step + 1, elapsed=self.elapsed(), **state)
+        self.last_save = time.time()
 
     def loop(self, start: int):
         bar = tqdm(range(start, self.total), desc=self.name, initial=start, total=self.total, mininterval=5)
@@ -345,7 +347,8 @@ def train_clip(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.de
                 acc = (logits.argmax(1) == labels).float().mean()
             stage.record(step, loss=loss.item(), acc=acc.item(), scale=scale.item())
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}")
-        stage.save(step, model=model.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
+        if stage.due(step):
+            stage.save(step, model=model.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
     stage.report_early_stop()
     model = extend_context(model.eval(), c)
     save_clip_folder(model, c, out / "clip")
@@ -394,7 +397,8 @@ def finetune_vision(cfg: PretrainConfig, data: WorldData, clip, out: Path, devic
             acc = (logits.argmax(1) == labels).float().mean()
             stage.record(step, loss=loss.item(), acc=acc.item())
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}")
-        stage.save(step, model=clip.visual.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
+        if stage.due(step):
+            stage.save(step, model=clip.visual.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
     stage.report_early_stop()
     clip.eval().requires_grad_(False)
     save_clip_folder(clip, cfg.clip, out / "clip")
@@ -513,7 +517,8 @@ def train_vae(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.dev
         if step % 50 == 0 or step == steps - 1:
             stage.record(step, loss=loss.item(), rec=rec_loss.item(), kl=kl.item())
             bar.set_postfix(rec=f"{rec_loss.item():.4f}")
-        stage.save(step, model=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state())
+        if stage.due(step):
+            stage.save(step, model=vae.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state())
     stage.report_early_stop()
     vae.eval()
     standardize_latents(vae, data, device)
@@ -649,7 +654,8 @@ def train_unet(cfg: PretrainConfig, data: WorldData, text_encoder, vae, out: Pat
         if step % 50 == 0 or step == steps - 1:
             stage.record(step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        stage.save(step, model=unet.state_dict(), opt=opt.state_dict(), ema=ema.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
+        if stage.due(step):
+            stage.save(step, model=unet.state_dict(), opt=opt.state_dict(), ema=ema.state_dict(), gen=gen.get_state(), data_rng=data.rng.getstate())
     ema.copy_to(unet.parameters())
     stage.report_early_stop()
     unet.eval()
@@ -706,16 +712,12 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
     timings["preset"] = cfg.preset
 
     def timed(name, fn):
-        t = time.time()
         result = fn()
-        # The stage's own clock counts earlier interrupted runs up to their last checkpoint; add what
-        # followed its loop (saving, the VAE's latent standardisation).
+        # The stage's own clock (written when its loop ends) counts earlier interrupted runs up to their
+        # last checkpoint; add what followed the loop (saving, the VAE's latent standardisation).
         marker = out / f"{name}.elapsed.json"
-        if marker.exists():
-            loop_s = json.loads(marker.read_text())["elapsed_s"]
-            timings[name + "_s"] = round(loop_s + max(0.0, time.time() - marker.stat().st_mtime), 1)
-        else:
-            timings[name + "_s"] = round(time.time() - t, 1)
+        loop_s = json.loads(marker.read_text())["elapsed_s"]
+        timings[name + "_s"] = round(loop_s + max(0.0, time.time() - marker.stat().st_mtime), 1)
         write_json(out / "timings.json", timings)
         return result
 
