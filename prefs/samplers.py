@@ -14,20 +14,25 @@ Built in: `random`, `same_prompt`, `balanced`, `uncertain` (needs a scorer) and 
 
 ## The scorer protocol (for `uncertain`)
 
-    scorer(images: list[prefs.models.Image]) -> (means, stds)
+    scorer(images: list[prefs.models.Image]) -> (means, stds) or (means, stds, members)
 
 `means[i]` is image i's utility on the Bradley-Terry logit scale (P(i beats j) = sigmoid(m_i - m_j)), and
 `stds[i]` its uncertainty on the same scale (for an ensemble: the standard deviation of the members'
-utilities), or `stds` is None for a point estimate. Both are sequences of floats as long as `images`. The
-images are detached rows: use `image.sha256` as a cache key and `Store.image_path(image)` to read pixels.
+utilities), or `stds` is None for a point estimate. Both are sequences of floats as long as `images`. An
+ensemble should also return `members`, a K x N array of each member's utilities: K joint samples of the
+utilities, which keep what per-image stds lose, that members err together on similar images. The images
+are detached rows: use `image.sha256` as a cache key and `Store.image_path(image)` to read pixels.
+
 `uncertain` scores `UNCERTAIN_CANDIDATES` random images per call and picks the unjudged pair whose answer
 would tell the model most: the largest expected information gain about the utilities (BALD, Houlsby et al.
-2011), H[E p] - E[H p] for p = sigmoid(d), d ~ N(m_a - m_b, s_a^2 + s_b^2), computed by Gauss-Hermite
-quadrature. A pair the ensemble disagrees about scores high; a pair it confidently calls a coin flip (two
-images the person likes equally) scores zero, where "closest to 50%" would keep asking it. With point
-estimates only (every std 0) it falls back to the pair whose win probability is closest to 0.5. Wrap an
-expensive scorer in `ScoreCache` so each image is scored once; `ScoreTable` serves a
-precomputed `{sha256: (mean, std)}` table.
+2011), H[E p] - E[H p]. With members, p_k = sigmoid(u_k[a] - u_k[b]) per member and the expectations run
+over members (the deep-ensemble BALD of Beluch et al. 2018): two images every member ranks alike, however
+unsure each member is about both, carry no information. With stds only, p = sigmoid(d) for
+d ~ N(m_a - m_b, s_a^2 + s_b^2) (independent errors), by Gauss-Hermite quadrature. Either way a pair the
+model disagrees about scores high and a pair it confidently calls a coin flip (two images the person likes
+equally) scores zero, where "closest to 50%" would keep asking it. With point estimates only (every std 0)
+it falls back to the pair whose win probability is closest to 0.5. Wrap an expensive scorer in `ScoreCache`
+so each image is scored once; `ScoreTable` serves a precomputed `{sha256: (mean, std)}` table.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ class NoPairError(UserError):
 class Scorer(Protocol):
     """Scores images for `uncertain`; see the module docstring for the contract."""
 
-    def __call__(self, images: list[Image]) -> tuple[Sequence[float], Sequence[float] | None]: ...
+    def __call__(self, images: list[Image]) -> tuple[Sequence[float], Sequence[float] | None] | tuple[
+        Sequence[float], Sequence[float] | None, Sequence[Sequence[float]]]: ...
 
 
 class ScoreTable:
@@ -76,24 +82,42 @@ class ScoreTable:
 
 
 class ScoreCache:
-    """Memoises a scorer per image sha256, so each image is scored once (call `clear()` after refitting)."""
+    """Memoises a scorer per image sha256, so each image is scored once (call `clear()` after refitting).
+
+    Keeps the scorer's ensemble members when it returns them (`(means, stds, members)`) and returns them too.
+    """
 
     def __init__(self, scorer: Scorer):
         self.scorer = scorer
         self.table: dict[str, tuple[float, float]] = {}
+        self.members: dict[str, np.ndarray] = {}
 
     def clear(self) -> None:
         self.table.clear()
+        self.members.clear()
 
     def __call__(self, images):
-        missing = [im for im in images if im.sha256 not in self.table]
+        missing = list({im.sha256: im for im in images if im.sha256 not in self.table}.values())
         if missing:
-            means, stds = self.scorer(missing)
+            means, stds, members = split_scores(self.scorer(missing))
             stds = stds if stds is not None else [0.0] * len(missing)
-            for im, m, s in zip(missing, means, stds):
+            for k, (im, m, s) in enumerate(zip(missing, means, stds)):
                 self.table[im.sha256] = (float(m), float(s))
+                if members is not None:
+                    self.members[im.sha256] = members[:, k]
         rows = [self.table[im.sha256] for im in images]
-        return [r[0] for r in rows], [r[1] for r in rows]
+        means, stds = [r[0] for r in rows], [r[1] for r in rows]
+        if images and all(im.sha256 in self.members for im in images):
+            return means, stds, np.stack([self.members[im.sha256] for im in images], axis=1)
+        return means, stds
+
+
+def split_scores(out) -> tuple[Sequence[float], Sequence[float] | None, np.ndarray | None]:
+    """A scorer's `(means, stds)` or `(means, stds, members)` as (means, stds, K x N float array or None)."""
+    if len(out) == 2:
+        return out[0], out[1], None
+    means, stds, members = out
+    return means, stds, (None if members is None else np.asarray(members, dtype=float))
 
 
 @dataclasses.dataclass
@@ -293,11 +317,35 @@ def pair_information(dm: np.ndarray, var: np.ndarray) -> np.ndarray:
     return np.maximum(info, 0.0)
 
 
-@register_strategy("uncertain")
-def uncertain_pair(ctx: PairContext) -> Candidate | None:
-    """The unjudged pair, among random candidates, whose answer is expected to be most informative."""
+def pair_epig(pa: np.ndarray, pt: np.ndarray) -> np.ndarray:
+    """Expected predictive information gain (bits) of judging each candidate pair, from joint samples.
+
+    `pa`: K x P win probabilities of the candidate pairs under K posterior samples (ensemble members); `pt`:
+    K x M the same for target pairs, drawn from the pairs the model will be asked about. Returns, per candidate,
+    the mutual information between its answer and a target pair's answer, averaged over targets:
+    E_t I(y_c; y_t) (EPIG, Bickford Smith et al. 2023), where the joint of the two binary answers is the
+    members' average of p_k(y_c) p_k(y_t).
+    """
+    k = pa.shape[0]
+    ma, mt = pa.mean(0), pt.mean(0)  # P, M
+    p11 = pa.T @ pt / k  # P x M
+    info = np.zeros(pa.shape[1])
+    for joint, marg_a, marg_t in ((p11, ma[:, None], mt[None, :]),
+                                 (ma[:, None] - p11, ma[:, None], 1 - mt[None, :]),
+                                 (mt[None, :] - p11, 1 - ma[:, None], mt[None, :]),
+                                 (1 - ma[:, None] - mt[None, :] + p11, 1 - ma[:, None], 1 - mt[None, :])):
+        joint = np.clip(joint, 1e-12, 1.0)
+        info += (joint * np.log2(joint / np.clip(marg_a * marg_t, 1e-12, 1.0))).mean(1)
+    return np.maximum(info, 0.0)
+
+
+EPIG_TARGETS = 256  # target pairs (random pairs of the candidates) EPIG averages over
+EPIG_SHORTLIST = 96  # candidate pairs, highest in BALD, that EPIG ranks
+
+
+def _informative_pair(ctx: PairContext, objective: str) -> Candidate | None:
     if ctx.scorer is None:
-        raise UserError("the 'uncertain' strategy needs a scorer (a reward model); pass scorer=... to next_pair")
+        raise UserError(f"the {objective!r} strategy needs a scorer (a reward model); pass scorer=... to next_pair")
     id_range = ctx.id_range()
     if id_range is None:
         return None
@@ -306,27 +354,57 @@ def uncertain_pair(ctx: PairContext) -> Candidate | None:
         return None
     rows = ctx.load_images(ids)
     images = [rows[i] for i in ids]
-    means, stds = ctx.scorer(images)
+    means, stds, members = split_scores(ctx.scorer(images))
     m = np.asarray(means, dtype=float)
     s = np.zeros_like(m) if stds is None else np.asarray(stds, dtype=float)
-    if m.shape != (len(images),) or s.shape != m.shape:
-        raise ValueError(f"scorer returned {m.shape} means and {s.shape} stds for {len(images)} images")
-    var = s[:, None] ** 2 + s[None, :] ** 2
-    dm = m[:, None] - m[None, :]
-    kappa = 1.0 / np.sqrt(1.0 + np.pi * var / 8.0)
-    p = 1.0 / (1.0 + np.exp(-dm * kappa))
+    if m.shape != (len(images),) or s.shape != m.shape or (members is not None and (
+            members.ndim != 2 or members.shape[1] != len(images))):
+        raise ValueError(f"scorer returned {m.shape} means, {s.shape} stds and "
+                         f"{None if members is None else members.shape} members for {len(images)} images")
     iu, ju = np.triu_indices(len(ids), 1)
-    gap = np.abs(p[iu, ju] - 0.5)
-    if np.any(s > 0):
-        info = pair_information(dm[iu, ju], var[iu, ju])
-        order = np.lexsort((gap, -info))  # most informative first; ties: closest to even odds
+    if members is not None and len(members) > 1:
+        pk = 1.0 / (1.0 + np.exp(-np.clip(members[:, iu] - members[:, ju], -60, 60)))  # K x pairs
+        pij = pk.mean(0)
+        info = np.maximum(_entropy_bits(pij) - _entropy_bits(pk).mean(0), 0.0)  # BALD
+        if objective == "epig":
+            # EPIG <= BALD (the answers are independent given the utilities), so only the pairs highest in BALD can
+            # top EPIG. The candidates are a uniform sample of the pool, so their pairs stand for the pairs the
+            # model will be asked about.
+            top = np.argsort(-info, kind="stable")[:EPIG_SHORTLIST]
+            t = ctx.rng.sample(range(len(iu)), min(EPIG_TARGETS, len(iu)))
+            epig = np.zeros_like(info)
+            epig[top] = pair_epig(pk[:, top], pk[:, t]) + 1e-9  # the shortlist ranks above every other pair
+            info = epig
+        order = np.lexsort((np.abs(pij - 0.5), -info))  # most informative first; ties: closest to even odds
     else:
-        order = np.argsort(gap, kind="stable")
+        var = s[:, None] ** 2 + s[None, :] ** 2
+        dm = m[:, None] - m[None, :]
+        kappa = 1.0 / np.sqrt(1.0 + np.pi * var / 8.0)
+        pij = (1.0 / (1.0 + np.exp(-dm * kappa)))[iu, ju]
+        gap = np.abs(pij - 0.5)
+        if np.any(s > 0):
+            info = pair_information(dm[iu, ju], var[iu, ju])
+            order = np.lexsort((gap, -info))
+        else:
+            order = np.argsort(gap, kind="stable")
     for k in order[:50]:
         i, j = int(iu[k]), int(ju[k])
         if ctx.ok(ids[i], ids[j]):
-            return ids[i], ids[j], float(p[i, j])
+            return ids[i], ids[j], float(pij[k])
     return None
+
+
+@register_strategy("uncertain")
+def uncertain_pair(ctx: PairContext) -> Candidate | None:
+    """The unjudged pair, among random candidates, whose answer is expected to tell the most about the answers
+    to other pairs (EPIG with ensemble members; BALD from per-image stds; else the closest to even odds)."""
+    return _informative_pair(ctx, "epig")
+
+
+@register_strategy("bald")
+def bald_pair(ctx: PairContext) -> Candidate | None:
+    """Like `uncertain`, but the pair whose answer tells the most about the utilities themselves (BALD)."""
+    return _informative_pair(ctx, "bald")
 
 
 @register_strategy("repeat")

@@ -129,13 +129,17 @@ class RewardModel(torch.nn.Module):
 
     forward = score
 
-    def score_embeddings(self, emb, prompts_emb=None) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std over members) per embedding, as numpy: what the `uncertain` pair strategy needs."""
+    def member_scores_np(self, emb, prompts_emb=None) -> np.ndarray:
+        """K x N member utilities of precomputed embeddings, as numpy (no gradients)."""
         with torch.no_grad():
             s = self.member_scores(torch.as_tensor(np.asarray(emb), dtype=torch.float32),
                                    None if prompts_emb is None else torch.as_tensor(np.asarray(prompts_emb), dtype=torch.float32))
-        std = s.std(0, unbiased=False) if len(s) > 1 else torch.zeros(s.shape[1])
-        return s.mean(0).cpu().numpy(), std.cpu().numpy()
+        return s.cpu().numpy()
+
+    def score_embeddings(self, emb, prompts_emb=None) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std over members) per embedding, as numpy."""
+        s = self.member_scores_np(emb, prompts_emb)
+        return s.mean(0), (s.std(0) if len(s) > 1 else np.zeros(s.shape[1], dtype=s.dtype))
 
     def predict_pair(self, a, b, prompt: str | None = None) -> tuple[float, float]:
         """(P(a beats b), std of that probability over members) for two images (PIL or 3 x H x W tensors)."""

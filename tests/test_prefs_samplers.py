@@ -11,7 +11,7 @@ from prefs_util import add_images
 
 import prefs
 from prefs.errors import UserError
-from prefs.samplers import STRATEGIES, NoPairError, ScoreCache, ScoreTable, moderated_p, parse_mix
+from prefs.samplers import STRATEGIES, NoPairError, ScoreCache, ScoreTable, moderated_p, pair_epig, parse_mix
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_mix_follows_its_weights(store):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("nonsense", "unknown pair strategy 'nonsense'; valid: balanced, random, repeat, same_prompt, uncertain"),
+    ("nonsense", "unknown pair strategy 'nonsense'; valid: balanced, bald, random, repeat, same_prompt, uncertain"),
     ("random:x", "bad weight 'x'"),
     ("random:0", "must be positive"),
     ({"random": -1}, "must be positive"),
@@ -217,3 +217,65 @@ def test_uncertain_asks_the_disputed_pair_not_the_confident_coin_flip(store):
     # 0 and 1: the ensemble agrees they are equal (a true tie). 2 and 3: its members disagree about the order.
     table = ScoreTable({shas[0]: (0.0, 0.05), shas[1]: (0.0, 0.05), shas[2]: (5.0, 1.5), shas[3]: (6.5, 1.5)})
     assert key(store.next_pair("r", "uncertain", scorer=table)) == {shas[2], shas[3]}
+
+
+def _member_scorer(members_by_sha, with_members=True):
+    def scorer(images):
+        m = np.array([members_by_sha[im.sha256] for im in images], dtype=float).T  # K x N
+        return (m.mean(0).tolist(), m.std(0).tolist(), m) if with_members else (m.mean(0).tolist(), m.std(0).tolist())
+
+    return scorer
+
+
+def test_uncertain_with_members_skips_a_pair_every_member_ranks_alike(store):
+    shas = add_images(store, 4)
+    # Images 0 and 1: each member is unsure where both sit (std ~2.4) but every member puts 1 just above 0.
+    # Images 2 and 3: surer of each image (std ~0.4), yet the members disagree about which is better.
+    table = {shas[0]: [-3.0, 0.0, 3.0], shas[1]: [-2.5, 0.5, 3.5], shas[2]: [10.0, 11.0, 10.5], shas[3]: [11.0, 10.0, 10.5]}
+    pair = store.next_pair("r", "uncertain", scorer=_member_scorer(table))
+    assert key(pair) == {shas[2], shas[3]} and pair.predicted_p == pytest.approx(0.5)
+    # From stds alone (independent errors) the wide pair 0-1 looks the more informative one.
+    assert key(store.next_pair("r", "uncertain", scorer=_member_scorer(table, with_members=False))) == {shas[0], shas[1]}
+
+
+def test_score_cache_keeps_the_members(store):
+    shas = add_images(store, 3)
+    table = {s: [float(k), float(k) + 1.0] for k, s in enumerate(shas)}
+    calls = []
+    inner = _member_scorer(table)
+    cached = ScoreCache(lambda images: calls.append(len(images)) or inner(images))
+    images = [store.next_pair("r", "random", rng=random.Random(0)).a]
+    for _ in range(2):
+        means, stds, members = cached(images)
+        np.testing.assert_allclose(members, np.array([table[images[0].sha256]]).T)
+    assert calls == [1]
+    cached.clear()
+    assert len(cached(images)) == 3 and calls == [1, 1]
+
+
+def test_pair_epig_matches_the_definition():
+    rng = np.random.default_rng(0)
+    pa, pt = rng.uniform(0.01, 0.99, (5, 7)), rng.uniform(0.01, 0.99, (5, 4))
+    want = np.zeros(7)
+    for c in range(7):
+        for t in range(4):
+            for yc in (0, 1):
+                for yt in (0, 1):
+                    qc = pa[:, c] if yc else 1 - pa[:, c]
+                    qt = pt[:, t] if yt else 1 - pt[:, t]
+                    joint = (qc * qt).mean()
+                    want[c] += joint * np.log2(joint / (qc.mean() * qt.mean())) / 4
+    np.testing.assert_allclose(pair_epig(pa, pt), want, atol=1e-9)
+    # An answer every member predicts alike (here: the same p in every member) tells nothing about the others.
+    assert pair_epig(np.full((5, 1), 0.3), pt)[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_uncertain_asks_what_informs_the_other_pairs_and_bald_what_is_disputed(store):
+    shas = add_images(store, 8)
+    # Six typical images on one axis whose direction the members dispute: one answer among them settles all 15
+    # of their pairs. Two outliers far above, whose order members dispute more but which predicts nothing else.
+    c = np.array([1.0, -1.0, 1.0, -1.0])
+    table = {shas[i]: (c * (i + 1)).tolist() for i in range(6)}
+    table[shas[6]], table[shas[7]] = [105.0, 105.0, 95.0, 95.0], [95.0, 95.0, 105.0, 105.0]
+    assert key(store.next_pair("r", "bald", scorer=_member_scorer(table))) == {shas[6], shas[7]}
+    assert key(store.next_pair("r", "uncertain", scorer=_member_scorer(table))) <= set(shas[:6])

@@ -117,7 +117,8 @@ def test_red_embedding_makes_toy_generations_redder(tmp_path):
     pipe = load_pipeline("toy", device="cpu")
     before = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items()}
     prompts = ["a circle", "a star", "a square"]
-    kw = dict(n=2, seed=0, steps=8, out_dir=None, progress=False)
+    # As `rlft generate --aesthetic` runs it: the model's recommended guidance (toy: CFG 3), 4 seeds per prompt.
+    kw = dict(n=4, seed=0, steps=8, out_dir=None, progress=False, guidance=3.0)
     base = generate(pipe, prompts, **{**kw, "out_dir": tmp_path / "base"})
     cond = AestheticConditioner(pipe, torch.as_tensor(emb)[None], steps=5, lr=1e-4, weight=0.9, clip_spec="toy")  # CLI defaults
     tuned = generate(pipe, prompts, conditioner=cond, **{**kw, "out_dir": tmp_path / "tuned"})

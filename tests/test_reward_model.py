@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -96,8 +97,12 @@ def test_uncertain_strategy_uses_the_reward(store):
     scorer = reward.make_scorer(store, "latest")
     pair = store.next_pair("someone-new", "uncertain", scorer=scorer)
     assert pair.strategy == "uncertain" and 0 <= pair.predicted_p <= 1
-    means, stds = scorer([pair.a, pair.b])
+    means, stds, members = scorer([pair.a, pair.b])
     assert len(means) == 2 and all(s >= 0 for s in stds)
+    # The members are the ensemble's own utilities: their mean and spread are the means and stds.
+    assert members.shape == (scorer.scorer.model.members, 2)
+    np.testing.assert_allclose(members.mean(0), means, atol=1e-5)
+    np.testing.assert_allclose(members.std(0), stds, atol=1e-5)
 
 
 def test_prompt_conditioned_and_rao_kupper(store):

@@ -132,7 +132,8 @@ def test_online_scorer_learns_the_oracle_and_refits_only_on_new_votes():
     try:
         images = list(store.images())
         scorer = reward.OnlineScorer(store, rater="sim", refit_every=10)
-        means, stds = scorer(images)
+        means, stds, members = scorer(images)
+        assert members.shape == (5, len(images))  # the ensemble's members go along, for the joint BALD/EPIG
         assert scorer.refits == 1 and scorer.fitted_on == store.count_comparisons(rater="sim", outcomes=["a", "b", "tie"])
         util = np.array([oracles.warm(Image.open(store.image_path(im))) for im in images])
         # Warm images score higher: the ensemble's mean tracks the oracle, and members disagree somewhat.

@@ -148,7 +148,11 @@ def test_unet_on_cached_latents_matches_the_encoder_and_resumes_exactly(tmp_path
     with torch.no_grad():
         ref = vae.encode(data.images[3:4].float() / 127.5 - 1).latent_dist
     assert torch.allclose(mean[3:4], ref.mean, atol=1e-5) and torch.allclose(std[3:4], ref.std, atol=1e-5)
-    assert torch.equal(encode_dataset(None, data, None, tmp_path / "lat.pt")[0], mean)  # read back, not recomputed
+    stamp = (tmp_path / "lat.pt").stat().st_mtime_ns
+    assert torch.equal(encode_dataset(vae, data, None, tmp_path / "lat.pt")[0], mean)  # read back, not recomputed
+    assert (tmp_path / "lat.pt").stat().st_mtime_ns == stamp
+    other = build_vae(tiny_vae_cfg()).eval()  # a VAE retrained in the same folder: the cache is stale
+    assert not torch.equal(encode_dataset(other, data, torch.device("cpu"), tmp_path / "lat.pt", batch=5)[0], mean)
     text = text_model_from_open_clip(open_clip.model.CLIP(**clip_model_cfg(tiny_clip_cfg(), 77)).eval())
 
     def run(out, stop_at):
@@ -173,6 +177,19 @@ def test_presets():
     assert PretrainConfig.from_preset("h200") == PretrainConfig()  # the shipped run's schedule is the default
     with pytest.raises(UserError, match="unknown pretraining preset 'gpu'"):
         PretrainConfig.from_preset("gpu")
+
+
+def test_pretrain_cli_picks_the_cpu_preset_on_a_cpu(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from rlft.cli import main
+
+    seen = []
+    monkeypatch.setattr("rlft.toy.pretrain.pretrain", lambda out, cfg, device=None, deadline=None: seen.append((cfg.preset, device)) or Path(out))
+    for args in (["--device", "cpu"], ["--device", "cuda:1"], ["--device", "cpu", "--preset", "h200"]):
+        r = CliRunner().invoke(main, ["toy", "pretrain", "--out", str(tmp_path), *args], prog_name="rlft")
+        assert r.exit_code == 0, r.output
+    assert seen == [("cpu", "cpu"), ("h200", "cuda:1"), ("h200", "cpu")]
 
 
 # ---------------------------------------------------------------------------------------------------------

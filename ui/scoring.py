@@ -89,7 +89,7 @@ class Scores:
         vid, scorer = self.reward_scorer()
         if scorer is not None and images:
             try:
-                means, _ = scorer(list(images))
+                means = scorer(list(images))[0]
                 return {im.sha256: float(m) for im, m in zip(images, means)}, f"reward {vid}"
             except Exception:
                 log.exception("reward scoring failed; ranking by Bradley-Terry")

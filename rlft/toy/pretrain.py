@@ -14,6 +14,7 @@ force that), or the UNet cannot follow words its text encoder cannot tell apart.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -581,20 +582,34 @@ def noise_scheduler():
 
 
 @torch.no_grad()
+def vae_fingerprint(vae) -> str:
+    """sha256 of the VAE encoder's weights (and the data size): what a latent cache was made from."""
+    h = hashlib.sha256()
+    for name, t in sorted(vae.state_dict().items()):
+        if name.startswith(("encoder.", "quant_conv.")):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def encode_dataset(vae, data: WorldData, device, path: Path, batch: int = 256):
-    """(mean, std) of the VAE posterior of every training image, computed once and kept at `path`."""
+    """(mean, std) of the VAE posterior of every training image, computed once and kept at `path`.
+
+    The cache names the encoder weights it came from: a VAE retrained in the same folder re-encodes."""
+    key = f"{vae_fingerprint(vae)}:{len(data.images)}"
     if path.exists():
-        mean, std = torch.load(path, map_location="cpu")
-        if mean.shape[0] == len(data.images):
-            return mean, std
+        cached = torch.load(path, map_location="cpu")
+        if isinstance(cached, dict) and cached.get("key") == key:
+            return cached["mean"], cached["std"]
     means, stds = [], []
-    for i in tqdm(range(0, len(data.images), batch), desc="encoding latents", mininterval=5):
-        dist = vae.encode((data.images[i : i + batch].float() / 127.5 - 1.0).to(device)).latent_dist
-        means.append(dist.mean.cpu())
-        stds.append(dist.std.cpu())
+    with torch.no_grad():
+        for i in tqdm(range(0, len(data.images), batch), desc="encoding latents", mininterval=5):
+            dist = vae.encode((data.images[i : i + batch].float() / 127.5 - 1.0).to(device)).latent_dist
+            means.append(dist.mean.cpu())
+            stds.append(dist.std.cpu())
     mean, std = torch.cat(means), torch.cat(stds)
     with atomic_path(path) as tmp:
-        torch.save((mean, std), tmp)
+        torch.save({"key": key, "mean": mean, "std": std}, tmp)
     return mean, std
 
 
@@ -676,9 +691,15 @@ def ddim_scheduler():
     )
 
 
+RECOMMENDED_SAMPLING = {"guidance": 3.0, "steps": 20}  # measured best for these models (CFG 2 and 5 were worse)
+
+
 def assemble(unet, vae, text_encoder, dest: Path, dtype=torch.float16) -> Path:
-    """Save a diffusers StableDiffusionPipeline folder (no safety checker) with fp16 safetensors weights."""
+    """Save a diffusers StableDiffusionPipeline folder (no safety checker) with fp16 safetensors weights, and
+    rlft's recommended sampling settings beside it."""
     from diffusers import StableDiffusionPipeline
+
+    from rlft.models.pipeline import RECOMMENDED_FILE
 
     # A plain CLIPTokenizer, so the folder loads in plain diffusers with no rlft installed.
     tokenizer = training_tokenizer()
@@ -688,6 +709,11 @@ def assemble(unet, vae, text_encoder, dest: Path, dtype=torch.float16) -> Path:
     )
     pipe.to(dtype=dtype)
     pipe.save_pretrained(dest, safe_serialization=True)
+    for config in Path(dest).glob("*/config.json"):  # components loaded from a checkpoint folder name it: drop it
+        data = json.loads(config.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            write_json(config, data)
+    write_json(Path(dest) / RECOMMENDED_FILE, RECOMMENDED_SAMPLING)
     return dest
 
 
@@ -708,7 +734,7 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
     # With a wall-clock deadline (lent machines only), each stage must end by its share of it.
     stage_deadline = {k: None if deadline is None else t0 + f * (deadline - t0) for k, f in (("clip", 0.3), ("clip_vision", 0.4), ("vae", 0.55), ("unet", 1.0))}
     data = WorldData(cfg.dataset_size, cfg.seed)
-    timings["data_s"] = round(time.time() - t0, 1)
+    timings.setdefault("data_s", round(time.time() - t0, 1))  # a resumed run's reload is not the run's cost
     timings["preset"] = cfg.preset
 
     def timed(name, fn):
