@@ -10,7 +10,7 @@ scorer, and helpers that already respect the rules every strategy must keep:
 - never a pair this rater already judged (undone judgements don't count), except `repeat`, which exists to
   show a judged pair again and measure self-consistency.
 
-Built in: `random`, `same_prompt`, `balanced`, `uncertain` (needs a scorer) and `repeat`.
+Built in: `random`, `same_prompt`, `balanced`, `uncertain` and `bald` (both need a scorer), and `repeat`.
 
 ## The scorer protocol (for `uncertain`)
 
@@ -343,9 +343,9 @@ EPIG_TARGETS = 256  # target pairs (random pairs of the candidates) EPIG average
 EPIG_SHORTLIST = 96  # candidate pairs, highest in BALD, that EPIG ranks
 
 
-def _informative_pair(ctx: PairContext, objective: str) -> Candidate | None:
+def _informative_pair(ctx: PairContext, objective: str, strategy: str) -> Candidate | None:
     if ctx.scorer is None:
-        raise UserError(f"the {objective!r} strategy needs a scorer (a reward model); pass scorer=... to next_pair")
+        raise UserError(f"the {strategy!r} strategy needs a scorer (a reward model); pass scorer=... to next_pair")
     id_range = ctx.id_range()
     if id_range is None:
         return None
@@ -398,13 +398,13 @@ def _informative_pair(ctx: PairContext, objective: str) -> Candidate | None:
 def uncertain_pair(ctx: PairContext) -> Candidate | None:
     """The unjudged pair, among random candidates, whose answer is expected to tell the most about the answers
     to other pairs (EPIG with ensemble members; BALD from per-image stds; else the closest to even odds)."""
-    return _informative_pair(ctx, "epig")
+    return _informative_pair(ctx, "epig", "uncertain")
 
 
 @register_strategy("bald")
 def bald_pair(ctx: PairContext) -> Candidate | None:
     """Like `uncertain`, but the pair whose answer tells the most about the utilities themselves (BALD)."""
-    return _informative_pair(ctx, "bald")
+    return _informative_pair(ctx, "bald", "bald")
 
 
 @register_strategy("repeat")

@@ -114,8 +114,10 @@ def test_uncertain_uses_ensemble_disagreement(store):
 
 def test_uncertain_needs_a_scorer_and_checks_its_output(store):
     add_images(store, 3)
-    with pytest.raises(UserError, match="needs a scorer"):
+    with pytest.raises(UserError, match="the 'uncertain' strategy needs a scorer"):
         store.next_pair("r", "uncertain")
+    with pytest.raises(UserError, match="the 'bald' strategy needs a scorer"):
+        store.next_pair("r", "bald")
     with pytest.raises(ValueError, match="scorer returned"):
         store.next_pair("r", "uncertain", scorer=lambda images: ([0.0], None))
 
