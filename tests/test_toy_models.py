@@ -172,9 +172,9 @@ def test_presets():
     cpu = PretrainConfig.from_preset("cpu", seed=5)
     assert cpu.seed == 5 and cpu.preset == "cpu" and cpu.vae.crop == 32 and cpu.unet.cache_latents
     h200 = PretrainConfig()
-    assert (cpu.clip, cpu.vision) == (h200.clip, h200.vision)  # the CLIP recipe is the shipped one
+    assert (cpu.clip, cpu.vision) == (h200.clip, h200.vision)  # the CLIP recipe is the first weights' one
     assert cpu.unet.stop_at == h200.unet.stop_at and cpu.unet.steps == h200.unet.steps
-    assert PretrainConfig.from_preset("h200") == PretrainConfig()  # the shipped run's schedule is the default
+    assert PretrainConfig.from_preset("h200") == PretrainConfig()  # the first weights' schedule is the config default
     with pytest.raises(UserError, match="unknown pretraining preset 'gpu'"):
         PretrainConfig.from_preset("gpu")
 

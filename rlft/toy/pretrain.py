@@ -48,7 +48,7 @@ class ClipConfig:
     steps: int = 4000
     batch_size: int = 512
     hard_negatives: int = 2  # extra captions per image, each with one attribute changed (position first)
-    stop_at: int | None = 434  # end here on the schedule planned for `steps`: where the shipped run stopped
+    stop_at: int | None = 434  # end here on the schedule planned for `steps`: where the first (H200) run stopped; the shipped run too
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup: int = 200
@@ -62,7 +62,7 @@ class VisionConfig:
     side gets more steps, sharpening zero-shot shape recognition (the reward model's backbone).
     """
 
-    steps: int = 600  # the shipped CLIP ran all 600 (on the 2-core CPU: 1,022 s)
+    steps: int = 600  # both runs ran all 600 (on the 2-core CPU: 961 s for the shipped weights)
     batch_size: int = 256
     hard_negatives: int = 2
     lr: float = 3e-4
@@ -79,7 +79,7 @@ class VaeConfig:
     steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
-    stop_at: int | None = 1565  # as above: the shipped VAE's last step
+    stop_at: int | None = 1565  # as above: the first VAE's last step (the cpu preset runs its full 1,000 on crops)
     kl_weight: float = 1e-6
     foreground_weight: float = 5.0  # the shape is a small share of pixels but all of what matters
     crop: int | None = None  # train on random crops of this side (the VAE is convolutional): 4x cheaper at 32
@@ -99,7 +99,7 @@ class UnetConfig:
     caption_dropout: float = 0.1  # empty caption 10% of the time, so classifier-free guidance works
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster, steadier convergence
     ema_decay: float = 0.999
-    stop_at: int | None = 1566  # as above: the shipped UNet's last step
+    stop_at: int | None = 1566  # as above: the last step of both UNets
     cache_latents: bool = False  # encode the training set once (posterior mean and std) instead of every step
 
 
@@ -127,7 +127,8 @@ class PretrainConfig:
 
 
 def _cpu_preset() -> dict:
-    """The shipped recipe made to fit the 2-core CPU's 3 hours (about 2.6 h there on a quiet machine).
+    """The schedule of the shipped weights: the first (H200) recipe made to fit the 2-core CPU's 3 hours
+    (measured there: 2.59 h, `rlft/assets/toy/timings.json`).
 
     The CLIP stages are the h200 run's (stage 1 cut at step 434 of a 4,000-step schedule, learning rate
     still near its peak: a full cosine schedule over 450 steps ended at loss 2.04 instead of 1.73 and
@@ -142,8 +143,9 @@ def _cpu_preset() -> dict:
     return {"vae": VaeConfig(steps=1000, crop=32, stop_at=None), "unet": UnetConfig(cache_latents=True)}
 
 
-# `h200`: the schedule of the shipped weights (stage 1 to 3 on a lent H200, stage 1b on the 2-core CPU);
-# `cpu`: the schedule that fits the 2-core CPU's 3-hour budget.
+# `cpu`: the schedule of the shipped weights, which fits the 2-core CPU's 3-hour budget (the CLI's default on
+# a CPU); `h200`: the schedule of the first weights (stages 1 to 3 on a lent H200, stage 1b on the 2-core
+# CPU), PretrainConfig()'s defaults and the CLI's default on a GPU.
 PRESETS = {"h200": dict, "cpu": _cpu_preset}
 
 
