@@ -138,8 +138,7 @@ class RewardModel(torch.nn.Module):
 
     def score_embeddings(self, emb, prompts_emb=None) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std over members) per embedding, as numpy."""
-        s = self.member_scores_np(emb, prompts_emb)
-        return s.mean(0), (s.std(0) if len(s) > 1 else np.zeros(s.shape[1], dtype=s.dtype))
+        return member_mean_std(self.member_scores_np(emb, prompts_emb))
 
     def predict_pair(self, a, b, prompt: str | None = None) -> tuple[float, float]:
         """(P(a beats b), std of that probability over members) for two images (PIL or 3 x H x W tensors)."""
@@ -158,6 +157,11 @@ class RewardModel(torch.nn.Module):
 
 
 # -- persistence --------------------------------------------------------------------------------------------
+
+
+def member_mean_std(members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) over the members (axis 0) of K x N utilities; a single member has std 0."""
+    return members.mean(0), (members.std(0) if len(members) > 1 else np.zeros(members.shape[1], dtype=members.dtype))
 
 
 def save_weights(path: str | os.PathLike, heads, log_theta=None) -> None:

@@ -5,7 +5,8 @@
 
 Each image is scored once (embeddings come from the on-disk cache, utilities are memoised per sha256): the
 mean over ensemble members is the utility, their standard deviation the uncertainty, both on the
-Bradley-Terry logit scale as `prefs.samplers` expects, and each member's utilities go along (joint samples). Call `scorer.clear()` after loading a new version.
+Bradley-Terry logit scale as `prefs.samplers` expects, and each member's utilities go along (joint samples).
+Call `scorer.clear()` after loading a new version.
 
 `OnlineScorer` is the active-learning loop without saving versions: it refits a small ensemble in memory on
 the store's standing judgements every `refit_every` votes (what `rlft simulate --scorer online` uses):
@@ -17,8 +18,6 @@ the store's standing judgements every `refit_every` votes (what `rlft simulate -
 from __future__ import annotations
 
 import dataclasses
-
-import numpy as np
 
 from reward.embeddings import EmbeddingCache
 
@@ -35,9 +34,11 @@ class RewardScorer:
     def __call__(self, images):
         emb = self.cache.embed_store_images(self.store, images, progress=False)
         text = self.cache.embed_texts([im.prompt or "" for im in images]) if self.model.prompt_conditioned else None
+        from reward.model import member_mean_std
+
         members = self.model.member_scores_np(emb, text)
-        std = members.std(0) if len(members) > 1 else np.zeros(members.shape[1])
-        return members.mean(0).tolist(), std.tolist(), members
+        mean, std = member_mean_std(members)
+        return mean.tolist(), std.tolist(), members
 
 
 def make_scorer(store, reward="latest", cache: EmbeddingCache | None = None):

@@ -24,22 +24,20 @@ def toy() -> None:
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--preset", default=None, type=click.Choice(["h200", "cpu"]),
-              help="Step schedule: h200 = the shipped weights' run; cpu = sized for a 2-core CPU in under 3 hours "
-                   "(default: cpu when the device is the CPU, else h200).")
+              help="Step schedule: cpu = the shipped weights' run, under 3 hours on a 2-core CPU; h200 = the first "
+                   "weights' run on a lent H200 (default: cpu when the device is the CPU, else h200).")
 @click.option("--scale", default=1.0, show_default=True, type=float, help="Multiply every step count (0.01 for a smoke run).")
 @click.option("--deadline-min", default=None, type=float, help="Stop UNet training after this many minutes of wall time (for lent machines).")
 @click.option("--install", is_flag=True, help="Copy the result into the package (what load_pipeline('toy') loads).")
 def pretrain(out: str, device: str | None, seed: int, preset: str | None, scale: float, deadline_min: float | None, install: bool) -> None:
     """Train CLIP, VAE and UNet from seed, with checkpoints that resume across interruptions."""
-    from rlft.toy.pretrain import PretrainConfig
+    from rlft.toy.pretrain import PretrainConfig, pretrain_device
     from rlft.toy.pretrain import pretrain as run
 
     if scale <= 0:
         raise UserError("--scale must be positive")
     if preset is None:
-        from rlft.models.device import default_device
-
-        preset = "cpu" if (device or default_device()).split(":")[0] == "cpu" else "h200"
+        preset = "cpu" if pretrain_device(device).type == "cpu" else "h200"
     cfg = PretrainConfig.from_preset(preset, seed=seed, scale=scale)
     deadline = time.time() + 60 * deadline_min if deadline_min else None
     folder = run(out, cfg, device=device, deadline=deadline)

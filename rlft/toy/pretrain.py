@@ -583,9 +583,8 @@ def noise_scheduler():
     return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, clip_sample=False, prediction_type="epsilon")
 
 
-@torch.no_grad()
 def vae_fingerprint(vae) -> str:
-    """sha256 of the VAE encoder's weights (and the data size): what a latent cache was made from."""
+    """sha256 of the VAE encoder's weights: what a latent cache was made from."""
     h = hashlib.sha256()
     for name, t in sorted(vae.state_dict().items()):
         if name.startswith(("encoder.", "quant_conv.")):
@@ -594,6 +593,7 @@ def vae_fingerprint(vae) -> str:
     return h.hexdigest()
 
 
+@torch.no_grad()
 def encode_dataset(vae, data: WorldData, device, path: Path, batch: int = 256):
     """(mean, std) of the VAE posterior of every training image, computed once and kept at `path`.
 
@@ -604,11 +604,10 @@ def encode_dataset(vae, data: WorldData, device, path: Path, batch: int = 256):
         if isinstance(cached, dict) and cached.get("key") == key:
             return cached["mean"], cached["std"]
     means, stds = [], []
-    with torch.no_grad():
-        for i in tqdm(range(0, len(data.images), batch), desc="encoding latents", mininterval=5):
-            dist = vae.encode((data.images[i : i + batch].float() / 127.5 - 1.0).to(device)).latent_dist
-            means.append(dist.mean.cpu())
-            stds.append(dist.std.cpu())
+    for i in tqdm(range(0, len(data.images), batch), desc="encoding latents", mininterval=5):
+        dist = vae.encode((data.images[i : i + batch].float() / 127.5 - 1.0).to(device)).latent_dist
+        means.append(dist.mean.cpu())
+        stds.append(dist.std.cpu())
     mean, std = torch.cat(means), torch.cat(stds)
     with atomic_path(path) as tmp:
         torch.save({"key": key, "mean": mean, "std": std}, tmp)
@@ -693,7 +692,7 @@ def ddim_scheduler():
     )
 
 
-RECOMMENDED_SAMPLING = {"guidance": 3.0, "steps": 20}  # measured best for these models (CFG 2 and 5 were worse)
+RECOMMENDED_SAMPLING = {"guidance": 3.0, "steps": 20}  # measured best on the first toy weights (CFG 2 and 5 were worse)
 
 
 def assemble(unet, vae, text_encoder, dest: Path, dtype=torch.float16) -> Path:
@@ -719,6 +718,11 @@ def assemble(unet, vae, text_encoder, dest: Path, dtype=torch.float16) -> Path:
     return dest
 
 
+def pretrain_device(device: str | None = None) -> torch.device:
+    """The device `pretrain` runs on: the one named, else CUDA when present, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: str | None = None, stages=("clip", "vae", "unet", "assemble"), deadline: float | None = None) -> Path:
     """Run (or resume) every stage into `out`; return the folder holding `clip/` and `pipeline/`."""
     from rlft.toy.convert import text_model_from_open_clip
@@ -726,7 +730,7 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
     cfg = cfg or PretrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pretrain_device(device)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
