@@ -73,18 +73,10 @@ def make_pool(n: int, steps: int) -> Path:
 
 
 def calibrate_noise(u: np.ndarray, rng) -> float:
-    """T such that E[max(p, 1-p)] = 0.90 over random pairs with distinct utilities."""
-    i, j = rng.integers(0, len(u), 20000), rng.integers(0, len(u), 20000)
-    d = np.abs(u[i] - u[j])
-    d = d[d > 1e-9]
-    lo, hi = 1e-3, 100.0
-    for _ in range(60):
-        t = math.sqrt(lo * hi)
-        if sigmoid(d / t).mean() > TARGET_CONSISTENCY:
-            lo = t
-        else:
-            hi = t
-    return math.sqrt(lo * hi)
+    """T such that E[max(p, 1-p)] = 0.90 over random pairs with distinct utilities (what `rlft simulate --consistency` uses)."""
+    from rlft.simulated_rater import calibrate_noise as calibrate
+
+    return calibrate(u, TARGET_CONSISTENCY, rng)
 
 
 def expected_accuracy(pred_diff: np.ndarray, true_p: np.ndarray) -> float:

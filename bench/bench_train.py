@@ -4,7 +4,8 @@
     python bench/bench_train.py speed                               # log-prob sampling vs plain diffusers
 
 Quality, per oracle x algorithm, in a fresh home under $RLFT_BENCH_WORK (default /tmp/rlft-bench): generate a pool from the toy model on
-training prompts that leave the oracle's attribute unspecified -> `rlft simulate --oracle X --n 300` ->
+training prompts that leave the oracle's attribute unspecified -> `rlft simulate --oracle X --n 300 --consistency 0.9`
+(a rater 90% consistent with the oracle, its noise calibrated on the pool as in bench_reward) ->
 `rlft reward train --clip toy` -> `rlft train --reward latest --model toy --algo A` (timed; target < 20 min)
 -> base vs tuned images on held-out prompts (same open attribute) x seeds with the same initial noise ->
 oracle win rate (ties half), plus the toy checker's prompt adherence (full captions) of both models, and
@@ -28,7 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "train.json"
-OPEN = {"warm": {"color"}, "big": {"size"}, "centered": {"position"}, "dark": {"color", "background"}}
+# What each built-in oracle judges, left out of the prompts (the steering should fill those in).
+OPEN = {"warm": {"color"}, "cool": {"color"}, "big": {"size"}, "small": {"size"}, "centered": {"position"},
+        "dark": {"color", "background"}, "bright": {"color", "background"}}
 
 
 def prompts_for(oracle: str, heldout: bool, n: int) -> list[str]:
@@ -57,12 +60,16 @@ def merge_result(key: str, value) -> None:
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def rlft(home: Path, *args, log=None) -> float:
+def rlft(home: Path, *args, log=None, capture: dict | None = None) -> float:
+    """Run `rlft ARGS` in `home`; returns seconds. With `capture`, stdout goes to capture["stdout"] instead of `log`."""
     env = {**os.environ, "RLFT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     t = time.perf_counter()
     cmd = [str(ROOT / ".venv" / "bin" / "rlft"), *map(str, args)]
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, env=env, check=True, stdout=log, stderr=log)
+    res = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE if capture is not None else log, stderr=log,
+                         text=True)
+    if capture is not None:
+        capture["stdout"] = res.stdout
     return time.perf_counter() - t
 
 
@@ -130,7 +137,13 @@ def quality(args) -> None:
         shutil.rmtree(home / "runs", ignore_errors=True)
     timings["generate_s"] = None if not setup else rlft(home, "generate", "--model", "toy", "--prompts", home / "train.txt", "-n", args.pool_per_prompt,
                                  "--seed", 0, "--steps", 20, "--guidance", 3.0, "--batch-size", 16, log=log)
-    timings["simulate_s"] = None if not setup else rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, "--noise", args.noise, log=log)
+    rater = ["--noise", args.noise] if args.noise is not None else ["--consistency", args.consistency]
+    sim: dict = {}
+    timings["simulate_s"] = None if not setup else rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, *rater,
+                                                        "--json", log=log, capture=sim)
+    if setup:
+        (home / "simulate.json").write_text(sim["stdout"])
+    simulated = json.loads((home / "simulate.json").read_text()) if (home / "simulate.json").is_file() else {}
     timings["reward_s"] = None if not setup else rlft(home, "reward", "train", "--clip", "toy", log=log)
     train_args = ["train", "--reward", "latest", "--model", "toy", "--algo", args.algo, "--prompts", home / "train.txt", "-q"]
     if args.epochs:
@@ -161,7 +174,9 @@ def quality(args) -> None:
     adherence_tuned, _ = evaluate.generation_adherence(pipe, zs, n=args.adherence_n)
     result = {
         "win_rate": round(win_rate(oracle, base, tuned, prompts), 4),
-        "n_pairs": len(prompts), "test_prompts": len(test_prompts), "seeds": args.seeds, "noise": args.noise,
+        "n_pairs": len(prompts), "test_prompts": len(test_prompts), "seeds": args.seeds,
+        "rater": {"consistency_target": None if args.noise is not None else args.consistency, "noise": simulated.get("noise", args.noise),
+                  "agreement_with_oracle": simulated.get("agreement")},
         "oracle_mean_base": round(float(np.mean([oracle(i, p) for i, p in zip(base, prompts)])), 4),
         "oracle_mean_tuned": round(float(np.mean([oracle(i, p) for i, p in zip(tuned, prompts)])), 4),
         "adherence_base": {k: round(v, 4) for k, v in adherence_base.items()},
@@ -179,7 +194,7 @@ def quality(args) -> None:
         "threads": args.threads,
     }
     if args.trial:  # a tuning trial: appended to the "trials" list, the headline result stays as it is
-        add_trial({"name": args.trial, "oracle": args.oracle, "algo": args.algo, "train_args": args.train_args, "noise": args.noise,
+        add_trial({"name": args.trial, "oracle": args.oracle, "algo": args.algo, "train_args": args.train_args, "rater": result["rater"],
                    **{k: result[k] for k in ("win_rate", "adherence_mean_drop_points", "oracle_mean_base", "oracle_mean_tuned",
                                              "adherence_tuned", "grid_win_rate_by_epoch", "reward_by_epoch",
                                              "heldout_reward_by_epoch", "epochs", "timings_s", "n_pairs", "config")},
@@ -277,7 +292,10 @@ def main() -> None:
     ap.add_argument("--algo", default="ddpo", choices=["ddpo", "rwr", "dpo"])
     ap.add_argument("--epochs", type=int, default=None, help="override the toy default")
     ap.add_argument("--judgements", type=int, default=300)
-    ap.add_argument("--noise", type=float, default=1.0, help="simulated rater's Bradley-Terry temperature T")
+    ap.add_argument("--consistency", type=float, default=0.9,
+                    help="the simulated rater agrees with the noiseless oracle on this share of random pool pairs "
+                         "(its noise T calibrated per oracle, as in bench_reward)")
+    ap.add_argument("--noise", type=float, default=None, help="a fixed Bradley-Terry temperature T instead of --consistency")
     ap.add_argument("--train-prompts", type=int, default=24)
     ap.add_argument("--pool-per-prompt", type=int, default=5)
     ap.add_argument("--test-prompts", type=int, default=16)

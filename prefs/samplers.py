@@ -304,7 +304,7 @@ _GH_W = _GH_W / _GH_W.sum()
 
 
 def _entropy_bits(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)  # float32 would round 1 - 1e-12 up to 1: 0 * log 0
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
@@ -363,6 +363,7 @@ def _informative_pair(ctx: PairContext, objective: str, strategy: str) -> Candid
                          f"{None if members is None else members.shape} members for {len(images)} images")
     iu, ju = np.triu_indices(len(ids), 1)
     if members is not None and len(members) > 1:
+        members = np.asarray(members, dtype=np.float64)  # float32 probabilities saturate to exactly 0 and 1
         pk = 1.0 / (1.0 + np.exp(-np.clip(members[:, iu] - members[:, ju], -60, 60)))  # K x pairs
         pij = pk.mean(0)
         info = np.maximum(_entropy_bits(pij) - _entropy_bits(pk).mean(0), 0.0)  # BALD

@@ -5,6 +5,11 @@ so tests and benchmarks exercise the whole loop without a person. With the `unce
 from a reward ensemble refitted in memory every REFRESH_EVERY votes (`scorer="online"`, active learning), from
 the Bradley-Terry item scores (`"bt"`), or from a saved reward version (`"latest"`, `"r0003"`, a path). P(a wins) = sigmoid((u_a - u_b) / T);
 with probability `tie_prob` the answer is a tie instead; T = 0 means a noiseless rater (equal utilities tie).
+
+T is either given (`noise`) or calibrated (`consistency`): the T at which the rater agrees with the noiseless
+oracle on a share `consistency` of random pool pairs with distinct utilities (`calibrate_noise`). A fixed T
+means very different raters for different oracles (a T that makes `big` 90% consistent makes `dark`, whose
+utilities span a smaller range, little better than a coin), so benchmarks compare oracles at equal consistency.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import math
 import random
 import uuid
 from collections import Counter
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from prefs.errors import UserError
 from prefs.samplers import NoPairError, parse_mix
@@ -31,6 +38,7 @@ class SimulationConfig:
 
     n: int  # pairs to judge
     noise: float = 1.0  # Bradley-Terry temperature T; 0 = always prefer the higher utility
+    consistency: float | None = None  # when set, T is calibrated on the pool to this agreement with the oracle
     tie_prob: float = 0.0  # chance of answering "tie" regardless of the images
     rater: str = "sim"  # rater name recorded with each vote
     strategy: str | None = None  # pair strategy or mix (default: the store's default)
@@ -43,10 +51,48 @@ class SimulationConfig:
             raise UserError(f"--n must be >= 0, got {self.n}")
         if not (self.noise >= 0 and math.isfinite(self.noise)):
             raise UserError(f"--noise must be a finite number >= 0, got {self.noise}")
+        if self.consistency is not None and not 0.5 < self.consistency < 1:
+            raise UserError(f"--consistency must be strictly between 0.5 and 1, got {self.consistency}")
         if not 0 <= self.tie_prob <= 1:
             raise UserError(f"--tie-prob must be in [0, 1], got {self.tie_prob}")
         if not self.scorer:
             raise UserError("--scorer must be online, bt, or a reward version (latest, r0003, a path)")
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.clip(z, -50, 50)))
+
+
+def calibrate_noise(utilities: Sequence[float], consistency: float = 0.9, rng: np.random.Generator | None = None,
+                    pairs: int = 20_000) -> float:
+    """The Bradley-Terry temperature T at which E[sigmoid(|u_a - u_b| / T)] = `consistency` over random pairs
+    (a, b) of `utilities` with distinct utilities: the share of those pairs a T-noisy rater answers as the
+    noiseless oracle does. `pairs` random pairs are drawn with `rng` (seeded default). Raises UserError when
+    every utility is the same (no T can make a rater consistent with an oracle that never prefers)."""
+    u = np.asarray(utilities, dtype=float)
+    if len(u) < 2:
+        raise UserError(f"cannot calibrate the noise on {len(u)} pool image(s): add at least two")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    i, j = rng.integers(0, len(u), pairs), rng.integers(0, len(u), pairs)
+    d = np.abs(u[i] - u[j])
+    d = d[d > 1e-9]
+    if len(d) == 0:
+        raise UserError(f"cannot calibrate the noise: the oracle gives all {len(u)} pool images the same utility")
+    lo, hi = 1e-6 * d.max(), 1e3 * d.max()
+    for _ in range(100):  # bisection on a log scale; consistency falls monotonically in T
+        t = math.sqrt(lo * hi)
+        if _sigmoid(d / t).mean() > consistency:
+            lo = t
+        else:
+            hi = t
+    return math.sqrt(lo * hi)
+
+
+def _vote_id(rng: random.Random) -> str:
+    """A fresh vote id. The draw from `rng` is kept so the seeded pairs and noise stay as they were; the id itself
+    is random, as ids seeded alike would clash between raters, and between reruns, judging other pairs."""
+    rng.getrandbits(128)
+    return f"sim-{uuid.uuid4().hex}"
 
 
 def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: SimulationConfig, progress: bool = False) -> dict:
@@ -70,11 +116,14 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
                 utilities[image.sha256] = float(oracle(im.convert("RGB"), image.prompt))
         return utilities[image.sha256]
 
+    noise = config.noise
+    if config.consistency is not None:
+        pool = [im for im in store.images() if im.broken_at is None]
+        noise = calibrate_noise([utility(im) for im in tqdm(pool, desc="calibrate", unit="img", disable=not progress)],
+                                config.consistency, np.random.default_rng(config.seed))
     outcomes: Counter = Counter()
     agree = decisive = 0
     stopped = None
-    from tqdm import tqdm
-
     for k in tqdm(range(config.n), desc="simulate", unit="pair", disable=not progress):
         if online is not None and online.model is not None:
             scorer = online  # fitted: the Bradley-Terry fallback is no longer read, so stop refitting it
@@ -92,13 +141,13 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
         ua, ub = utility(pair.a), utility(pair.b)
         if rng.random() < config.tie_prob:
             outcome = "tie"
-        elif config.noise == 0:
+        elif noise == 0:
             outcome = "a" if ua > ub else "b" if ub > ua else "tie"
         else:
-            z = max(min((ua - ub) / config.noise, 50.0), -50.0)
+            z = max(min((ua - ub) / noise, 50.0), -50.0)
             outcome = "a" if rng.random() < 1 / (1 + math.exp(-z)) else "b"
         store.record_comparison(pair.a, pair.b, outcome, rater=config.rater, shown_left="a",
-                                client_vote_id=f"sim-{uuid.UUID(int=rng.getrandbits(128)).hex}",
+                                client_vote_id=_vote_id(rng),
                                 strategy=pair.strategy, predicted_p=pair.predicted_p)
         outcomes[outcome] += 1
         if outcome in ("a", "b") and ua != ub:
@@ -109,5 +158,6 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
         "refits": online.refits if online is not None else 0,
         "by_outcome": dict(outcomes),
         "agreement": agree / decisive if decisive else None,
+        "noise": noise,
         "stopped": stopped,
     }

@@ -281,3 +281,21 @@ def test_uncertain_asks_what_informs_the_other_pairs_and_bald_what_is_disputed(s
     table[shas[6]], table[shas[7]] = [105.0, 105.0, 95.0, 95.0], [95.0, 95.0, 105.0, 105.0]
     assert key(store.next_pair("r", "bald", scorer=_member_scorer(table))) == {shas[6], shas[7]}
     assert key(store.next_pair("r", "uncertain", scorer=_member_scorer(table))) <= set(shas[:6])
+
+
+def test_float32_members_give_finite_information_and_the_same_pair(store):
+    from prefs.samplers import _entropy_bits
+
+    # A float32 probability of exactly 1 (a pair ranked 20 logits apart) has zero entropy, not 0 * log 0 = nan.
+    assert np.all(np.isfinite(_entropy_bits(np.array([1.0, 0.5, 0.0], dtype=np.float32))))
+    shas = add_images(store, 5)
+    table = {shas[0]: [0.0, 0.0, 0.0], shas[1]: [30.0, 30.0, 30.0], shas[2]: [-30.0, -30.0, -30.0],
+             shas[3]: [1.0, -1.0, 0.5], shas[4]: [-1.0, 1.0, -0.5]}
+
+    def scorer32(images):
+        m = np.array([table[im.sha256] for im in images], dtype=np.float32).T
+        return m.mean(0).tolist(), m.std(0).tolist(), m
+
+    with np.errstate(all="raise"):  # no nan or divide-by-zero on the way
+        p32 = store.next_pair("r", "bald", scorer=scorer32)
+    assert key(p32) == key(store.next_pair("r", "bald", scorer=_member_scorer(table))) == {shas[3], shas[4]}

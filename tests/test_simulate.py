@@ -93,12 +93,52 @@ def test_simulation_stops_when_pairs_run_out():
     (["--oracle", "warm", "--n", "1", "--noise", "-1"], "--noise must be a finite number"),
     (["--oracle", "warm", "--n", "1", "--tie-prob", "2"], "--tie-prob must be in [0, 1]"),
     (["--oracle", "warm", "--n", "1", "--strategy", "best"], "unknown pair strategy 'best'"),
+    (["--oracle", "warm", "--n", "1", "--consistency", "1.2"], "--consistency must be strictly between 0.5 and 1"),
+    (["--oracle", "warm", "--n", "1", "--consistency", "0.9", "--noise", "1"], "give --noise or --consistency, not both"),
+    (["--oracle", "tests_oracle_helper:constant", "--n", "1", "--consistency", "0.9"], "the oracle gives all 4 pool images the same utility"),
 ])
 def test_bad_simulate_arguments_exit_2(args, message):
+    with prefs.open_store() as store:
+        add_toy_images(store, 4)
     result = sim(*args)
     assert result.exit_code == 2 and message in result.stderr
     with prefs.open_store() as store:
         assert store.stats()["judgements"] == 0
+
+
+def test_calibrate_noise_hits_the_requested_consistency():
+    import numpy as np
+
+    from rlft.simulated_rater import calibrate_noise
+
+    u = np.array([0.0, 0.0, 1.0, 3.0])
+    # Distinct-utility pairs: gaps 1 (x2), 3 (x2), 2, so E[sigmoid(gap/T)] over uniformly drawn pairs weights
+    # them 2:2:1; solve that equation independently by bisection-free root finding on a grid.
+    t = calibrate_noise(u, 0.9, np.random.default_rng(0), pairs=200_000)
+    gaps = np.array([1, 1, 3, 3, 2], dtype=float)
+    grid = np.linspace(0.05, 3, 300_000)
+    want = grid[np.argmin(np.abs((1 / (1 + np.exp(-gaps[None] / grid[:, None]))).mean(1) - 0.9))]
+    assert abs(t - want) < 0.01 * want
+    # Scaling the utilities scales T; a lower consistency means a noisier rater.
+    assert calibrate_noise(10 * u, 0.9, np.random.default_rng(0), pairs=200_000) == pytest.approx(10 * t, rel=1e-6)
+    assert calibrate_noise(u, 0.7, np.random.default_rng(0)) > 2 * t
+
+
+def test_simulate_with_consistency_calibrates_the_rater_per_oracle():
+    with prefs.open_store() as store:
+        add_toy_images(store, 40)
+    out = {}
+    for oracle in ("big", "dark"):
+        result = sim("--oracle", oracle, "--n", "300", "--consistency", "0.9", "--strategy", "random", "--rater", oracle, "--json")
+        assert result.exit_code == 0, result.output
+        out[oracle] = json.loads(result.stdout)
+    # Utilities of `dark` span a smaller range than `big`'s, so its T is smaller, and both raters agree with
+    # their oracle on about 90% of decisive pairs (300 votes: +- ~3.5 points at 2 sigma; ties excluded).
+    assert out["dark"]["noise"] < out["big"]["noise"]
+    for s in out.values():
+        assert 0.83 < s["agreement"] < 0.96
+    default = json.loads(sim("--oracle", "dark", "--n", "5", "--rater", "d1", "--json").stdout)
+    assert default["noise"] == 1.0
 
 
 def test_uncertain_asks_an_online_ensemble_refitted_every_50_votes():
@@ -151,3 +191,13 @@ def test_online_scorer_learns_the_oracle_and_refits_only_on_new_votes():
             reward.OnlineScorer(store, refit_every=0)
     finally:
         store.close()
+
+
+def test_simulating_again_with_the_same_seed_adds_judgements():
+    with prefs.open_store() as store:
+        add_toy_images(store, 12)
+    for rater in ("a", "b", "a"):
+        result = sim("--oracle", "big", "--n", "10", "--strategy", "random", "--rater", rater, "--json")
+        assert result.exit_code == 0, result.output
+    with prefs.open_store() as store:
+        assert store.count_comparisons(rater="a") == 20 and store.count_comparisons(rater="b") == 10

@@ -106,3 +106,20 @@ def test_bad_input_one_line_exit_2_nothing_written(case, model_folder, config_fi
 def test_generate_lora_latest_without_runs_fails_cleanly(model_folder, tmp_path):
     result = invoke("generate", "--model", model_folder, "--lora", "latest", "-p", "x", "--no-pool", "--out", tmp_path)
     assert result.exit_code == 2 and "no training runs" in result.output
+
+
+def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder, config_file, tmp_path, rlft_home):
+    from prefs import open_store
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a circle\na square\n")
+    result = invoke("loop", "--model", model_folder, "--prompts", prompts, "--rounds", "2", "-n", "2", "--oracle", "big",
+                    "--judgements", "5", "--consistency", "0.9", "--algo", "dpo", "--config", config_file)
+    assert result.exit_code == 0, result.output
+    assert _runs(rlft_home) == ["t0001", "t0002"]
+    assert json.loads((rlft_home / "runs" / "t0002" / "config.json").read_text())["config"]["seed"] == 1
+    with open_store() as store:
+        images = list(store.images())
+        assert len(images) == 8 and store.count_comparisons(rater="sim-big") == 10
+        # Round 2 generated with round 1's LoRA, and recorded which one in the pool.
+        assert [im.lora for im in images] == [None] * 4 + ["t0001"] * 4

@@ -62,6 +62,20 @@ def test_stat_tracker_per_prompt_and_fallback():
     assert again.update(["a"], [2.0]).tolist() == tr.update(["a"], [2.0]).tolist()
 
 
+def test_toy_kl_weight_defaults_per_algorithm_and_gives_way_to_a_given_one():
+    from rlft.cli.train import _build_config
+
+    assert [TrainConfig.toy(algo=a).kl_weight for a in ("ddpo", "rwr", "dpo")] == [0.0, 1.0, 0.0]
+    assert TrainConfig.toy().kl_weight == 0.0 and TrainConfig.toy(algo="rwr", kl_weight=0.2).kl_weight == 0.2
+    assert _build_config("toy", {}, {"algo": "rwr"}).kl_weight == 1.0
+    assert _build_config("toy", {"algo": "rwr"}, {}).kl_weight == 1.0
+    assert _build_config("toy", {"algo": "rwr", "kl_weight": 0.0}, {}).kl_weight == 0.0
+    assert _build_config("toy", {"algo": "rwr"}, {"kl_weight": 0.5}).kl_weight == 0.5
+    assert _build_config("toy", {}, {}).kl_weight == 0.0 and _build_config("toy", {}, {"algo": "dpo"}).kl_weight == 0.0
+    with pytest.raises(UserError, match="ddpo, rwr, dpo"):
+        TrainConfig.toy(algo="ppo")
+
+
 def test_config_defaults_and_validation():
     assert TrainConfig.toy().sample.steps == 10 and TrainConfig.sd().sample.steps == 50
     assert TrainConfig.sd().optim.gradient_checkpointing and TrainConfig.sd().dpo.beta == 5000.0

@@ -20,11 +20,15 @@ import click
 @click.option("-n", "n", type=int, default=4, show_default=True, help="Images per prompt generated each round.")
 @click.option("--oracle", default=None, help="Rate with a simulated rater (warm, big, ...); default: you rate in `rlft ui`.")
 @click.option("--judgements", type=int, default=300, show_default=True, help="Pairs the simulated rater judges per round.")
+@click.option("--consistency", type=float, default=None,
+              help="The simulated rater agrees with the oracle on this share of pairs (its noise calibrated; default: T = 1).")
 @click.option("--clip", default="toy", show_default=True, help="CLIP for the reward model.")
 @click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default="ddpo", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Training epochs per round (default: the config's).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="A JSON or TOML training config for every round's `rlft train --config`.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed; round r generates with seed + 1000 r.")
-def loop(model, prompts_source, rounds, n, oracle, judgements, clip, algo, epochs, seed):
+def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, clip, algo, epochs, config_file, seed):
     """Close the loop: generate, rate, fit the reward, steer the model; repeat."""
     from prefs.errors import UserError
     from rlft.cli import main
@@ -41,7 +45,8 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, clip, algo, epoch
         lora = ["--lora", "latest"] if r > 0 or _has_runs() else []
         run("generate", "--model", model, "--prompts", prompts_source, "-n", n, "--seed", seed + 1000 * r, *lora)
         if oracle:
-            run("simulate", "--oracle", oracle, "--n", judgements, "--seed", seed + r)
+            rater = ["--consistency", consistency] if consistency is not None else []
+            run("simulate", "--oracle", oracle, "--n", judgements, "--seed", seed + r, *rater)
         else:
             click.echo("rate the new images in `rlft ui` (another terminal), then press Enter here", err=True)
             click.pause(info="")
@@ -50,6 +55,8 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, clip, algo, epoch
         train_args = ["train", "--model", model, "--prompts", prompts_source, "--algo", algo, "--seed", seed + r]
         if epochs:
             train_args += ["--epochs", epochs]
+        if config_file:
+            train_args += ["--config", config_file]
         run(*train_args)
 
 

@@ -10,7 +10,9 @@ import click
 @click.command()
 @click.option("--oracle", required=True, help="Built-in utility (warm, cool, big, small, centered, dark, bright) or module:function.")
 @click.option("--n", "n", type=int, required=True, help="Pairs to judge.")
-@click.option("--noise", type=float, default=1.0, show_default=True, help="Bradley-Terry temperature T (0: noiseless).")
+@click.option("--noise", type=float, default=None, help="Bradley-Terry temperature T (0: noiseless)  [default: 1.0]")
+@click.option("--consistency", type=float, default=None,
+              help="Calibrate T instead: the rater agrees with the noiseless oracle on this share of random pool pairs (e.g. 0.9).")
 @click.option("--tie-prob", type=float, default=0.0, show_default=True, help="Chance of answering tie.")
 @click.option("--rater", default=None, help="Rater name (default: sim-ORACLE).")
 @click.option("--strategy", default=None, help="Pair strategy or mix, e.g. 'balanced' or 'uncertain:0.7,balanced:0.25,repeat:0.05'.")
@@ -19,15 +21,19 @@ import click
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP spec for the online ensemble.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as a JSON object.")
-def simulate(oracle: str, n: int, noise: float, tie_prob: float, rater: str | None, strategy: str | None, scorer: str, clip_spec: str,
+def simulate(oracle: str, n: int, noise: float | None, consistency: float | None, tie_prob: float, rater: str | None, strategy: str | None, scorer: str, clip_spec: str,
              seed: int, as_json: bool) -> None:
     """Judge N pairs with an oracle utility, P(a wins) = sigmoid((u_a - u_b) / T)."""
     from prefs import open_store
     from rlft.oracles import resolve_oracle
     from rlft.simulated_rater import SimulationConfig, simulate as run
 
+    from prefs.errors import UserError
+
+    if noise is not None and consistency is not None:
+        raise UserError("give --noise or --consistency, not both")
     fn = resolve_oracle(oracle)
-    config = SimulationConfig(n=n, noise=noise, tie_prob=tie_prob, rater=rater or f"sim-{oracle}", strategy=strategy, seed=seed,
+    config = SimulationConfig(n=n, noise=1.0 if noise is None else noise, consistency=consistency, tie_prob=tie_prob, rater=rater or f"sim-{oracle}", strategy=strategy, seed=seed,
                               scorer=scorer, clip=clip_spec)
     with open_store() as store:
         summary = run(store, fn, config, progress=not as_json)
@@ -36,6 +42,7 @@ def simulate(oracle: str, n: int, noise: float, tie_prob: float, rater: str | No
         return
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(summary["by_outcome"].items())) or "none"
     agreement = "n/a" if summary["agreement"] is None else f"{summary['agreement']:.1%}"
-    click.echo(f"judged {summary['judged']} pairs as {config.rater}: {outcomes}; agreement with the oracle {agreement}")
+    calibrated = f" at calibrated noise T={summary['noise']:.4g}" if consistency is not None else ""
+    click.echo(f"judged {summary['judged']} pairs as {config.rater}{calibrated}: {outcomes}; agreement with the oracle {agreement}")
     if summary["stopped"]:
         click.echo(f"stopped early: {summary['stopped']}", err=True)
