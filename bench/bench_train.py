@@ -141,8 +141,9 @@ def quality(args) -> None:
     sim: dict = {}
     timings["simulate_s"] = None if not setup else rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, *rater,
                                                         "--json", log=log, capture=sim)
-    if setup:
-        (home / "simulate.json").write_text(sim["stdout"])
+    if setup:  # how this home's judgements were made, for the --keep runs that reuse them
+        record = {**json.loads(sim["stdout"]), "args": [str(a) for a in rater]}
+        (home / "simulate.json").write_text(json.dumps(record) + "\n")
     simulated = json.loads((home / "simulate.json").read_text()) if (home / "simulate.json").is_file() else {}
     timings["reward_s"] = None if not setup else rlft(home, "reward", "train", "--clip", "toy", log=log)
     train_args = ["train", "--reward", "latest", "--model", "toy", "--algo", args.algo, "--prompts", home / "train.txt", "-q"]
@@ -175,7 +176,7 @@ def quality(args) -> None:
     result = {
         "win_rate": round(win_rate(oracle, base, tuned, prompts), 4),
         "n_pairs": len(prompts), "test_prompts": len(test_prompts), "seeds": args.seeds,
-        "rater": {"consistency_target": None if args.noise is not None else args.consistency, "noise": simulated.get("noise", args.noise),
+        "rater": {"simulate_args": simulated.get("args"), "noise": simulated.get("noise"),  # None: a home judged before this record
                   "agreement_with_oracle": simulated.get("agreement")},
         "oracle_mean_base": round(float(np.mean([oracle(i, p) for i, p in zip(base, prompts)])), 4),
         "oracle_mean_tuned": round(float(np.mean([oracle(i, p) for i, p in zip(tuned, prompts)])), 4),

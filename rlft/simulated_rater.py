@@ -29,7 +29,8 @@ from prefs.errors import UserError
 from prefs.samplers import NoPairError, parse_mix
 from prefs.store import Store
 
-REFRESH_EVERY = 50  # votes between refits of the Bradley-Terry score table that `uncertain` uses
+REFRESH_EVERY = 50
+CALIBRATION_IMAGES = 2000  # pool images whose utilities `consistency` calibrates the noise on, at most  # votes between refits of the Bradley-Terry score table that `uncertain` uses
 
 
 @dataclasses.dataclass
@@ -69,6 +70,8 @@ def calibrate_noise(utilities: Sequence[float], consistency: float = 0.9, rng: n
     (a, b) of `utilities` with distinct utilities: the share of those pairs a T-noisy rater answers as the
     noiseless oracle does. `pairs` random pairs are drawn with `rng` (seeded default). Raises UserError when
     every utility is the same (no T can make a rater consistent with an oracle that never prefers)."""
+    if not 0.5 < consistency < 1:
+        raise UserError(f"consistency must be strictly between 0.5 and 1, got {consistency}")
     u = np.asarray(utilities, dtype=float)
     if len(u) < 2:
         raise UserError(f"cannot calibrate the noise on {len(u)} pool image(s): add at least two")
@@ -78,14 +81,20 @@ def calibrate_noise(utilities: Sequence[float], consistency: float = 0.9, rng: n
     d = d[d > 1e-9]
     if len(d) == 0:
         raise UserError(f"cannot calibrate the noise: the oracle gives all {len(u)} pool images the same utility")
-    lo, hi = 1e-6 * d.max(), 1e3 * d.max()
-    for _ in range(100):  # bisection on a log scale; consistency falls monotonically in T
+    # Consistency falls monotonically in T, from 1 (T far below the smallest gap) to 1/2 (T far above the
+    # largest): bisect on a log scale between the two.
+    lo, hi = 1e-3 * d.min(), 1e6 * d.max()
+    for _ in range(200):
         t = math.sqrt(lo * hi)
         if _sigmoid(d / t).mean() > consistency:
             lo = t
         else:
             hi = t
-    return math.sqrt(lo * hi)
+    t = math.sqrt(lo * hi)
+    reached = float(_sigmoid(d / t).mean())
+    if abs(reached - consistency) > 1e-3:
+        raise UserError(f"cannot calibrate the noise to consistency {consistency}: the closest reached is {reached:.4f}")
+    return t
 
 
 def _vote_id(rng: random.Random) -> str:
@@ -119,6 +128,8 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
     noise = config.noise
     if config.consistency is not None:
         pool = [im for im in store.images() if im.broken_at is None]
+        if len(pool) > CALIBRATION_IMAGES:  # a uniform sample stands for a large pool (the oracle may be slow)
+            pool = random.Random(config.seed).sample(pool, CALIBRATION_IMAGES)
         noise = calibrate_noise([utility(im) for im in tqdm(pool, desc="calibrate", unit="img", disable=not progress)],
                                 config.consistency, np.random.default_rng(config.seed))
     outcomes: Counter = Counter()

@@ -122,6 +122,18 @@ def test_calibrate_noise_hits_the_requested_consistency():
     # Scaling the utilities scales T; a lower consistency means a noisier rater.
     assert calibrate_noise(10 * u, 0.9, np.random.default_rng(0), pairs=200_000) == pytest.approx(10 * t, rel=1e-6)
     assert calibrate_noise(u, 0.7, np.random.default_rng(0)) > 2 * t
+    # One extreme utility among many ordinary ones: the search range spans the smallest gap too.
+    wide = np.append(np.random.default_rng(1).normal(size=99), 1e7)
+    t = calibrate_noise(wide, 0.9, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, 100, 20_000), rng.integers(0, 100, 20_000)
+    gaps = np.abs(wide[i] - wide[j])
+    assert (1 / (1 + np.exp(-gaps[gaps > 0] / t))).mean() == pytest.approx(0.9, abs=1e-3)
+    for bad in (0.5, 1.0, float("nan")):
+        with pytest.raises(UserError, match="strictly between 0.5 and 1"):
+            calibrate_noise(u, bad)
+    with pytest.raises(UserError, match="on 1 pool image"):
+        calibrate_noise([1.0], 0.9)
 
 
 def test_simulate_with_consistency_calibrates_the_rater_per_oracle():

@@ -113,13 +113,32 @@ def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a circle\na square\n")
+    config_file.write_text(json.dumps({**TINY, "algo": "dpo"}))  # the file's algorithm: no reward model needed
     result = invoke("loop", "--model", model_folder, "--prompts", prompts, "--rounds", "2", "-n", "2", "--oracle", "big",
-                    "--judgements", "5", "--consistency", "0.9", "--algo", "dpo", "--config", config_file)
+                    "--judgements", "5", "--consistency", "0.9", "--config", config_file)
     assert result.exit_code == 0, result.output
-    assert _runs(rlft_home) == ["t0001", "t0002"]
-    assert json.loads((rlft_home / "runs" / "t0002" / "config.json").read_text())["config"]["seed"] == 1
+    assert _runs(rlft_home) == ["t0001", "t0002"] and "at calibrated noise T=" in result.output
+    config = json.loads((rlft_home / "runs" / "t0002" / "config.json").read_text())["config"]
+    assert config["seed"] == 1 and config["algo"] == "dpo" and config["sample"]["steps"] == TINY["sample"]["steps"]
     with open_store() as store:
         images = list(store.images())
         assert len(images) == 8 and store.count_comparisons(rater="sim-big") == 10
         # Round 2 generated with round 1's LoRA, and recorded which one in the pool.
         assert [im.lora for im in images] == [None] * 4 + ["t0001"] * 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--consistency", "0.9"], "it needs --oracle"),
+    (["--oracle", "big", "--consistency", "1.5"], "strictly between 0.5 and 1"),
+    (["--config", "missing.toml"], "no config file missing.toml"),
+    (["--algo", "dpo", "--config", "bad.json"], "unknown config field"),
+])
+def test_loop_checks_its_arguments_before_the_first_round(args, message, model_folder, tmp_path, rlft_home, monkeypatch):
+    from prefs import open_store
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text(json.dumps({"bogus": 1}))
+    result = invoke("loop", "--model", model_folder, "--prompts", "toy", *args)
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    with open_store() as store:
+        assert store.count_images() == 0

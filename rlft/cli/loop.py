@@ -23,7 +23,8 @@ import click
 @click.option("--consistency", type=float, default=None,
               help="The simulated rater agrees with the oracle on this share of pairs (its noise calibrated; default: T = 1).")
 @click.option("--clip", default="toy", show_default=True, help="CLIP for the reward model.")
-@click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default="ddpo", show_default=True)
+@click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default=None,
+              help="Training algorithm (default: the --config file's, else ddpo).")
 @click.option("--epochs", type=int, default=None, help="Training epochs per round (default: the config's).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="A JSON or TOML training config for every round's `rlft train --config`.")
@@ -35,6 +36,14 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, clip
 
     if rounds < 1:
         raise UserError(f"--rounds must be >= 1, got {rounds}")
+    if consistency is not None and not oracle:
+        raise UserError("--consistency sets the simulated rater's noise; it needs --oracle")
+    if consistency is not None and not 0.5 < consistency < 1:
+        raise UserError(f"--consistency must be strictly between 0.5 and 1, got {consistency}")
+    from rlft.cli.train import _build_config, _read_config_file
+
+    # Resolve (and so check) the training config before the first round: a bad file fails now, not an hour in.
+    algo = _build_config(model, _read_config_file(config_file) if config_file else {}, {"algo": algo} if algo else {}).algo
 
     def run(*args):
         click.echo(f"$ rlft {' '.join(map(str, args))}", err=True)

@@ -232,7 +232,8 @@ def _build(cls, values: dict, prefix: str):
 
 
 def from_dict(values: dict, base: TrainConfig | None = None) -> TrainConfig:
-    """A config from a (possibly partial, possibly nested) dict laid over `base` (default: toy defaults).
+    """A config from a (possibly partial, possibly nested) dict laid over `base` (default: `TrainConfig()`, the
+    toy defaults of ddpo and dpo; `TrainConfig.toy(algo=...)` adds the per-algorithm ones).
 
     Nested sections may be given as dicts (`{"ddpo": {"clip_range": 2e-4}}`) or as dotted keys
     (`{"ddpo.clip_range": 2e-4}`). Unknown fields raise UserError naming the valid ones.
