@@ -90,6 +90,12 @@ def win_rate(oracle, base, tuned, prompts) -> float:
     return float(np.mean((u_t > u_b) + 0.5 * (u_t == u_b)))
 
 
+def reward_val_accuracy(home: Path) -> float | None:
+    """Held-out accuracy of the home's reward version r0001 (dpo trains without it; it still rates the judgements)."""
+    meta = home / "rewards" / "r0001" / "reward.json"
+    return json.loads(meta.read_text())["metrics"].get("val_accuracy") if meta.is_file() else None
+
+
 def grid_curve(run: Path, oracle) -> list[float]:
     """Oracle win rate of each epoch's grid tiles over epoch 0's (the base), on the same prompts and seeds."""
     from PIL import Image
@@ -183,6 +189,7 @@ def quality(args) -> None:
         "adherence_base": {k: round(v, 4) for k, v in adherence_base.items()},
         "adherence_tuned": {k: round(v, 4) for k, v in adherence_tuned.items()},
         "adherence_mean_drop_points": round(100 * (np.mean(list(adherence_base.values())) - np.mean(list(adherence_tuned.values()))), 2),
+        "reward_val_accuracy": reward_val_accuracy(home),
         "grid_win_rate_by_epoch": grid_curve(run, oracle),
         "reward_by_epoch": [m.get("reward_mean") for m in metrics],
         "heldout_reward_by_epoch": [m.get("heldout_reward_mean") for m in metrics],
@@ -256,32 +263,45 @@ def speed(args) -> None:
     print(json.dumps(out, indent=1))
 
 
+SMOOTH = 5  # epochs in the running mean of the reward curves
+
+
 def plot(args) -> None:
-    """docs/train-bench.png: per run, the grid win rate over epochs and training vs held-out reward."""
+    """docs/train-bench.png: per algorithm, each oracle's grid win rate over epochs (top) and its training vs
+    held-out reward (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = json.loads(RESULTS.read_text()).get("quality", {})
-    runs = [(f"{o}/{a}", r) for o, algos in sorted(data.items()) for a, r in sorted(algos.items())]
-    if not runs:
+    algos = [a for a in ("ddpo", "rwr", "dpo") if any(a in runs for runs in data.values())]
+    if not algos:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, r in runs:
-        curve = r["grid_win_rate_by_epoch"]
-        axes[0].plot(range(1, len(curve) + 1), curve, label=f"{name} (held-out win {r['win_rate']:.0%})")
-        axes[1].plot(r["reward_by_epoch"], label=f"{name} train reward")
-        if any(v is not None for v in r["heldout_reward_by_epoch"]):
-            axes[1].plot(r["heldout_reward_by_epoch"], "--", label=f"{name} held-out member")
-    axes[0].axhline(0.5, color="grey", lw=0.5)
-    axes[0].set(xlabel="epoch", ylabel="oracle win rate vs base (grid)", title="steering over epochs")
-    axes[1].set(xlabel="epoch", ylabel="reward (BT logit)", title="training vs held-out reward")
-    for ax in axes:
-        ax.legend(fontsize=7)
+    fig, axes = plt.subplots(2, len(algos), figsize=(5.2 * len(algos), 7.5), squeeze=False)
+    for col, algo in enumerate(algos):
+        top, bottom = axes[0, col], axes[1, col]
+        for oracle in (o for o in OPEN if algo in data.get(o, {})):
+            r, color = data[oracle][algo], f"C{list(OPEN).index(oracle)}"  # one colour per oracle in every panel
+            curve = r["grid_win_rate_by_epoch"]
+            top.plot(range(1, len(curve) + 1), curve, color=color, label=f"{oracle} (held-out win {r['win_rate']:.0%})")
+            for key, style, what in (("reward_by_epoch", "-", "train"), ("heldout_reward_by_epoch", "--", "held-out member")):
+                values = [v for v in r[key] if v is not None]
+                if len(values) >= SMOOTH:  # a 32-sample epoch's mean reward is noisy: a running mean shows the trend
+                    bottom.plot(range(SMOOTH, len(values) + 1), np.convolve(values, np.ones(SMOOTH) / SMOOTH, "valid"), style,
+                                color=color, lw=1, label=f"{oracle} {what}")
+        top.axhline(0.5, color="grey", lw=0.5)
+        top.set(xlabel="epoch", ylabel="oracle win rate vs base (grid)", title=f"{algo}: steering over epochs", ylim=(0, 1))
+        top.legend(fontsize=7)
+        if bottom.lines:
+            bottom.set(xlabel="epoch", ylabel=f"reward (BT logit, {SMOOTH}-epoch mean)", title=f"{algo}: training vs held-out reward")
+            bottom.legend(fontsize=6, ncol=2)
+        else:
+            bottom.set_title(f"{algo}: no reward model (trains on the judgements)")
+            bottom.axis("off")
     fig.tight_layout()
     out = ROOT / "docs" / "train-bench.png"
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
     print("wrote", out)
 
 
