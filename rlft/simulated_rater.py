@@ -29,8 +29,8 @@ from prefs.errors import UserError
 from prefs.samplers import NoPairError, parse_mix
 from prefs.store import Store
 
-REFRESH_EVERY = 50
-CALIBRATION_IMAGES = 2000  # pool images whose utilities `consistency` calibrates the noise on, at most  # votes between refits of the Bradley-Terry score table that `uncertain` uses
+REFRESH_EVERY = 50  # votes between refits of the Bradley-Terry score table that `uncertain` uses
+CALIBRATION_IMAGES = 2000  # pool images whose utilities `consistency` calibrates the noise on, at most
 
 
 @dataclasses.dataclass

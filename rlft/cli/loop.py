@@ -38,9 +38,10 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, clip
         raise UserError(f"--rounds must be >= 1, got {rounds}")
     if consistency is not None and not oracle:
         raise UserError("--consistency sets the simulated rater's noise; it needs --oracle")
-    if consistency is not None and not 0.5 < consistency < 1:
-        raise UserError(f"--consistency must be strictly between 0.5 and 1, got {consistency}")
     from rlft.cli.train import _build_config, _read_config_file
+    from rlft.simulated_rater import SimulationConfig
+
+    SimulationConfig(n=0, consistency=consistency)  # checks --consistency up front, as simulate would
 
     # Resolve (and so check) the training config before the first round: a bad file fails now, not an hour in.
     algo = _build_config(model, _read_config_file(config_file) if config_file else {}, {"algo": algo} if algo else {}).algo

@@ -199,8 +199,8 @@ def _image_size_of(model: str) -> int:
 def _build_config(model: str, file_values: dict, flags: dict):
     from rlft.train.config import TrainConfig, from_dict
 
-    algo = flags.get("algo") or file_values.get("algo")
-    base = (TrainConfig.toy(**({"algo": algo} if algo else {})) if _is_toy_world(model) else TrainConfig.sd())
+    algo = flags.get("algo") or file_values.get("algo") or TrainConfig.algo
+    base = TrainConfig.toy(algo=algo) if _is_toy_world(model) else TrainConfig.sd()
     return from_dict(flags, base=from_dict(file_values, base=base))
 
 
