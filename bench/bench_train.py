@@ -16,6 +16,8 @@ Results merge into bench/results/train.json under "quality/<oracle>/<algo>" and 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import pickle
@@ -49,15 +51,24 @@ def prompts_for(oracle: str, heldout: bool, n: int) -> list[str]:
     return [out[i] for i in rng.permutation(len(out))[:n]]
 
 
-def merge_result(key: str, value) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    node = data
-    parts = key.split("/")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-    node[parts[-1]] = value
+@contextlib.contextmanager
+def results_locked():
+    """The results file's contents, written back on exit; a lock file serialises benches running side by side."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        yield data
+        RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def merge_result(key: str, value) -> None:
+    with results_locked() as data:
+        node = data
+        parts = key.split("/")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
 
 
 def rlft(home: Path, *args, log=None, capture: dict | None = None) -> float:
@@ -85,9 +96,25 @@ def images_for(pipe, prompts, seeds, steps=20, guidance=3.0):
 
 
 def win_rate(oracle, base, tuned, prompts) -> float:
+    return win_stats(oracle, base, tuned, prompts)["win_rate"]
+
+
+def win_stats(oracle, base, tuned, prompts) -> dict:
+    """Matched-pair oracle comparison of tuned over base.
+
+    win_rate counts a tie as half a win (the headline number). On an oracle with few levels ties are common,
+    so two more numbers put it in context: the decisive win rate (wins / (wins + losses)), and the ceiling: the
+    win rate a tuned model would score if every one of its images reached the best utility seen in either set
+    (a base image already at that best can only tie). For the two-level `warm`/`cool` the ceiling is
+    1 - (share of base images already warm/cool) / 2."""
     u_b = np.array([oracle(im, p) for im, p in zip(base, prompts)])
     u_t = np.array([oracle(im, p) for im, p in zip(tuned, prompts)])
-    return float(np.mean((u_t > u_b) + 0.5 * (u_t == u_b)))
+    wins, losses = int(np.sum(u_t > u_b)), int(np.sum(u_t < u_b))
+    best = max(u_b.max(), u_t.max())
+    return {"win_rate": float(np.mean((u_t > u_b) + 0.5 * (u_t == u_b))), "wins": wins, "losses": losses,
+            "ties": len(u_b) - wins - losses,
+            "win_rate_decisive": None if wins + losses == 0 else round(wins / (wins + losses), 4),
+            "win_rate_ceiling": round(float(np.mean(np.where(u_b >= best, 0.5, 1.0))), 4)}
 
 
 def reward_val_accuracy(home: Path) -> float | None:
@@ -179,8 +206,9 @@ def quality(args) -> None:
     apply_lora(pipe, run)
     tuned = images_for(pipe, prompts, all_seeds)
     adherence_tuned, _ = evaluate.generation_adherence(pipe, zs, n=args.adherence_n)
+    stats = win_stats(oracle, base, tuned, prompts)
     result = {
-        "win_rate": round(win_rate(oracle, base, tuned, prompts), 4),
+        "win_rate": round(stats.pop("win_rate"), 4), **stats,
         "n_pairs": len(prompts), "test_prompts": len(test_prompts), "seeds": args.seeds,
         "rater": {"simulate_args": simulated.get("args"), "noise": simulated.get("noise"),  # None: a home judged before this record
                   "agreement_with_oracle": simulated.get("agreement")},
@@ -203,7 +231,7 @@ def quality(args) -> None:
     }
     if args.trial:  # a tuning trial: appended to the "trials" list, the headline result stays as it is
         add_trial({"name": args.trial, "oracle": args.oracle, "algo": args.algo, "train_args": args.train_args, "rater": result["rater"],
-                   **{k: result[k] for k in ("win_rate", "adherence_mean_drop_points", "oracle_mean_base", "oracle_mean_tuned",
+                   **{k: result[k] for k in ("win_rate", "win_rate_decisive", "win_rate_ceiling", "adherence_mean_drop_points", "oracle_mean_base", "oracle_mean_tuned",
                                              "adherence_tuned", "grid_win_rate_by_epoch", "reward_by_epoch",
                                              "heldout_reward_by_epoch", "epochs", "timings_s", "n_pairs", "config")},
                    "threads": args.threads, "train_threads": os.environ.get("OMP_NUM_THREADS")})
@@ -214,9 +242,8 @@ def quality(args) -> None:
 
 
 def add_trial(record: dict) -> None:
-    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    data.setdefault("trials", []).append(record)
-    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    with results_locked() as data:
+        data.setdefault("trials", []).append(record)
 
 
 def _peak_rss_mb() -> float:

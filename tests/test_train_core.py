@@ -62,16 +62,20 @@ def test_stat_tracker_per_prompt_and_fallback():
     assert again.update(["a"], [2.0]).tolist() == tr.update(["a"], [2.0]).tolist()
 
 
-def test_toy_kl_weight_defaults_per_algorithm_and_gives_way_to_a_given_one():
+def test_toy_defaults_per_algorithm_and_give_way_to_given_ones():
     from rlft.cli.train import _build_config
 
-    assert [TrainConfig.toy(algo=a).kl_weight for a in ("ddpo", "rwr", "dpo")] == [0.0, 1.0, 0.0]
-    assert TrainConfig.toy().kl_weight == 0.0 and TrainConfig.toy(algo="rwr", kl_weight=0.2).kl_weight == 0.2
+    assert [TrainConfig.toy(algo=a).kl_weight for a in ("ddpo", "rwr", "dpo")] == [0.02, 1.0, 0.0]
+    assert TrainConfig.toy(kl_weight=0.0).kl_weight == 0.0 and TrainConfig.toy(algo="rwr", kl_weight=0.2).kl_weight == 0.2
+    ddpo, rwr = TrainConfig.toy().optim, TrainConfig.toy(algo="rwr").optim
+    assert (ddpo.learning_rate, ddpo.gradient_accumulation_steps) == (3e-3, 4) and (rwr.learning_rate, rwr.gradient_accumulation_steps) == (1e-3, 1)
+    given = TrainConfig.toy(optim={"learning_rate": 1e-4}).optim  # a given value wins, the rest of the section stays
+    assert (given.learning_rate, given.gradient_accumulation_steps) == (1e-4, 4)
     assert _build_config("toy", {}, {"algo": "rwr"}).kl_weight == 1.0
     assert _build_config("toy", {"algo": "rwr"}, {}).kl_weight == 1.0
     assert _build_config("toy", {"algo": "rwr", "kl_weight": 0.0}, {}).kl_weight == 0.0
     assert _build_config("toy", {"algo": "rwr"}, {"kl_weight": 0.5}).kl_weight == 0.5
-    assert _build_config("toy", {}, {}).kl_weight == 0.0 and _build_config("toy", {}, {"algo": "dpo"}).kl_weight == 0.0
+    assert _build_config("toy", {}, {}).kl_weight == 0.02 and _build_config("toy", {}, {"algo": "dpo"}).kl_weight == 0.0
     with pytest.raises(UserError, match="ddpo, rwr, dpo"):
         TrainConfig.toy(algo="ppo")
 

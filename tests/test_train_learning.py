@@ -35,6 +35,19 @@ def test_learning_changes_only_lora_parameters(algo):
         assert m["reward_mean"] is not None and m["heldout_reward_mean"] is not None
 
 
+def test_toy_ddpo_takes_one_on_policy_step_per_epoch_and_ppo_clips_the_later_steps_of_many():
+    # the toy default: 4 micro-batches accumulate into one optimizer step, so every ratio is exactly 1
+    one = make("ddpo", epochs=1, sample={"samples_per_epoch": 8}, optim={"train_batch_size": 2}, lora={"init_std": 0.01})
+    assert one.config.optim.gradient_accumulation_steps == 4
+    m = one.train()[0]
+    assert m["clipfrac"] == 0.0 and m["approx_kl"] == 0.0
+    # one step per micro-batch: after the first, the ratios leave the 1e-4 clip range
+    many = make("ddpo", epochs=1, sample={"samples_per_epoch": 8}, optim={"train_batch_size": 2, "gradient_accumulation_steps": 1},
+                lora={"init_std": 0.01})
+    m = many.train()[0]
+    assert m["clipfrac"] > 0.1 and m["approx_kl"] > 0.0
+
+
 def test_resume_equals_uninterrupted_run(tmp_path):
     full = make("ddpo", run_dir=tmp_path / "full", lora={"init_std": 0.01})
     full.train()
