@@ -14,7 +14,7 @@ import numpy as np
 from prefs.errors import UserError
 
 TARGET = {"a": 1.0, "b": 0.0, "tie": 0.5}
-SPLITS = ("random", "time")
+SPLITS = ("random", "time", "image")
 
 
 @dataclasses.dataclass
@@ -60,8 +60,15 @@ def _rows(store, shas: set[str]) -> dict:
     return {im.sha256: im for im in store.images() if im.sha256 in shas}
 
 
-def split(n: int, val_frac: float, how: str = "random", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) judgement indices: a seeded random split, or the newest `val_frac` by time."""
+def split(n: int, val_frac: float, how: str = "random", seed: int = 0, ia=None, ib=None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) judgement indices: a seeded random split, the newest `val_frac` by time, or by image.
+
+    `image` (needs the pairs' image indices `ia`, `ib`) holds out a seeded random share of the images and,
+    as validation, every judgement that involves one of them; training sees none of those images. That measures
+    what fine-tuning needs, the reward on images it has never seen, where the other two splits score pairs of
+    images that also appear in training pairs. The share of images, 1 - sqrt(1 - val_frac), makes about
+    `val_frac` of the judgements validation when pairs are drawn at random.
+    """
     if how not in SPLITS:
         raise UserError(f"unknown split {how!r}; valid: {', '.join(SPLITS)}")
     if not 0 <= val_frac < 1:
@@ -69,5 +76,17 @@ def split(n: int, val_frac: float, how: str = "random", seed: int = 0) -> tuple[
     n_val = int(round(n * val_frac))
     if val_frac > 0 and n - n_val < 1:
         raise UserError(f"{n} judgements are too few to hold out {val_frac:.0%}; rate more pairs or lower --val-frac")
+    if how == "image":
+        if ia is None or ib is None:
+            raise ValueError("the image split needs the pairs' image indices")
+        ia, ib = np.asarray(ia), np.asarray(ib)
+        images = np.unique(np.concatenate([ia, ib]))
+        n_out = int(round(len(images) * (1 - np.sqrt(1 - val_frac)))) if val_frac > 0 else 0
+        held = np.random.default_rng(seed).permutation(images)[:n_out]
+        is_val = np.isin(ia, held) | np.isin(ib, held)
+        if val_frac > 0 and (is_val.all() or not is_val.any()):
+            raise UserError(f"{n} judgements over {len(images)} images are too few to hold out images; rate more "
+                            "pairs, or use --split random")
+        return np.flatnonzero(~is_val), np.flatnonzero(is_val)
     idx = np.arange(n) if how == "time" else np.random.default_rng(seed).permutation(n)
     return np.sort(idx[: n - n_val]), np.sort(idx[n - n_val:])

@@ -21,7 +21,7 @@ class TrainConfig:
     clip: str = "toy"  # CLIP spec for the embeddings (ViT-L-14/openai for SD 1.x)
     fit: FitConfig = dataclasses.field(default_factory=FitConfig)  # head, ensemble, ties, L2, steps
     val_frac: float = 0.2  # share of judgements held out for the metrics (0: train on all, no metrics)
-    split: str = "random"  # random (seeded) or time (newest judgements held out)
+    split: str = "random"  # random (seeded), time (newest judgements held out) or image (unseen images held out)
     prior: str | None = None  # laion:PATH, a LAION aesthetic head to start from
     rater: str | None = None  # only this rater's judgements (default: everyone's)
     seed: int = 0  # split, bootstrap and initialisation
@@ -69,7 +69,7 @@ def train(store, config: TrainConfig | None = None, progress: bool = True, home=
         if prior.in_dim != x.shape[1]:
             raise UserError(f"the LAION head expects {prior.in_dim}-d embeddings but --clip {config.clip} gives "
                             f"{x.shape[1]}-d; use --clip ViT-L-14/openai with LAION priors")
-    tr, va = split(len(data), config.val_frac, config.split, config.seed)
+    tr, va = split(len(data), config.val_frac, config.split, config.seed, data.ia, data.ib)
     train_data = data.take(tr)
     fitted = fit_ensemble(x, train_data.ia, train_data.ib, train_data.y,
                           dataclasses.replace(config.fit, seed=config.seed), t=t, prior=prior)

@@ -82,6 +82,29 @@ def test_train_versions_latest_and_api(store):
         model.score(torch.rand(2, 4, 8, 8))
 
 
+def test_image_split_holds_out_every_judgement_of_unseen_images():
+    from reward.data import split
+
+    rng = np.random.default_rng(0)
+    ia, ib = rng.integers(0, 60, 400), rng.integers(0, 60, 400)
+    tr, va = split(400, 0.2, "image", seed=3, ia=ia, ib=ib)
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(400))
+    seen = set(ia[tr]) | set(ib[tr])
+    assert all(ia[i] not in seen or ib[i] not in seen for i in va)  # each val pair shows an image training never saw
+    assert 0.12 < len(va) / 400 < 0.28  # about val_frac of the judgements
+    again = split(400, 0.2, "image", seed=3, ia=ia, ib=ib)
+    assert again[0].tolist() == tr.tolist() and split(400, 0.2, "image", seed=4, ia=ia, ib=ib)[1].tolist() != va.tolist()
+    with pytest.raises(UserError, match="too few"):
+        split(2, 0.2, "image", ia=np.array([0, 0]), ib=np.array([1, 1]))
+
+
+def test_train_with_the_image_split(store):
+    m = reward.train(store, TrainConfig(fit=FAST, split="image"), progress=False).metrics
+    assert m["n_val"] > 0 and m["n_train"] + m["n_val"] == 120
+    assert "bt_items" not in m["baselines"]  # no val pair has both images seen in training
+    assert m["val_accuracy"] > 0.6
+
+
 def test_warm_reward_prefers_warm_shapes(store):
     from rlft.toy.world import Scene, draw
 

@@ -17,7 +17,8 @@ def reward() -> None:
 @click.option("--head", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Reward head on the embedding.")
 @click.option("--ensemble", type=int, default=5, show_default=True, help="Heads on bootstrap resamples (uncertainty for active learning).")
 @click.option("--val-frac", type=float, default=0.2, show_default=True, help="Share of judgements held out for the metrics.")
-@click.option("--split", type=click.Choice(["random", "time"]), default="random", show_default=True, help="Hold out a seeded random share, or the newest.")
+@click.option("--split", type=click.Choice(["random", "time", "image"]), default="random", show_default=True,
+              help="Hold out a seeded random share of judgements, the newest, or every judgement of a random share of images (accuracy on unseen images).")
 @click.option("--prior", default=None, help="laion:PATH: start from a LAION aesthetic head (ViT-L/14 embeddings).")
 @click.option("--prompt-conditioned", is_flag=True, help="Condition the reward on the prompt's text embedding.")
 @click.option("--ties", type=click.Choice(["half", "rao-kupper"]), default="half", show_default=True, help="Ties as half wins, or a Rao-Kupper tie parameter.")
