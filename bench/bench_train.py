@@ -2,6 +2,7 @@
 
     python bench/bench_train.py quality --oracle warm --algo ddpo   # one oracle x algorithm, end to end
     python bench/bench_train.py speed                               # log-prob sampling vs plain diffusers
+    python bench/bench_train.py reward-check --oracle warm          # how well that home's reward ranks fresh samples
 
 Quality, per oracle x algorithm, in a fresh home under $RLFT_BENCH_WORK (default /tmp/rlft-bench): generate a pool from the toy model on
 training prompts that leave the oracle's attribute unspecified -> `rlft simulate --oracle X --n 300 --consistency 0.9`
@@ -293,6 +294,43 @@ def speed(args) -> None:
 SMOOTH = 5  # epochs in the running mean of the reward curves
 
 
+def reward_check(args) -> None:
+    """How well the home's reward r0001 ranks fresh samples of the base model, by the noiseless oracle.
+
+    The reward's validation accuracy scores judged pairs of pool images (with a random split, images that
+    training also saw); steering needs the reward to rank the model's new samples. This draws 3 new samples
+    for each training prompt (10 DDIM steps, CFG 3, seeds the pool did not use) and reports the Spearman
+    correlation of reward and oracle, and for two-level oracles the AUC. Merged into the quality row as
+    "reward_check"."""
+    import torch
+    from scipy.stats import mannwhitneyu, spearmanr
+
+    import reward
+    from reward.embeddings import pil_to_tensor
+    from rlft.models.pipeline import load_pipeline
+    from rlft.oracles import resolve_oracle
+
+    torch.set_num_threads(args.threads)
+    home = Path(os.environ.get("RLFT_BENCH_WORK", "/tmp/rlft-bench")) / f"{args.oracle}-{args.algo}"
+    oracle = resolve_oracle(args.oracle)
+    model = reward.load(str(home / "rewards" / "r0001"))
+    pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
+    prompts = [p for p in prompts_for(args.oracle, heldout=False, n=args.train_prompts) for _ in range(3)]
+    images = images_for(pipe, prompts, [500 + i for i in range(len(prompts))], steps=10)
+    u = np.array([oracle(im, p) for im, p in zip(images, prompts)])
+    with torch.no_grad():
+        score = model.score(torch.stack([pil_to_tensor(im) for im in images]), prompts).numpy()
+    out = {"n": len(images), "spearman": round(float(spearmanr(u, score).correlation), 4)}
+    if len(set(u.tolist())) == 2:
+        pos = u == u.max()
+        out["auc"] = round(float(mannwhitneyu(score[pos], score[~pos]).statistic / (pos.sum() * (~pos).sum())), 4)
+    with results_locked() as data:
+        row = data.get("quality", {}).get(args.oracle, {}).get(args.algo)
+        if row is not None:
+            row["reward_check"] = out
+    print(json.dumps({"oracle": args.oracle, **out}))
+
+
 def plot(args) -> None:
     """docs/train-bench.png: per algorithm, each oracle's grid win rate over epochs (top) and its training vs
     held-out reward (bottom)."""
@@ -334,7 +372,7 @@ def plot(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["quality", "speed", "speed-child", "plot"])
+    ap.add_argument("what", choices=["quality", "speed", "speed-child", "plot", "reward-check"])
     ap.add_argument("mode", nargs="?")
     ap.add_argument("--oracle", default="warm", choices=sorted(OPEN))
     ap.add_argument("--algo", default="ddpo", choices=["ddpo", "rwr", "dpo"])
@@ -345,7 +383,7 @@ def main() -> None:
                          "(its noise T calibrated per oracle, as in bench_reward)")
     ap.add_argument("--noise", type=float, default=None, help="a fixed Bradley-Terry temperature T instead of --consistency")
     ap.add_argument("--train-prompts", type=int, default=24)
-    ap.add_argument("--pool-per-prompt", type=int, default=5)
+    ap.add_argument("--pool-per-prompt", type=int, default=8, help="pool images per training prompt (8: 192 images)")
     ap.add_argument("--test-prompts", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--adherence-n", type=int, default=100)
@@ -361,6 +399,8 @@ def main() -> None:
         speed(args)
     elif args.what == "plot":
         plot(args)
+    elif args.what == "reward-check":
+        reward_check(args)
     else:
         speed_child(args.mode, args.threads)
 
