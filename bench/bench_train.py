@@ -63,6 +63,11 @@ def results_locked():
         RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def bench_home(args) -> Path:
+    """The home of one oracle x algorithm under $RLFT_BENCH_WORK (default /tmp/rlft-bench)."""
+    return Path(os.environ.get("RLFT_BENCH_WORK", "/tmp/rlft-bench")) / f"{args.oracle}-{args.algo}"
+
+
 def merge_result(key: str, value) -> None:
     with results_locked() as data:
         node = data
@@ -153,7 +158,7 @@ def quality(args) -> None:
     from rlft.toy import evaluate
 
     oracle = resolve_oracle(args.oracle)
-    home = Path(os.environ.get("RLFT_BENCH_WORK", "/tmp/rlft-bench")) / f"{args.oracle}-{args.algo}"
+    home = bench_home(args)
     if home.exists() and not args.keep:
         import shutil
 
@@ -306,12 +311,11 @@ def reward_check(args) -> None:
     from scipy.stats import mannwhitneyu, spearmanr
 
     import reward
-    from reward.embeddings import pil_to_tensor
     from rlft.models.pipeline import load_pipeline
     from rlft.oracles import resolve_oracle
 
     torch.set_num_threads(args.threads)
-    home = Path(os.environ.get("RLFT_BENCH_WORK", "/tmp/rlft-bench")) / f"{args.oracle}-{args.algo}"
+    home = bench_home(args)
     oracle = resolve_oracle(args.oracle)
     model = reward.load(str(home / "rewards" / "r0001"))
     pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
@@ -319,7 +323,7 @@ def reward_check(args) -> None:
     images = images_for(pipe, prompts, [500 + i for i in range(len(prompts))], steps=10)
     u = np.array([oracle(im, p) for im, p in zip(images, prompts)])
     with torch.no_grad():
-        score = model.score(torch.stack([pil_to_tensor(im) for im in images]), prompts).numpy()
+        score = model.score(images, prompts).numpy()
     out = {"n": len(images), "spearman": round(float(spearmanr(u, score).correlation), 4)}
     if len(set(u.tolist())) == 2:
         pos = u == u.max()
