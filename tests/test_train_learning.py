@@ -48,6 +48,29 @@ def test_toy_ddpo_takes_one_on_policy_step_per_epoch_and_ppo_clips_the_later_ste
     assert m["clipfrac"] > 0.1 and m["approx_kl"] > 0.0
 
 
+@pytest.mark.parametrize("guided", [True, False])
+def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
+    # samples come from the CFG-guided sampler; the denoising loss is that policy's, [uncond; cond] in one call
+    tr = make("rwr", epochs=1, kl_weight=0.0, rwr={"guided_loss": guided}, lora={"init_std": 0.01})
+    assert tr.config.sample.guidance == 3.0
+    calls = []
+
+    def spy(module, args, kwargs):
+        if torch.is_grad_enabled():  # training forwards only (sampling and the base run without grad)
+            calls.append((args[0].shape[0], kwargs["encoder_hidden_states"]))
+
+    hook = tr.raw_unet.register_forward_pre_hook(spy, with_kwargs=True)
+    loss = tr.train()[0]["loss"]
+    hook.remove()
+    assert [n for n, _ in calls] == ([8] if guided else [4])  # 4 samples, each twice when guided
+    embeds = calls[0][1]
+    if guided:
+        neg, pos = embeds.chunk(2)
+        assert torch.equal(neg, neg[:1].expand_as(neg)) and not torch.allclose(neg, pos)  # "" first, the prompts second
+    other = make("rwr", epochs=1, kl_weight=0.0, rwr={"guided_loss": not guided}, lora={"init_std": 0.01})
+    assert abs(other.train()[0]["loss"] - loss) > 1e-5  # same samples and noise, another objective
+
+
 def test_resume_equals_uninterrupted_run(tmp_path):
     full = make("ddpo", run_dir=tmp_path / "full", lora={"init_std": 0.01})
     full.train()

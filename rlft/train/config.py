@@ -132,6 +132,7 @@ class RWRConfig:
     max_weight: float = 20.0  # cap on a single sample's normalised weight, so one lucky sample cannot dominate
     mix_top_rated: int = 0  # add this many of the person's top-rated pool images (with captions) per epoch
     mix_weight: float = 1.0  # weight of each mixed-in rated image relative to an average own sample
+    guided_loss: bool = True  # fit the CFG-combined noise prediction (at sample.guidance), the policy that drew the samples
 
     def __post_init__(self):
         if self.weighting not in ("exp", "topk"):
@@ -142,6 +143,8 @@ class RWRConfig:
         if not isinstance(self.mix_top_rated, int) or self.mix_top_rated < 0:
             raise UserError(f"rwr.mix-top-rated must be a whole number >= 0, got {self.mix_top_rated!r}")
         _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
+        if not isinstance(self.guided_loss, bool):
+            raise UserError(f"rwr.guided-loss must be true or false, got {self.guided_loss!r}")
 
 
 @dataclass
