@@ -185,6 +185,11 @@ def quality(args) -> None:
         (home / "simulate.json").write_text(json.dumps(record) + "\n")
     simulated = json.loads((home / "simulate.json").read_text()) if (home / "simulate.json").is_file() else {}
     timings["reward_s"] = None if not setup else rlft(home, "reward", "train", "--clip", "toy", log=log)
+    setup_file = home / "setup_timings.json"  # a --keep run reports the setup it reuses (same pool, judgements, reward)
+    if setup:
+        setup_file.write_text(json.dumps({k: timings[k] for k in ("generate_s", "simulate_s", "reward_s")}) + "\n")
+    elif setup_file.is_file():
+        timings.update(json.loads(setup_file.read_text()))
     train_args = ["train", "--reward", "latest", "--model", "toy", "--algo", args.algo, "--prompts", home / "train.txt", "-q"]
     if args.epochs:
         train_args += ["--epochs", args.epochs]
@@ -229,7 +234,8 @@ def quality(args) -> None:
         "heldout_reward_by_epoch": [m.get("heldout_reward_mean") for m in metrics],
         "epoch_wall_s": [m["wall_s"] for m in metrics],
         "epochs": len(metrics), "timings_s": {k: None if v is None else round(v, 1) for k, v in timings.items()},
-        "train_within_20_min": None if timings["train_s"] is None else timings["train_s"] < 1200,
+        "setup_reused": not setup,
+        "train_within_20_min": None if timings["train_s"] is None else sum(timings[k] or 0 for k in ("simulate_s", "reward_s", "train_s")) < 1200,
         "evaluated_epoch": json.loads(json.dumps(metrics[-1]["epoch"])),
         "config": json.loads((run / "config.json").read_text())["config"],
         "command": " ".join(map(str, train_args)),
