@@ -235,7 +235,8 @@ def quality(args) -> None:
         "epoch_wall_s": [m["wall_s"] for m in metrics],
         "epochs": len(metrics), "timings_s": {k: None if v is None else round(v, 1) for k, v in timings.items()},
         "setup_reused": not setup,
-        "train_within_20_min": None if timings["train_s"] is None else sum(timings[k] or 0 for k in ("simulate_s", "reward_s", "train_s")) < 1200,
+        "train_within_20_min": None if any(timings.get(k) is None for k in ("simulate_s", "reward_s", "train_s"))
+        else sum(timings[k] for k in ("simulate_s", "reward_s", "train_s")) < 1200,
         "evaluated_epoch": json.loads(json.dumps(metrics[-1]["epoch"])),
         "config": json.loads((run / "config.json").read_text())["config"],
         "command": " ".join(map(str, train_args)),
@@ -246,7 +247,7 @@ def quality(args) -> None:
                    **{k: result[k] for k in ("win_rate", "win_rate_decisive", "win_rate_ceiling", "adherence_mean_drop_points", "oracle_mean_base", "oracle_mean_tuned",
                                              "adherence_tuned", "grid_win_rate_by_epoch", "reward_by_epoch",
                                              "heldout_reward_by_epoch", "epochs", "timings_s", "n_pairs", "config")},
-                   "threads": args.threads, "train_threads": os.environ.get("OMP_NUM_THREADS")})
+                   "threads": args.threads, "train_threads": os.environ.get("OMP_NUM_THREADS"), "setup_reused": not setup})
     else:
         merge_result(f"quality/{args.oracle}/{args.algo}", result)
         plot(args)

@@ -9,7 +9,7 @@ import torch
 
 from prefs.errors import UserError
 from rlft.train import losses
-from rlft.train.config import TrainConfig, diff, from_dict
+from rlft.train.config import TrainConfig, diff, from_dict, from_saved
 from rlft.train.rewards import check_compatible
 from rlft.train.stats import PerPromptStatTracker
 
@@ -88,10 +88,18 @@ def test_config_defaults_and_validation():
     assert diff(TrainConfig(), cfg) == ["ddpo.clip_range (0.0001 -> 0.0002)", "sample.guidance (3.0 -> 5.0)"]
     for bad, match in [({"algo": "ppo"}, "ddpo, rwr, dpo"), ({"epochs": 0}, "epochs"), ({"sample.eta": 0.0}, "eta"),
                        ({"optim.mixed_precision": "fp8"}, "bf16"), ({"lora.rank": -1}, "rank"),
-                       ({"nope": 1}, "valid"), ({"rwr.weighting": "soft"}, "exp or topk"), ({"ddpo.bogus": 1}, "clip_range")]:
+                       ({"nope": 1}, "valid"), ({"rwr.weighting": "soft"}, "exp or topk"), ({"ddpo.bogus": 1}, "clip_range"),
+                       ({"rwr.guided_loss": "no"}, "true or false")]:
         with pytest.raises(UserError, match=match):
             from_dict(bad)
     assert from_dict(TrainConfig.sd().to_dict()) == TrainConfig.sd()
+
+
+def test_a_run_saved_before_a_field_existed_resumes_as_it_started():
+    saved = TrainConfig.toy(algo="rwr").to_dict()
+    del saved["rwr"]["guided_loss"]  # config.json of a run written before rwr fitted the guided prediction
+    assert from_saved(saved).rwr.guided_loss is False and TrainConfig.toy(algo="rwr").rwr.guided_loss is True
+    assert from_saved(TrainConfig.toy(algo="rwr").to_dict()) == TrainConfig.toy(algo="rwr")
 
 
 def test_clip_compatibility():

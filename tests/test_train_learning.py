@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from rlft.models.tiny import tiny_pipeline
+from rlft.train.ddim import encode_prompts
 from rlft.train.trainer import Trainer
 from train_helpers import PROMPTS, judgements, redness, tiny_config
 
@@ -51,7 +52,8 @@ def test_toy_ddpo_takes_one_on_policy_step_per_epoch_and_ppo_clips_the_later_ste
 @pytest.mark.parametrize("guided", [True, False])
 def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
     # samples come from the CFG-guided sampler; the denoising loss is that policy's, [uncond; cond] in one call
-    tr = make("rwr", epochs=1, kl_weight=0.0, rwr={"guided_loss": guided}, lora={"init_std": 0.01})
+    over = {"sample": {"images_per_prompt": 1}, "lora": {"init_std": 0.01}}  # both prompts in the one micro-batch
+    tr = make("rwr", epochs=1, kl_weight=0.0, rwr={"guided_loss": guided}, **over)
     assert tr.config.sample.guidance == 3.0
     calls = []
 
@@ -63,12 +65,22 @@ def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
     loss = tr.train()[0]["loss"]
     hook.remove()
     assert [n for n, _ in calls] == ([8] if guided else [4])  # 4 samples, each twice when guided
-    embeds = calls[0][1]
-    if guided:
-        neg, pos = embeds.chunk(2)
-        assert torch.equal(neg, neg[:1].expand_as(neg)) and not torch.allclose(neg, pos)  # "" first, the prompts second
-    other = make("rwr", epochs=1, kl_weight=0.0, rwr={"guided_loss": not guided}, lora={"init_std": 0.01})
+    with torch.no_grad():
+        ref_pos, ref_neg = encode_prompts(tr.pipe, PROMPTS, 3.0)
+    neg, pos = calls[0][1].chunk(2) if guided else (None, calls[0][1])
+    if guided:  # the unconditional half first, as the sampler's CFG
+        assert all(torch.equal(row, ref_neg[0]) for row in neg)
+    matched = {i for row in pos for i, ref in enumerate(ref_pos) if torch.equal(row, ref)}
+    assert matched == {0, 1} and len(pos) == 4
+    other = make("rwr", epochs=1, kl_weight=0.0, rwr={"guided_loss": not guided}, **over)
     assert abs(other.train()[0]["loss"] - loss) > 1e-5  # same samples and noise, another objective
+
+
+def test_rwr_regulariser_compares_like_with_like():
+    # with the adapter at the identity (peft's B = 0), the guided prediction equals the guided base exactly
+    tr = make("rwr", epochs=1, kl_weight=0.5)
+    assert tr.config.lora.init_std is None and tr.config.rwr.guided_loss
+    assert tr.train()[0]["kl"] == 0.0
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):

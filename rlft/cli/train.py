@@ -27,7 +27,7 @@ RESUMABLE = ("epochs", "checkpoint_every")
 @click.option("--epochs", type=int, default=None, help="Sample-then-train rounds.")
 @click.option("--samples-per-epoch", type=int, default=None, help="Images sampled per epoch.")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank.")
-@click.option("--kl-weight", type=float, default=None, help="Regulariser weight: ||eps - eps_base||^2 (KL per DDIM step for ddpo).")
+@click.option("--kl-weight", type=float, default=None, help="Regulariser weight: ||eps - eps_base||^2 (guided for rwr; KL per DDIM step for ddpo).")
 @click.option("--seed", type=int, default=None, help="Seed of the whole run.")
 @click.option("--steps", type=int, default=None, help="DDIM steps when sampling.")
 @click.option("--guidance", type=float, default=None, help="CFG scale when sampling and training.")
@@ -206,9 +206,9 @@ def _build_config(model: str, file_values: dict, flags: dict):
 
 def _config_for_resume(saved: dict, flags: dict):
     from prefs.errors import UserError
-    from rlft.train.config import diff, from_dict
+    from rlft.train.config import diff, from_dict, from_saved
 
-    old = from_dict(saved["config"])
+    old = from_saved(saved["config"])
     new = from_dict(flags, base=old)
     changed = diff(old, new, ignore=RESUMABLE)
     if changed:
@@ -305,7 +305,7 @@ def export_lora(run, fmt, out):
     from prefs.errors import UserError
     from rlft.train import lora as lora_io
     from rlft.train import runs
-    from rlft.train.config import from_dict
+    from rlft.train.config import from_saved
 
     run_dir = runs.resolve_run(run)
     if out is None:
@@ -315,7 +315,7 @@ def export_lora(run, fmt, out):
     if not ckpt.is_file():
         raise UserError(f"run {run_dir.name} has no checkpoint yet; nothing to export")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    config = from_dict(state["config"])
+    config = from_saved(state["config"])
     if fmt == "diffusers":
         path = lora_io.save_diffusers(state["lora"], config.lora, out)
     else:
