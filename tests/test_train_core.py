@@ -28,6 +28,13 @@ def test_ppo_loss_clips_advantages():
     assert loss.item() == pytest.approx(-5.0)
 
 
+def test_advantage_denoising_loss_by_hand():
+    pred, target = torch.zeros(2, 1, 2, 2), torch.ones(2, 1, 2, 2)
+    target[1] *= 3.0 ** 0.5  # per-sample errors 1 and 3
+    assert losses.advantage_denoising_loss(pred, target, torch.tensor([1.0, -1.0])).item() == pytest.approx(-1.0)
+    assert losses.advantage_denoising_loss(pred, target, torch.tensor([0.5, 0.5])).item() == pytest.approx(1.0)
+
+
 def test_rwr_weights_exp_and_topk():
     w = losses.rwr_weights([0.0, math.log(2.0)], ["a", "a"], "exp", beta=1.0)
     torch.testing.assert_close(w, torch.tensor([2 / 3, 4 / 3]))

@@ -83,6 +83,22 @@ def test_rwr_regulariser_compares_like_with_like():
     assert tr.train()[0]["kl"] == 0.0
 
 
+def test_rwr_baseline_takes_no_step_when_every_sample_is_as_good():
+    # plain rwr regresses onto its own samples even when the reward says nothing: that is drift
+    def flat(images, prompts, metadata):
+        return torch.zeros(len(images)), {}
+
+    def trainer(baseline):
+        return Trainer(tiny_pipeline(0), tiny_config("rwr", epochs=1, rwr={"baseline": baseline}, lora={"init_std": 0.01}),
+                       prompts=PROMPTS, reward_fn=flat, heldout_fn=flat, judgements=judgements())
+
+    for baseline, moves in [(True, False), (False, True)]:
+        tr = trainer(baseline)
+        before = [p.detach().clone() for p in tr.params]
+        tr.train()
+        assert any(not torch.equal(a, b) for a, b in zip(before, tr.params)) == moves
+
+
 def test_resume_equals_uninterrupted_run(tmp_path):
     full = make("ddpo", run_dir=tmp_path / "full", lora={"init_std": 0.01})
     full.train()

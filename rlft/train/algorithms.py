@@ -170,6 +170,9 @@ class RWR(Algorithm):
         trajs, prompts, rewards, held = self.collect(epoch)
         adv, metrics = self.advantages(prompts, rewards, held)
         w = losses.rwr_weights(adv, prompts, cfg.rwr.weighting, cfg.rwr.beta, cfg.rwr.top_k, cfg.rwr.max_weight)
+        ess = float(w.sum() ** 2 / (w**2).sum())  # of the own samples' weights
+        if cfg.rwr.baseline:  # own samples only; mixed-in rated images keep their positive weight
+            w = w - 1.0
         x0 = torch.cat([tr.final for tr in trajs])
         all_prompts = list(prompts)
         extra = self._extra()
@@ -177,7 +180,7 @@ class RWR(Algorithm):
             x0 = torch.cat([x0, extra[0]])
             all_prompts += extra[1]
             w = torch.cat([w, torch.full((len(extra[1]),), float(cfg.rwr.mix_weight))])
-        keep = (w > 0).nonzero().flatten()  # top-k leaves most samples at weight 0: skip their compute
+        keep = (w != 0).nonzero().flatten()  # top-k leaves most samples at weight 0: skip their compute
         x0, w = x0[keep], w[keep].to(t.device)
         all_prompts = [all_prompts[i] for i in keep.tolist()]
         gen = torch.Generator().manual_seed(epoch)
@@ -191,14 +194,17 @@ class RWR(Algorithm):
                 noisy, steps, embeds = torch.cat([noisy, noisy]), torch.cat([steps, steps]), torch.cat([negative, embeds])
             with t.autocast():
                 eps = guide(t.unet(noisy, steps, encoder_hidden_states=embeds).sample, negative, guidance)
-            loss = losses.weighted_denoising_loss(eps, noise, w[idx])
+            if cfg.rwr.baseline:
+                loss = losses.advantage_denoising_loss(eps, noise, w[idx])
+            else:
+                loss = losses.weighted_denoising_loss(eps, noise, w[idx])
             reg = self.regulariser((noisy, steps, embeds), eps, negative, guidance)
             if reg is not None:
                 loss = loss + cfg.kl_weight * reg
                 stats["kl"].append(reg.item())
             t.accelerator.backward(loss / accum)
             stats["loss"].append(loss.item())
-        metrics["effective_samples"] = float(w.sum() ** 2 / (w**2).sum())
+        metrics["effective_samples"] = ess
         return {**metrics, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
 
 

@@ -133,6 +133,7 @@ class RWRConfig:
     mix_top_rated: int = 0  # add this many of the person's top-rated pool images (with captions) per epoch
     mix_weight: float = 1.0  # weight of each mixed-in rated image relative to an average own sample
     guided_loss: bool = True  # fit the CFG-combined noise prediction (at sample.guidance), the policy that drew the samples
+    baseline: bool = False  # weights minus their mean (1): equally good samples give no gradient, so no drift toward the sampler's own output
 
     def __post_init__(self):
         if self.weighting not in ("exp", "topk"):
@@ -143,8 +144,9 @@ class RWRConfig:
         if not isinstance(self.mix_top_rated, int) or self.mix_top_rated < 0:
             raise UserError(f"rwr.mix-top-rated must be a whole number >= 0, got {self.mix_top_rated!r}")
         _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
-        if not isinstance(self.guided_loss, bool):
-            raise UserError(f"rwr.guided-loss must be true or false, got {self.guided_loss!r}")
+        for name in ("guided_loss", "baseline"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"rwr.{name.replace('_', '-')} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -253,7 +255,7 @@ def _build(cls, values: dict, prefix: str):
 
 # Fields added after runs were already being written, with the behaviour of the code before them: a run
 # saved without the field resumes as it started.
-LEGACY_FIELDS: dict[tuple[str, str], Any] = {("rwr", "guided_loss"): False}
+LEGACY_FIELDS: dict[tuple[str, str], Any] = {("rwr", "guided_loss"): False, ("rwr", "baseline"): False}
 
 
 def from_saved(values: dict) -> TrainConfig:

@@ -47,6 +47,13 @@ def weighted_denoising_loss(pred, target, weights):
     return (weights * per).sum() / weights.sum().clamp_min(1e-12)
 
 
+def advantage_denoising_loss(pred, target, weights):
+    """mean_i w_i * mean((pred_i - target_i)^2) with signed weights (w - 1 for mean-1 weights): samples better
+    than average are pulled closer, worse ones pushed away, and a batch of equal samples gives no gradient."""
+    per = ((pred.float() - target.float()) ** 2).mean(dim=tuple(range(1, pred.ndim)))
+    return (weights * per).mean()
+
+
 def dpo_loss(model_w, model_l, ref_w, ref_l, beta: float):
     """Diffusion-DPO: -log sigmoid(-beta/2 * ((e_w - e_w_ref) - (e_l - e_l_ref))), e = per-sample MSE.
 
