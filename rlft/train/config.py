@@ -133,7 +133,7 @@ class RWRConfig:
     mix_top_rated: int = 0  # add this many of the person's top-rated pool images (with captions) per epoch
     mix_weight: float = 1.0  # weight of each mixed-in rated image relative to an average own sample
     guided_loss: bool = True  # fit the CFG-combined noise prediction (at sample.guidance), the policy that drew the samples
-    baseline: bool = False  # weights minus their mean (1): equally good samples give no gradient, so no drift toward the sampler's own output
+    baseline: bool = True  # weights minus their mean (1): equally good samples give no gradient, so no drift toward the sampler's own output
 
     def __post_init__(self):
         if self.weighting not in ("exp", "topk"):
