@@ -70,14 +70,14 @@ class Algorithm:
                    "samples": len(all_rewards)}
         return adv[k * n : (k + 1) * n], metrics
 
-    def regulariser(self, unet_base_args, eps, negative=None, guidance: float = 1.0):
-        """||eps - eps_base||^2 (per-sample mean; guided like `eps` when `negative` is given), or None when
-        kl_weight is 0. The caller multiplies by kl_weight."""
+    def regulariser(self, inputs, eps, guidance: float = 1.0):
+        """||eps - eps_base||^2 (per-sample mean), the base predicting from the same `inputs` (latents,
+        timesteps, embeds, negative embeds or None) as `eps` did, or None when kl_weight is 0. The caller
+        multiplies by kl_weight."""
         if self.cfg.kl_weight <= 0:
             return None
-        latents, timesteps, embeds = unet_base_args
         with self.t.base_model() as base, self.t.autocast():
-            ref = guide(base(latents, timesteps, encoder_hidden_states=embeds).sample, negative, guidance)
+            ref = predict_noise(base, *inputs, guidance)
         return losses.per_sample_mse(eps, ref).mean()
 
     def minibatches(self, n: int, gen: torch.Generator, stats: dict, shuffle: bool = True):
@@ -186,19 +186,17 @@ class RWR(Algorithm):
         gen = torch.Generator().manual_seed(epoch)
         stats = {"loss": [], "kl": [], "grad_norm": []}
         accum = cfg.optim.gradient_accumulation_steps
+        guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0  # the guided prediction, as sampling uses it
         for idx in self.minibatches(len(x0), gen, stats):
             noisy, noise, steps = self.denoise_inputs(x0[idx], gen)
-            guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0
             embeds, negative = t.embed([all_prompts[i] for i in idx.tolist()], guidance)
-            if negative is not None:  # the guided prediction, as sampling uses it: one batched call, as the pipeline
-                noisy, steps, embeds = torch.cat([noisy, noisy]), torch.cat([steps, steps]), torch.cat([negative, embeds])
             with t.autocast():
-                eps = guide(t.unet(noisy, steps, encoder_hidden_states=embeds).sample, negative, guidance)
+                eps = predict_noise(t.unet, noisy, steps, embeds, negative, guidance)
             if cfg.rwr.baseline:
                 loss = losses.advantage_denoising_loss(eps, noise, w[idx])
             else:
                 loss = losses.weighted_denoising_loss(eps, noise, w[idx])
-            reg = self.regulariser((noisy, steps, embeds), eps, negative, guidance)
+            reg = self.regulariser((noisy, steps, embeds, negative), eps, guidance)
             if reg is not None:
                 loss = loss + cfg.kl_weight * reg
                 stats["kl"].append(reg.item())
@@ -254,14 +252,6 @@ class DPO(Algorithm):
             stats["implicit_acc"].append(info["implicit_acc"].item())
         out = {"pairs": n * acc.num_processes, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
         return out
-
-
-def guide(eps, negative, guidance: float):
-    """CFG on a batched [unconditional; conditional] prediction; `eps` itself when there is no negative half."""
-    if negative is None:
-        return eps
-    uncond, text = eps.chunk(2)
-    return uncond + guidance * (text - uncond)
 
 
 @torch.no_grad()

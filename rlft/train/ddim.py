@@ -98,10 +98,12 @@ def encode_prompts(pipe, prompts: list[str], guidance: float, negative_prompt: s
 
 
 def predict_noise(unet, latents, t, prompt_embeds, negative_embeds, guidance: float):
-    """The UNet's (guided) noise prediction; CFG as the pipeline does it (one batched call)."""
+    """The UNet's (guided) noise prediction; CFG as the pipeline does it (one batched call). `t` is one
+    timestep or one per latent."""
     if negative_embeds is None:
         return unet(latents, t, encoder_hidden_states=prompt_embeds).sample
-    both = unet(torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([negative_embeds, prompt_embeds])).sample
+    both_t = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim else t
+    both = unet(torch.cat([latents, latents]), both_t, encoder_hidden_states=torch.cat([negative_embeds, prompt_embeds])).sample
     uncond, text = both.chunk(2)
     return uncond + guidance * (text - uncond)
 

@@ -43,15 +43,13 @@ def rwr_weights(advantages, prompts: list[str], weighting: str = "exp", beta: fl
 
 def weighted_denoising_loss(pred, target, weights):
     """sum_i w_i * mean((pred_i - target_i)^2) / sum_i w_i: the standard loss, reweighted per sample."""
-    per = ((pred.float() - target.float()) ** 2).mean(dim=tuple(range(1, pred.ndim)))
-    return (weights * per).sum() / weights.sum().clamp_min(1e-12)
+    return (weights * per_sample_mse(pred, target)).sum() / weights.sum().clamp_min(1e-12)
 
 
 def advantage_denoising_loss(pred, target, weights):
     """mean_i w_i * mean((pred_i - target_i)^2) with signed weights (w - 1 for mean-1 weights): samples better
     than average are pulled closer, worse ones pushed away, and a batch of equal samples gives no gradient."""
-    per = ((pred.float() - target.float()) ** 2).mean(dim=tuple(range(1, pred.ndim)))
-    return (weights * per).mean()
+    return (weights * per_sample_mse(pred, target)).mean()
 
 
 def dpo_loss(model_w, model_l, ref_w, ref_l, beta: float):
