@@ -36,6 +36,29 @@ def test_learning_changes_only_lora_parameters(algo):
         assert m["reward_mean"] is not None and m["heldout_reward_mean"] is not None
 
 
+@pytest.mark.parametrize("algo", ["ddpo", "rwr", "dpo"])
+def test_text_encoder_lora_learns_and_the_reference_reads_the_base_encoder(algo):
+    # ddpo backpropagates through the text encoder once per trained timestep: each needs its own graph
+    tr = make(algo, epochs=1, kl_weight=0.1, lora={"init_std": 0.01, "train_text_encoder": True},
+              sample={"steps": 3}, ddpo={"timestep_fraction": 1.0})
+    te = tr.pipe.text_encoder
+    frozen = {k: v.clone() for k, v in te.named_parameters() if "lora" not in k}
+    te_lora = {k: v.detach().clone() for k, v in te.named_parameters() if "lora" in k}
+    assert te_lora and all(p.requires_grad for k, p in te.named_parameters() if "lora" in k)
+    m = tr.train()[0]
+    assert m["kl"] is not None and m["kl"] > 0
+    now = dict(te.named_parameters())
+    assert any(not torch.equal(v, now[k]) for k, v in te_lora.items())  # the text encoder's adapter learned
+    assert all(torch.equal(v, now[k]) for k, v in frozen.items())  # its base weights did not move
+    # the reference policy sees the base text encoder's encodings, not the adapted ones
+    with torch.no_grad():
+        adapted, _ = tr.embed(PROMPTS, 1.0)
+        base, _ = tr.base_embed(PROMPTS, 1.0, adapted, None)
+        plain, _ = encode_prompts(tiny_pipeline(0), PROMPTS, 1.0)
+    torch.testing.assert_close(base, plain)
+    assert not torch.allclose(adapted, base)
+
+
 def test_toy_ddpo_takes_one_on_policy_step_per_epoch_and_ppo_clips_the_later_steps_of_many():
     # the toy default: 4 micro-batches accumulate into one optimizer step, so every ratio is exactly 1
     one = make("ddpo", epochs=1, sample={"samples_per_epoch": 8}, optim={"train_batch_size": 2}, lora={"init_std": 0.01})
@@ -115,10 +138,14 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert lines[1]["reward_mean"] == ref[1]["reward_mean"] and lines[1]["loss"] == ref[1]["loss"]
 
 
-def test_run_outputs_and_lora_loads_in_plain_diffusers(tmp_path):
+@pytest.mark.parametrize("text_encoder", [False, True])
+def test_run_outputs_and_lora_loads_in_plain_diffusers(tmp_path, text_encoder):
     run = tmp_path / "run"
-    tr = make("rwr", run_dir=run, epochs=1, lora={"init_std": 0.05, "alpha": 8.0})
+    tr = make("rwr", run_dir=run, epochs=1, lora={"init_std": 0.05, "alpha": 8.0, "train_text_encoder": text_encoder})
     tr.train()
+    keys = load_file(str(run / "lora" / "pytorch_lora_weights.safetensors")).keys()
+    assert any(k.startswith("text_encoder.") for k in keys) == text_encoder
+    assert any(k.startswith("lora_te_") for k in load_file(str(run / "lora_kohya.safetensors"))) == text_encoder
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png", "grid.json"]
     assert (run / "checkpoint.pt").is_file()
     prompt, gen = ["a red circle"], lambda: torch.Generator().manual_seed(3)

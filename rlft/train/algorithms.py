@@ -6,6 +6,7 @@ the trainer from (seed, epoch), then takes gradient steps on the trainer's LoRA 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -71,9 +72,9 @@ class Algorithm:
         return adv[k * n : (k + 1) * n], metrics
 
     def regulariser(self, inputs, eps, guidance: float = 1.0):
-        """||eps - eps_base||^2 (per-sample mean), the base predicting from the same `inputs` (latents,
-        timesteps, embeds, negative embeds or None) as `eps` did, or None when kl_weight is 0. The caller
-        multiplies by kl_weight."""
+        """||eps - eps_base||^2 (per-sample mean), the base predicting from `inputs` (the latents and timesteps
+        `eps` saw, and the base's encodings of its prompts: `Trainer.base_embed`), or None when kl_weight is 0.
+        The caller multiplies by kl_weight."""
         if self.cfg.kl_weight <= 0:
             return None
         with self.t.base_model() as base, self.t.autocast():
@@ -129,9 +130,13 @@ class DDPO(Algorithm):
         for idx in self.minibatches(len(adv), gen, stats):
             sub = traj.index(idx)
             steps = torch.randperm(n_steps, generator=gen)[:n_train].sort().values
-            if cfg.lora.train_text_encoder:
-                sub.prompt_embeds, sub.negative_embeds = t.embed(sub.prompts, cfg.sample.guidance)
+            ref_sub = sub
+            if cfg.lora.train_text_encoder and cfg.kl_weight > 0:  # the base policy reads the base text encoder
+                ref_sub = dataclasses.replace(sub)
+                ref_sub.prompt_embeds, ref_sub.negative_embeds = t.base_embed(sub.prompts, cfg.sample.guidance, None, None)
             for k in steps.tolist():
+                if cfg.lora.train_text_encoder:  # a fresh text-encoder graph for each step's backward
+                    sub.prompt_embeds, sub.negative_embeds = t.embed(sub.prompts, cfg.sample.guidance)
                 with t.autocast():
                     out = recompute_log_prob(t.pipe, t.unet, sub, k, cfg.sample.guidance, cfg.sample.eta)
                 loss, info = losses.ppo_loss(out.log_prob.float(), sub.log_probs[:, k].float(), adv[idx],
@@ -139,7 +144,7 @@ class DDPO(Algorithm):
                 if cfg.kl_weight > 0:
                     # KL between the two Gaussian steps (same std): ||mean - mean_base||^2 / (2 std^2)
                     with t.base_model() as base, t.autocast():
-                        ref = recompute_log_prob(t.pipe, base, sub, k, cfg.sample.guidance, cfg.sample.eta)
+                        ref = recompute_log_prob(t.pipe, base, ref_sub, k, cfg.sample.guidance, cfg.sample.eta)
                     kl = (((out.mean.float() - ref.mean.float()) ** 2) / (2 * out.std.float() ** 2)).mean()
                     loss = loss + cfg.kl_weight * kl
                     stats["kl"].append(kl.item())
@@ -196,7 +201,9 @@ class RWR(Algorithm):
                 loss = losses.advantage_denoising_loss(eps, noise, w[idx])
             else:
                 loss = losses.weighted_denoising_loss(eps, noise, w[idx])
-            reg = self.regulariser((noisy, steps, embeds, negative), eps, guidance)
+            prompts_idx = [all_prompts[i] for i in idx.tolist()]
+            reg = self.regulariser((noisy, steps, *t.base_embed(prompts_idx, guidance, embeds, negative)), eps, guidance) \
+                if cfg.kl_weight > 0 else None
             if reg is not None:
                 loss = loss + cfg.kl_weight * reg
                 stats["kl"].append(reg.item())
@@ -232,13 +239,15 @@ class DPO(Algorithm):
             xw, xl = self.win[idx].to(t.device), self.lose[idx].to(t.device)
             noisy_w, noise, steps = self.denoise_inputs(xw, gen)
             noisy_l = t.pipe.scheduler.add_noise(xl, noise, steps)  # same noise and timestep, as the paper
-            embeds, _ = t.embed([self.prompts[i] for i in idx.tolist()], 1.0)
+            batch_prompts = [self.prompts[i] for i in idx.tolist()]
+            embeds, _ = t.embed(batch_prompts, 1.0)
+            base_embeds, _ = t.base_embed(batch_prompts, 1.0, embeds, None)
             noisy = torch.cat([noisy_w, noisy_l])
             both_t, both_e = torch.cat([steps, steps]), torch.cat([embeds, embeds])
             with t.autocast():
                 eps = t.unet(noisy, both_t, encoder_hidden_states=both_e).sample
             with t.base_model() as base, t.autocast():
-                ref = base(noisy, both_t, encoder_hidden_states=both_e).sample
+                ref = base(noisy, both_t, encoder_hidden_states=torch.cat([base_embeds, base_embeds])).sample
             target = torch.cat([noise, noise])
             model_err = losses.per_sample_mse(eps, target).chunk(2)
             ref_err = losses.per_sample_mse(ref, target).chunk(2)

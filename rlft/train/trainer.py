@@ -107,14 +107,27 @@ class Trainer:
 
     @contextlib.contextmanager
     def base_model(self):
-        """The frozen base (adapters off), for the reference policy and the regulariser."""
+        """The frozen base (adapters off, the text encoder's too), for the reference policy and the regulariser."""
         unet = self.raw_unet
+        te = self.pipe.text_encoder if self.config.lora.train_text_encoder else None
         unet.disable_adapters()
+        if te is not None:
+            te.disable_adapters()
         try:
             with torch.no_grad():
                 yield unet
         finally:
             unet.enable_adapters()
+            if te is not None:
+                te.enable_adapters()
+
+    def base_embed(self, prompts: list[str], guidance: float, embeds, negative):
+        """The frozen base's encodings of `prompts`: `(embeds, negative)` themselves unless the text encoder
+        trains, then the base text encoder's (no grad)."""
+        if not self.config.lora.train_text_encoder:
+            return embeds, negative
+        with self.base_model():
+            return self.embed(prompts, guidance)
 
     def autocast(self):
         return self.accelerator.autocast()
