@@ -96,7 +96,8 @@ def test_config_defaults_and_validation():
     for bad, match in [({"algo": "ppo"}, "ddpo, rwr, dpo"), ({"epochs": 0}, "epochs"), ({"sample.eta": 0.0}, "eta"),
                        ({"optim.mixed_precision": "fp8"}, "bf16"), ({"lora.rank": -1}, "rank"),
                        ({"nope": 1}, "valid"), ({"rwr.weighting": "soft"}, "exp or topk"), ({"ddpo.bogus": 1}, "clip_range"),
-                       ({"rwr.guided_loss": "no"}, "true or false")]:
+                       ({"rwr.guided_loss": "no"}, "true or false"), ({"ddpo.timestep_choice": "last"}, "random or first"),
+                       ({"ddpo.discount": 0.0}, "discount must be a number > 0.0 and <= 1.0"), ({"ddpo.discount": 1.5}, "discount")]:
         with pytest.raises(UserError, match=match):
             from_dict(bad)
     assert from_dict(TrainConfig.sd().to_dict()) == TrainConfig.sd()

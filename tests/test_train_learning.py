@@ -72,6 +72,37 @@ def test_toy_ddpo_takes_one_on_policy_step_per_epoch_and_ppo_clips_the_later_ste
     assert m["clipfrac"] > 0.1 and m["approx_kl"] > 0.0
 
 
+@pytest.mark.parametrize("choice", ["random", "first"])
+def test_ddpo_trains_the_chosen_steps_with_the_temporal_discount(monkeypatch, choice):
+    import rlft.train.algorithms as algorithms
+
+    seen, raw, sent = [], [], []
+    real_logprob, real_ppo = algorithms.recompute_log_prob, algorithms.losses.ppo_loss
+    monkeypatch.setattr(algorithms, "recompute_log_prob",
+                        lambda pipe, unet, sub, k, *a: seen.append(k) or real_logprob(pipe, unet, sub, k, *a))
+
+    def ppo(*a):
+        loss, info = real_ppo(*a)
+        loss = loss + 1.0  # at ratio 1 with zero-mean advantages the loss is 0; a constant keeps the gradient
+        raw.append(loss.item())
+        return loss, info
+
+    monkeypatch.setattr(algorithms.losses, "ppo_loss", ppo)
+    tr = make("ddpo", epochs=1, kl_weight=0.0, sample={"steps": 4}, lora={"init_std": 0.01},
+              ddpo={"timestep_fraction": 0.5, "discount": 0.5, "timestep_choice": choice})
+    real_backward = tr.accelerator.backward
+    monkeypatch.setattr(tr.accelerator, "backward", lambda loss: sent.append(loss.item()) or real_backward(loss))
+    tr.train()
+    assert len(seen) == 2 and seen == sorted(seen)  # one micro-batch, half of the four steps, in order
+    if choice == "first":
+        assert seen == [0, 1]  # the earliest, noisiest steps
+    accum = tr.config.optim.gradient_accumulation_steps
+    weights = [s * 2 * accum / r for s, r in zip(sent, raw)]
+    expected = [0.5**k for k in seen]
+    expected = [w * len(expected) / sum(expected) for w in expected]  # mean 1 over the trained steps
+    assert weights == pytest.approx(expected, rel=1e-4)
+
+
 @pytest.mark.parametrize("guided", [True, False])
 def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
     # samples come from the CFG-guided sampler; the denoising loss is that policy's, [uncond; cond] in one call

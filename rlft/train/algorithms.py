@@ -130,11 +130,15 @@ class DDPO(Algorithm):
         for idx in self.minibatches(len(adv), gen, stats):
             sub = traj.index(idx)
             steps = torch.randperm(n_steps, generator=gen)[:n_train].sort().values
+            if cfg.ddpo.timestep_choice == "first":
+                steps = torch.arange(n_train)
+            step_w = cfg.ddpo.discount ** steps.double()
+            step_w = (step_w / step_w.mean()).tolist()  # mean 1: the loss keeps plain DDPO's scale
             ref_sub = sub
             if cfg.lora.train_text_encoder and cfg.kl_weight > 0:  # the base policy reads the base text encoder
                 ref_sub = dataclasses.replace(sub)
                 ref_sub.prompt_embeds, ref_sub.negative_embeds = t.base_embed(sub.prompts, cfg.sample.guidance, None, None)
-            for k in steps.tolist():
+            for k, wk in zip(steps.tolist(), step_w):
                 if cfg.lora.train_text_encoder:  # a fresh text-encoder graph for each step's backward
                     sub.prompt_embeds, sub.negative_embeds = t.embed(sub.prompts, cfg.sample.guidance)
                 with t.autocast():
@@ -148,7 +152,7 @@ class DDPO(Algorithm):
                     kl = (((out.mean.float() - ref.mean.float()) ** 2) / (2 * out.std.float() ** 2)).mean()
                     loss = loss + cfg.kl_weight * kl
                     stats["kl"].append(kl.item())
-                t.accelerator.backward(loss / (n_train * accum))
+                t.accelerator.backward(loss * wk / (n_train * accum))
                 stats["loss"].append(loss.item())
                 stats["approx_kl"].append(info["approx_kl"].item())
                 stats["clipfrac"].append(info["clipfrac"].item())

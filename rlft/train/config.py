@@ -110,6 +110,8 @@ class DDPOConfig:
     clip_range: float = 1e-4  # PPO ratio clip; tiny because log-probs are per-dimension means (ddpo-pytorch)
     adv_clip_max: float = 5.0  # advantages are clipped to [-5, 5] (ddpo-pytorch)
     timestep_fraction: float = 0.5  # fraction of each trajectory's steps trained on (random subset); halves a toy epoch; sd(): 1
+    timestep_choice: str = "random"  # random: a fresh random subset per micro-batch (ddpo-pytorch); first: the earliest, noisiest steps
+    discount: float = 1.0  # step k (0 = first, noisiest) weighs discount**k, mean 1 over the trained steps (Yang et al. 2024); 1 = plain DDPO
     per_prompt_stats: bool = True  # normalise rewards per prompt (running mean/std) rather than per batch
     stat_buffer_size: int = 32  # rewards remembered per prompt
     stat_min_count: int = 8  # below this many, a prompt uses the batch's mean/std instead of its own
@@ -118,6 +120,9 @@ class DDPOConfig:
         _finite("ddpo.", "clip_range", self.clip_range, 0.0, low_open=True)
         _finite("ddpo.", "adv_clip_max", self.adv_clip_max, 0.0, low_open=True)
         _finite("ddpo.", "timestep_fraction", self.timestep_fraction, 0.0, 1.0, low_open=True)
+        if self.timestep_choice not in ("random", "first"):
+            raise UserError(f"ddpo.timestep-choice must be random or first, got {self.timestep_choice!r}")
+        _finite("ddpo.", "discount", self.discount, 0.0, 1.0, low_open=True)
         _positive_int("ddpo.", "stat_buffer_size", self.stat_buffer_size)
         _positive_int("ddpo.", "stat_min_count", self.stat_min_count)
 
