@@ -97,7 +97,8 @@ def test_config_defaults_and_validation():
                        ({"optim.mixed_precision": "fp8"}, "bf16"), ({"lora.rank": -1}, "rank"),
                        ({"nope": 1}, "valid"), ({"rwr.weighting": "soft"}, "exp or topk"), ({"ddpo.bogus": 1}, "clip_range"),
                        ({"rwr.guided_loss": "no"}, "true or false"), ({"ddpo.timestep_choice": "last"}, "random or first"),
-                       ({"ddpo.discount": 0.0}, "discount must be a number > 0.0 and <= 1.0"), ({"ddpo.discount": 1.5}, "discount")]:
+                       ({"ddpo.discount": 0.0}, "discount must be a number > 0.0 and <= 1.0"), ({"ddpo.discount": 1.5}, "discount"),
+                       ({"rwr.min_timestep": 1.0}, "below 1"), ({"dpo.min_timestep": -0.1}, "min-timestep")]:
         with pytest.raises(UserError, match=match):
             from_dict(bad)
     assert from_dict(TrainConfig.sd().to_dict()) == TrainConfig.sd()

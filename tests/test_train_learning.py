@@ -103,6 +103,20 @@ def test_ddpo_trains_the_chosen_steps_with_the_temporal_discount(monkeypatch, ch
     assert weights == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.parametrize("algo", ["rwr", "dpo"])
+def test_denoising_losses_train_only_the_noise_levels_asked_for(algo):
+    def timesteps(min_timestep):
+        tr = make(algo, epochs=2, kl_weight=0.0, lora={"init_std": 0.01}, **{algo: {"min_timestep": min_timestep}})
+        seen, real = [], tr.algorithm.denoise_inputs
+        tr.algorithm.denoise_inputs = lambda *a: (out := real(*a), seen.extend(out[2].tolist()))[0]
+        tr.train()
+        return seen
+
+    everywhere, noisy = timesteps(0.0), timesteps(0.5)
+    assert len(noisy) >= 4 and min(noisy) >= 500 and max(noisy) < 1000
+    assert min(everywhere) < 500  # unrestricted (seeded, so the same draws every run)
+
+
 @pytest.mark.parametrize("guided", [True, False])
 def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
     # samples come from the CFG-guided sampler; the denoising loss is that policy's, [uncond; cond] in one call

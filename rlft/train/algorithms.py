@@ -96,10 +96,12 @@ class Algorithm:
         if micro % cfg.gradient_accumulation_steps:
             stats["grad_norm"].append(self.t.optimizer_step())
 
-    def denoise_inputs(self, x0, generator):
-        """Random timesteps and noise for the standard denoising loss on clean latents `x0`."""
+    def denoise_inputs(self, x0, generator, min_timestep: float = 0.0):
+        """Random timesteps (uniform on [min_timestep * T, T)) and noise for the denoising loss on clean latents `x0`."""
         sched = self.t.pipe.scheduler
-        steps = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
+        total = sched.config.num_train_timesteps
+        low = min(int(round(min_timestep * total)), total - 1)
+        steps = torch.randint(low, total, (len(x0),), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         return sched.add_noise(x0, noise, steps), noise, steps
 
@@ -197,7 +199,7 @@ class RWR(Algorithm):
         accum = cfg.optim.gradient_accumulation_steps
         guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0  # the guided prediction, as sampling uses it
         for idx in self.minibatches(len(x0), gen, stats):
-            noisy, noise, steps = self.denoise_inputs(x0[idx], gen)
+            noisy, noise, steps = self.denoise_inputs(x0[idx], gen, cfg.rwr.min_timestep)
             embeds, negative = t.embed([all_prompts[i] for i in idx.tolist()], guidance)
             with t.autocast():
                 eps = predict_noise(t.unet, noisy, steps, embeds, negative, guidance)
@@ -241,7 +243,7 @@ class DPO(Algorithm):
         for batch in self.minibatches(n, gen, stats, shuffle=False):
             idx = pick[batch]
             xw, xl = self.win[idx].to(t.device), self.lose[idx].to(t.device)
-            noisy_w, noise, steps = self.denoise_inputs(xw, gen)
+            noisy_w, noise, steps = self.denoise_inputs(xw, gen, cfg.dpo.min_timestep)
             noisy_l = t.pipe.scheduler.add_noise(xl, noise, steps)  # same noise and timestep, as the paper
             batch_prompts = [self.prompts[i] for i in idx.tolist()]
             embeds, _ = t.embed(batch_prompts, 1.0)

@@ -139,6 +139,7 @@ class RWRConfig:
     mix_weight: float = 1.0  # weight of each mixed-in rated image relative to an average own sample
     guided_loss: bool = True  # fit the CFG-combined noise prediction (at sample.guidance), the policy that drew the samples
     baseline: bool = True  # weights minus their mean (1): equally good samples give no gradient, so no drift toward the sampler's own output
+    min_timestep: float = 0.0  # train on noise levels t >= min_timestep * T only (0: all, as Lee et al.; 0.5: the noisier half)
 
     def __post_init__(self):
         if self.weighting not in ("exp", "topk"):
@@ -149,6 +150,9 @@ class RWRConfig:
         if not isinstance(self.mix_top_rated, int) or self.mix_top_rated < 0:
             raise UserError(f"rwr.mix-top-rated must be a whole number >= 0, got {self.mix_top_rated!r}")
         _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
+        _finite("rwr.", "min_timestep", self.min_timestep, 0.0, 1.0)
+        if self.min_timestep >= 1.0:
+            raise UserError(f"rwr.min-timestep must be below 1, got {self.min_timestep!r}")
         for name in ("guided_loss", "baseline"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"rwr.{name.replace('_', '-')} must be true or false, got {getattr(self, name)!r}")
@@ -161,9 +165,13 @@ class DPOConfig:
     beta: float = 5000.0  # KL strength beta_dpo: the paper's SD 1.5 value (2500 in its SDXL runs), and the toy world's (TrainConfig.toy)
     pairs_per_epoch: int = 64  # judgements (winner, loser) drawn per epoch
     rater: str | None = None  # only this rater's judgements (default: all)
+    min_timestep: float = 0.0  # train on noise levels t >= min_timestep * T only (0: all, as the paper)
 
     def __post_init__(self):
         _finite("dpo.", "beta", self.beta, 0.0, low_open=True)
+        _finite("dpo.", "min_timestep", self.min_timestep, 0.0, 1.0)
+        if self.min_timestep >= 1.0:
+            raise UserError(f"dpo.min-timestep must be below 1, got {self.min_timestep!r}")
         _positive_int("dpo.", "pairs_per_epoch", self.pairs_per_epoch)
 
 
