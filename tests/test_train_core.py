@@ -109,6 +109,10 @@ def test_a_run_saved_before_a_field_existed_resumes_as_it_started():
     del saved["rwr"]["guided_loss"]  # config.json of a run written before rwr fitted the guided prediction
     assert from_saved(saved).rwr.guided_loss is False and TrainConfig.toy(algo="rwr").rwr.guided_loss is True
     assert from_saved(TrainConfig.toy(algo="rwr").to_dict()) == TrainConfig.toy(algo="rwr")
+    saved = TrainConfig.toy(algo="ddpo").to_dict()
+    del saved["ddpo"]["timestep_choice"]  # a ddpo run from before it trained the first steps
+    assert from_saved(saved).ddpo.timestep_choice == "random" and TrainConfig.toy().ddpo.timestep_choice == "first"
+    assert TrainConfig.sd().ddpo.timestep_choice == "random"  # ddpo-pytorch's: every step (timestep_fraction 1)
 
 
 def test_clip_compatibility():

@@ -18,7 +18,9 @@ ALGORITHMS = ("ddpo", "rwr", "dpo")
 # Per-algorithm toy defaults laid over TrainConfig()'s; see TrainConfig.toy for the measurements behind them.
 TOY_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     # one optimizer step per epoch (32 samples in 4 micro-batches of 8): every update is on-policy
-    "ddpo": {"kl_weight": 0.02, "optim": {"learning_rate": 3e-3, "gradient_accumulation_steps": 4}},
+    # and it trains the first (noisiest) half of each trajectory's steps, where colour, size and place are decided
+    "ddpo": {"kl_weight": 0.02, "optim": {"learning_rate": 3e-3, "gradient_accumulation_steps": 4},
+             "ddpo": {"timestep_choice": "first"}},
     "rwr": {"kl_weight": 1.0},
 }
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -216,6 +218,13 @@ class TrainConfig:
           on-policy step per epoch reached 76% (ceiling 84%) in the same 60 epochs and the same time, but lost
           7.9 points of prompt adherence; with the per-step KL to the base at weight 0.02 it reached 72.9% and
           lost 1.25 points (weight 0.1 held the win rate at 61%, 1.0 at 52%).
+        - `ddpo` trains the first half of each trajectory's steps (`ddpo.timestep_choice = "first"`), not a
+          random half. A shape's colour, size and place are settled in the first, noisiest steps; the last ones
+          only refine it, and their gradients (the DDIM step at t=101 has 8x the log-prob gradient of the
+          others) are noise as far as those attributes go. Rewarded with the `warm` oracle itself, the warm
+          share of held-out images went 33% -> 77% in 10 epochs with the first steps, against 33% -> 38% with
+          random ones (65% after 60). Through a learned reward (fresh homes, so partly home-to-home spread):
+          `warm` 56.2% -> 69.8%, `centered` 49.0% -> 68.8%.
         - `rwr` regresses onto the model's own samples. Fitting the plain conditional prediction to samples drawn
           with guidance 3 distils the guidance into the model, and sampling with guidance on top of that drifts
           a little further each epoch (the `small` oracle's win rate peaked at 78% and fell to 33%, with 7.1
@@ -271,7 +280,8 @@ def _build(cls, values: dict, prefix: str):
 
 # Fields added after runs were already being written, with the behaviour of the code before them: a run
 # saved without the field resumes as it started.
-LEGACY_FIELDS: dict[tuple[str, str], Any] = {("rwr", "guided_loss"): False, ("rwr", "baseline"): False}
+LEGACY_FIELDS: dict[tuple[str, str], Any] = {("rwr", "guided_loss"): False, ("rwr", "baseline"): False,
+                                             ("ddpo", "timestep_choice"): "random"}
 
 
 def from_saved(values: dict) -> TrainConfig:
