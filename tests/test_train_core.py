@@ -72,7 +72,7 @@ def test_stat_tracker_per_prompt_and_fallback():
 def test_toy_defaults_per_algorithm_and_give_way_to_given_ones():
     from rlft.cli.train import _build_config
 
-    assert [TrainConfig.toy(algo=a).kl_weight for a in ("ddpo", "rwr", "dpo")] == [0.02, 1.0, 0.0]
+    assert [TrainConfig.toy(algo=a).kl_weight for a in ("ddpo", "rwr", "dpo")] == [0.05, 1.0, 0.0]
     assert TrainConfig.toy(kl_weight=0.0).kl_weight == 0.0 and TrainConfig.toy(algo="rwr", kl_weight=0.2).kl_weight == 0.2
     ddpo, rwr = TrainConfig.toy().optim, TrainConfig.toy(algo="rwr").optim
     assert (ddpo.learning_rate, ddpo.gradient_accumulation_steps) == (3e-3, 4) and (rwr.learning_rate, rwr.gradient_accumulation_steps) == (1e-3, 1)
@@ -82,7 +82,7 @@ def test_toy_defaults_per_algorithm_and_give_way_to_given_ones():
     assert _build_config("toy", {"algo": "rwr"}, {}).kl_weight == 1.0
     assert _build_config("toy", {"algo": "rwr", "kl_weight": 0.0}, {}).kl_weight == 0.0
     assert _build_config("toy", {"algo": "rwr"}, {"kl_weight": 0.5}).kl_weight == 0.5
-    assert _build_config("toy", {}, {}).kl_weight == 0.02 and _build_config("toy", {}, {"algo": "dpo"}).kl_weight == 0.0
+    assert _build_config("toy", {}, {}).kl_weight == 0.05 and _build_config("toy", {}, {"algo": "dpo"}).kl_weight == 0.0
     with pytest.raises(UserError, match="ddpo, rwr, dpo"):
         TrainConfig.toy(algo="ppo")
 
