@@ -3,6 +3,8 @@
     python bench/bench_train.py quality --oracle warm --algo ddpo   # one oracle x algorithm, end to end
     python bench/bench_train.py speed                               # log-prob sampling vs plain diffusers
     python bench/bench_train.py reward-check --oracle warm          # how well that home's reward ranks fresh samples
+    python bench/bench_train.py oracle-reward --oracle warm --epochs 20 --set ddpo.timestep_choice=random
+                                                                    # train toward the oracle itself: is the reward the limit?
 
 Quality, per oracle x algorithm, in a fresh home under $RLFT_BENCH_WORK (default /tmp/rlft-bench): generate a pool from the toy model on
 training prompts that leave the oracle's attribute unspecified -> `rlft simulate --oracle X --n 300 --consistency 0.9`
@@ -342,6 +344,60 @@ def reward_check(args) -> None:
     print(json.dumps({"oracle": args.oracle, **out}))
 
 
+def oracle_reward(args) -> None:
+    """Train toward the noiseless oracle itself (no pool, judgements or reward model) and follow the held-out
+    oracle mean every 10 epochs: separates what the optimiser can do from what the learned reward allows.
+    Held-out: the quality benchmark's test prompts x seeds (20 DDIM steps, eta 0, as `quality` evaluates).
+    Appended to "oracle_reward" in bench/results/train.json."""
+    import torch
+    import torchvision.transforms.functional as TF
+
+    from rlft.cli.train import _build_config
+    from rlft.models.pipeline import load_pipeline, quiet_libraries
+    from rlft.oracles import resolve_oracle
+    from rlft.train.trainer import Trainer
+
+    torch.set_num_threads(args.threads)
+    quiet_libraries()
+    oracle = resolve_oracle(args.oracle)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)  # numbers, true/false, lists
+        except json.JSONDecodeError:
+            overrides[key] = value  # a plain string: first, random, ...
+    config = _build_config("toy", {}, {"algo": args.algo, "epochs": args.epochs or 60, **overrides})
+    pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
+
+    def reward_fn(images, prompts, metadata=None):
+        pil = [TF.to_pil_image(im.clamp(0, 1)) for im in images]
+        return torch.tensor([oracle(im, p) for im, p in zip(pil, prompts)], dtype=torch.float32), {}
+
+    train_prompts = prompts_for(args.oracle, heldout=False, n=args.train_prompts)
+    test_prompts = [p for p in prompts_for(args.oracle, heldout=True, n=10_000) if p not in train_prompts][: args.test_prompts]
+    seeds = [10_000 + i for i in range(args.seeds)]
+    prompts, all_seeds = [p for p in test_prompts for _ in seeds], seeds * len(test_prompts)
+
+    def held_out() -> float:
+        return round(float(np.mean([oracle(im, p) for im, p in zip(images_for(pipe, prompts, all_seeds), prompts)])), 4)
+
+    trainer = Trainer(pipe, config, prompts=train_prompts, reward_fn=reward_fn)
+    with trainer.base_model():
+        curve = {0: held_out()}
+    start = time.perf_counter()
+    while trainer.epoch < config.epochs:
+        trainer.run_epoch()
+        if trainer.epoch % 10 == 0 or trainer.epoch == config.epochs:
+            curve[trainer.epoch] = held_out()
+            print(json.dumps({"epoch": trainer.epoch, "held_out_oracle_mean": curve[trainer.epoch]}), flush=True)
+    record = {"oracle": args.oracle, "algo": args.algo, "set": args.set, "held_out_oracle_mean_by_epoch": curve,
+              "n_pairs": len(prompts), "train_s": round(time.perf_counter() - start, 1), "threads": args.threads}
+    with results_locked() as data:
+        data.setdefault("oracle_reward", []).append(record)
+    print(json.dumps(record))
+
+
 def plot(args) -> None:
     """docs/train-bench.png: per algorithm, each oracle's grid win rate over epochs (top) and its training vs
     held-out reward (bottom)."""
@@ -383,7 +439,7 @@ def plot(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["quality", "speed", "speed-child", "plot", "reward-check"])
+    ap.add_argument("what", choices=["quality", "speed", "speed-child", "plot", "reward-check", "oracle-reward"])
     ap.add_argument("mode", nargs="?")
     ap.add_argument("--oracle", default="warm", choices=sorted(OPEN))
     ap.add_argument("--algo", default="ddpo", choices=["ddpo", "rwr", "dpo"])
@@ -403,6 +459,8 @@ def main() -> None:
     ap.add_argument("--trial", default=None, help="record as a named tuning trial under 'trials' (headline result untouched)")
     ap.add_argument("--keep", action="store_true", help="reuse the home's pool, judgements and reward version")
     ap.add_argument("--eval-only", action="store_true", help="with --keep: evaluate the existing run t0001, no training")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="oracle-reward: a config field, e.g. ddpo.timestep_choice=random (repeatable)")
     args = ap.parse_args()
     if args.what == "quality":
         quality(args)
@@ -412,6 +470,8 @@ def main() -> None:
         plot(args)
     elif args.what == "reward-check":
         reward_check(args)
+    elif args.what == "oracle-reward":
+        oracle_reward(args)
     else:
         speed_child(args.mode, args.threads)
 
