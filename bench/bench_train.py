@@ -160,6 +160,9 @@ def quality(args) -> None:
     from rlft.toy import evaluate
 
     oracle = resolve_oracle(args.oracle)
+    # the `rlft` subprocesses take --threads too: two runs side by side at torch's default thread count
+    # oversubscribe a 2-core machine (epochs went from 15 s to 85-150 s)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     home = bench_home(args)
     if home.exists() and not args.keep:
         import shutil
