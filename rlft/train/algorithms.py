@@ -71,14 +71,15 @@ class Algorithm:
                    "samples": len(all_rewards)}
         return adv[k * n : (k + 1) * n], metrics
 
-    def regulariser(self, inputs, eps, guidance: float = 1.0):
-        """||eps - eps_base||^2 (per-sample mean), the base predicting from `inputs` (the latents and timesteps
-        `eps` saw, and the base's encodings of its prompts: `Trainer.base_embed`), or None when kl_weight is 0.
-        The caller multiplies by kl_weight."""
+    def regulariser(self, noisy, steps, prompts, embeds, negative, eps, guidance: float = 1.0):
+        """||eps - eps_base||^2 (per-sample mean), the base predicting from the latents and timesteps `eps` saw
+        and the base's encodings of `prompts` (`Trainer.base_embed`: `embeds`/`negative` themselves unless the
+        text encoder trains), or None when kl_weight is 0. The caller multiplies by kl_weight."""
         if self.cfg.kl_weight <= 0:
             return None
+        embeds, negative = self.t.base_embed(prompts, guidance, embeds, negative)
         with self.t.base_model() as base, self.t.autocast():
-            ref = predict_noise(base, *inputs, guidance)
+            ref = predict_noise(base, noisy, steps, embeds, negative, guidance)
         return losses.per_sample_mse(eps, ref).mean()
 
     def minibatches(self, n: int, gen: torch.Generator, stats: dict, shuffle: bool = True):
@@ -131,15 +132,15 @@ class DDPO(Algorithm):
         accum = cfg.optim.gradient_accumulation_steps
         for idx in self.minibatches(len(adv), gen, stats):
             sub = traj.index(idx)
-            steps = torch.randperm(n_steps, generator=gen)[:n_train].sort().values
+            steps = torch.randperm(n_steps, generator=gen)[:n_train].sort().values  # drawn either way: same `gen` stream
             if cfg.ddpo.timestep_choice == "first":
                 steps = torch.arange(n_train)
             step_w = cfg.ddpo.discount ** steps.double()
             step_w = (step_w / step_w.mean()).tolist()  # mean 1: the loss keeps plain DDPO's scale
-            ref_sub = sub
-            if cfg.lora.train_text_encoder and cfg.kl_weight > 0:  # the base policy reads the base text encoder
-                ref_sub = dataclasses.replace(sub)
-                ref_sub.prompt_embeds, ref_sub.negative_embeds = t.base_embed(sub.prompts, cfg.sample.guidance, None, None)
+            ref_sub = sub  # the base policy's view of the trajectory: the base text encoder's encodings
+            if cfg.kl_weight > 0:
+                pos, neg = t.base_embed(sub.prompts, cfg.sample.guidance, sub.prompt_embeds, sub.negative_embeds)
+                ref_sub = dataclasses.replace(sub, prompt_embeds=pos, negative_embeds=neg)
             for k, wk in zip(steps.tolist(), step_w):
                 if cfg.lora.train_text_encoder:  # a fresh text-encoder graph for each step's backward
                     sub.prompt_embeds, sub.negative_embeds = t.embed(sub.prompts, cfg.sample.guidance)
@@ -200,16 +201,15 @@ class RWR(Algorithm):
         guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0  # the guided prediction, as sampling uses it
         for idx in self.minibatches(len(x0), gen, stats):
             noisy, noise, steps = self.denoise_inputs(x0[idx], gen, cfg.rwr.min_timestep)
-            embeds, negative = t.embed([all_prompts[i] for i in idx.tolist()], guidance)
+            batch_prompts = [all_prompts[i] for i in idx.tolist()]
+            embeds, negative = t.embed(batch_prompts, guidance)
             with t.autocast():
                 eps = predict_noise(t.unet, noisy, steps, embeds, negative, guidance)
             if cfg.rwr.baseline:
                 loss = losses.advantage_denoising_loss(eps, noise, w[idx])
             else:
                 loss = losses.weighted_denoising_loss(eps, noise, w[idx])
-            prompts_idx = [all_prompts[i] for i in idx.tolist()]
-            reg = self.regulariser((noisy, steps, *t.base_embed(prompts_idx, guidance, embeds, negative)), eps, guidance) \
-                if cfg.kl_weight > 0 else None
+            reg = self.regulariser(noisy, steps, batch_prompts, embeds, negative, eps, guidance)
             if reg is not None:
                 loss = loss + cfg.kl_weight * reg
                 stats["kl"].append(reg.item())

@@ -31,16 +31,17 @@ def _positive_int(owner: str, name: str, value) -> None:
         raise UserError(f"{owner}{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
 
 
-def _finite(owner: str, name: str, value, low: float | None = None, high: float | None = None, low_open=False) -> None:
+def _finite(owner: str, name: str, value, low: float | None = None, high: float | None = None, low_open=False,
+            high_open=False) -> None:
     ok = isinstance(value, (int, float)) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
-        ok = value <= high
+        ok = value < high if high_open else value <= high
     if not ok:
         bound = f"{'>' if low_open else '>='} {low}" if low is not None else "finite"
         if high is not None:
-            bound += f" and <= {high}"
+            bound += f" and below {high}" if high_open else f" and <= {high}"
         raise UserError(f"{owner}{name.replace('_', '-')} must be a number {bound}, got {value!r}")
 
 
@@ -152,9 +153,7 @@ class RWRConfig:
         if not isinstance(self.mix_top_rated, int) or self.mix_top_rated < 0:
             raise UserError(f"rwr.mix-top-rated must be a whole number >= 0, got {self.mix_top_rated!r}")
         _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
-        _finite("rwr.", "min_timestep", self.min_timestep, 0.0, 1.0)
-        if self.min_timestep >= 1.0:
-            raise UserError(f"rwr.min-timestep must be below 1, got {self.min_timestep!r}")
+        _finite("rwr.", "min_timestep", self.min_timestep, 0.0, 1.0, high_open=True)
         for name in ("guided_loss", "baseline"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"rwr.{name.replace('_', '-')} must be true or false, got {getattr(self, name)!r}")
@@ -171,9 +170,7 @@ class DPOConfig:
 
     def __post_init__(self):
         _finite("dpo.", "beta", self.beta, 0.0, low_open=True)
-        _finite("dpo.", "min_timestep", self.min_timestep, 0.0, 1.0)
-        if self.min_timestep >= 1.0:
-            raise UserError(f"dpo.min-timestep must be below 1, got {self.min_timestep!r}")
+        _finite("dpo.", "min_timestep", self.min_timestep, 0.0, 1.0, high_open=True)
         _positive_int("dpo.", "pairs_per_epoch", self.pairs_per_epoch)
 
 
