@@ -117,10 +117,55 @@ def test_denoising_losses_train_only_the_noise_levels_asked_for(algo):
     assert min(everywhere) < 500  # unrestricted (seeded, so the same draws every run)
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_rwr_shared_noise_denoises_a_prompts_samples_from_one_draw(shared):
+    over = {"sample": {"samples_per_epoch": 8, "images_per_prompt": 2}, "optim": {"train_batch_size": 4, "inner_epochs": 1}}
+    tr = make("rwr", epochs=2, kl_weight=0.0, lora={"init_std": 0.01}, rwr={"shared_noise": shared}, **over)
+    calls, real = [], tr.algorithm.denoise_inputs
+    tr.algorithm.denoise_inputs = lambda x0, gen, low, groups=None: (out := real(x0, gen, low, groups),
+                                                                      calls.append((groups, out[1], out[2])))[0]
+    tr.train()
+    assert len(calls) >= 4 and all(len(noise) <= 4 for _, noise, _ in calls)
+    if not shared:
+        assert all(groups is None for groups, _, _ in calls)
+        assert all(len(set(steps.tolist())) > 1 or len(steps) == 1 for _, _, steps in calls[:2])
+        return
+    for groups, noise, steps in calls:
+        for i, gi in enumerate(groups):
+            for j, gj in enumerate(groups):
+                same = torch.equal(noise[i], noise[j]) and steps[i] == steps[j]
+                assert same == (gi == gj)  # one draw per prompt, another for each other prompt
+    # a prompt's samples share a micro-batch unless there are more of them than fit in one (then full batches)
+    for epoch_calls in [calls[: len(calls) // 2], calls[len(calls) // 2 :]]:
+        sizes = {}
+        for groups, _, _ in epoch_calls:
+            for g in groups:
+                sizes[g] = sizes.get(g, 0) + 1
+        assert sum(sizes.values()) == 8
+        for g, size in sizes.items():
+            in_calls = sum(g in groups for groups, _, _ in epoch_calls)
+            assert in_calls == 1 if size <= 4 else in_calls == -(-size // 4)
+
+
+def test_group_batches_keep_groups_whole_and_cover_every_sample_once():
+    from rlft.train.algorithms import group_batches
+
+    groups = ["a", "a", "b", "b", "b", "c", "a", "d", "d", "d", "d", "d", "d"]
+    gen = torch.Generator().manual_seed(0)
+    batches = [b.tolist() for b in group_batches(groups, 4, gen)]
+    assert sorted(i for b in batches for i in b) == list(range(len(groups)))
+    assert all(len(b) <= 4 for b in batches)
+    for g in "abc":  # groups that fit a batch are never split
+        assert sum(any(groups[i] == g for i in b) for b in batches) == 1
+    assert sorted(len(b) for b in batches if all(groups[i] == "d" for i in b))[-1] == 4  # d (6) is split in full batches
+    assert [b.tolist() for b in group_batches(groups, 4)] == [[0, 1, 6], [2, 3, 4, 5], [7, 8, 9, 10], [11, 12]]
+
+
 @pytest.mark.parametrize("guided", [True, False])
 def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
     # samples come from the CFG-guided sampler; the denoising loss is that policy's, [uncond; cond] in one call
-    over = {"sample": {"images_per_prompt": 1}, "lora": {"init_std": 0.01}}  # both prompts in the one micro-batch
+    # both prompts in the one micro-batch, one pass
+    over = {"sample": {"images_per_prompt": 1}, "lora": {"init_std": 0.01}, "optim": {"inner_epochs": 1}}
     tr = make("rwr", epochs=1, kl_weight=0.0, rwr={"guided_loss": guided}, **over)
     assert tr.config.sample.guidance == 3.0
     calls = []
@@ -146,7 +191,7 @@ def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
 
 def test_rwr_regulariser_compares_like_with_like():
     # with the adapter at the identity (peft's B = 0), the guided prediction equals the guided base exactly
-    tr = make("rwr", epochs=1, kl_weight=0.5)
+    tr = make("rwr", epochs=1, kl_weight=0.5, optim={"inner_epochs": 1})  # one step: measured before it moves
     assert tr.config.lora.init_std is None and tr.config.rwr.guided_loss
     assert tr.train()[0]["kl"] == 0.0
 

@@ -82,28 +82,43 @@ class Algorithm:
             ref = predict_noise(base, noisy, steps, embeds, negative, guidance)
         return losses.per_sample_mse(eps, ref).mean()
 
-    def minibatches(self, n: int, gen: torch.Generator, stats: dict, shuffle: bool = True):
-        """Index batches over `inner_epochs` passes; steps the optimizer every `gradient_accumulation_steps`."""
+    def minibatches(self, n: int, gen: torch.Generator, stats: dict, shuffle: bool = True, groups=None):
+        """Index batches over `inner_epochs` passes; steps the optimizer every `gradient_accumulation_steps`.
+
+        With `groups` (a group id per sample), the groups are shuffled instead of the samples and a micro-batch
+        holds whole groups, as many as fit in `train_batch_size` (a larger group is split into full batches)."""
         cfg = self.cfg.optim
         self.t.unet.train()
         micro = 0
         for _ in range(cfg.inner_epochs):
-            order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
-            for start in range(0, n, cfg.train_batch_size):
-                yield order[start : start + cfg.train_batch_size]
+            if groups is None:
+                order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+                batches = [order[start : start + cfg.train_batch_size] for start in range(0, n, cfg.train_batch_size)]
+            else:
+                batches = group_batches(groups, cfg.train_batch_size, gen if shuffle else None)
+            for batch in batches:
+                yield batch
                 micro += 1
                 if micro % cfg.gradient_accumulation_steps == 0:
                     stats["grad_norm"].append(self.t.optimizer_step())
         if micro % cfg.gradient_accumulation_steps:
             stats["grad_norm"].append(self.t.optimizer_step())
 
-    def denoise_inputs(self, x0, generator, min_timestep: float = 0.0):
-        """Random timesteps (uniform on [min_timestep * T, T)) and noise for the denoising loss on clean latents `x0`."""
+    def denoise_inputs(self, x0, generator, min_timestep: float = 0.0, groups=None):
+        """Random timesteps (uniform on [min_timestep * T, T)) and noise for the denoising loss on clean latents `x0`;
+        with `groups` (a group id per row), rows of one group share their timestep and noise."""
         sched = self.t.pipe.scheduler
         total = sched.config.num_train_timesteps
         low = min(int(round(min_timestep * total)), total - 1)
-        steps = torch.randint(low, total, (len(x0),), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        if groups is None:
+            steps = torch.randint(low, total, (len(x0),), generator=generator)
+            noise = torch.randn(x0.shape, generator=generator)
+        else:
+            ids = list(dict.fromkeys(groups))
+            row = torch.tensor([ids.index(g) for g in groups])
+            steps = torch.randint(low, total, (len(ids),), generator=generator)[row]
+            noise = torch.randn((len(ids), *x0.shape[1:]), generator=generator)[row]
+        steps, noise = steps.to(x0.device), noise.to(x0.device, x0.dtype)
         return sched.add_noise(x0, noise, steps), noise, steps
 
 
@@ -192,15 +207,21 @@ class RWR(Algorithm):
             x0 = torch.cat([x0, extra[0]])
             all_prompts += extra[1]
             w = torch.cat([w, torch.full((len(extra[1]),), float(cfg.rwr.mix_weight))])
+        # a prompt's own samples form a group; each mixed-in rated image is a group of its own
+        groups = list(prompts) + [("rated", i) for i in range(len(all_prompts) - len(prompts))]
         keep = (w != 0).nonzero().flatten()  # top-k leaves most samples at weight 0: skip their compute
         x0, w = x0[keep], w[keep].to(t.device)
         all_prompts = [all_prompts[i] for i in keep.tolist()]
+        groups = [groups[i] for i in keep.tolist()] if cfg.rwr.shared_noise else None
         gen = torch.Generator().manual_seed(epoch)
         stats = {"loss": [], "kl": [], "grad_norm": []}
         accum = cfg.optim.gradient_accumulation_steps
         guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0  # the guided prediction, as sampling uses it
-        for idx in self.minibatches(len(x0), gen, stats):
-            noisy, noise, steps = self.denoise_inputs(x0[idx], gen, cfg.rwr.min_timestep)
+        for idx in self.minibatches(len(x0), gen, stats, groups=groups):
+            # shared noise: a prompt's samples are denoised from the same noise at the same timestep, so the
+            # weighted loss compares the samples themselves rather than their noise draws (Diffusion-DPO's pairing)
+            batch_groups = None if groups is None else [groups[i] for i in idx.tolist()]
+            noisy, noise, steps = self.denoise_inputs(x0[idx], gen, cfg.rwr.min_timestep, batch_groups)
             batch_prompts = [all_prompts[i] for i in idx.tolist()]
             embeds, negative = t.embed(batch_prompts, guidance)
             with t.autocast():
@@ -267,6 +288,31 @@ class DPO(Algorithm):
             stats["implicit_acc"].append(info["implicit_acc"].item())
         out = {"pairs": n * acc.num_processes, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
         return out
+
+
+def group_batches(groups, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Micro-batches of sample indices that keep each group (equal ids in `groups`) together: groups in random
+    order (`generator`) or first-seen order (None), packed whole while they fit in `batch_size`; a group larger
+    than `batch_size` is split into full batches of its own."""
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    ids = list(members)
+    if generator is not None:
+        ids = [ids[j] for j in torch.randperm(len(ids), generator=generator).tolist()]
+    batches, current = [], []
+    for g in ids:
+        idx = members[g]
+        if len(current) + len(idx) > batch_size and current:
+            batches.append(current)
+            current = []
+        while len(idx) > batch_size:
+            batches.append(idx[:batch_size])
+            idx = idx[batch_size:]
+        current = current + idx
+    if current:
+        batches.append(current)
+    return [torch.tensor(b) for b in batches]
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ TOY_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     # and it trains the first (noisiest) half of each trajectory's steps, where colour, size and place are decided
     "ddpo": {"kl_weight": 0.05, "optim": {"learning_rate": 3e-3, "gradient_accumulation_steps": 4},
              "ddpo": {"timestep_choice": "first"}},
-    "rwr": {"kl_weight": 1.0},
+    # several passes over each epoch's samples, a prompt's samples denoised from one noise draw
+    "rwr": {"kl_weight": 1.0, "optim": {"inner_epochs": 3}, "rwr": {"shared_noise": True}},
 }
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -143,6 +144,7 @@ class RWRConfig:
     guided_loss: bool = True  # fit the CFG-combined noise prediction (at sample.guidance), the policy that drew the samples
     baseline: bool = True  # weights minus their mean (1): equally good samples give no gradient, so no drift toward the sampler's own output
     min_timestep: float = 0.0  # train on noise levels t >= min_timestep * T only (0: all, as Lee et al.; 0.5: the noisier half)
+    shared_noise: bool = False  # one noise draw and timestep per prompt's samples, trained in one micro-batch (as Diffusion-DPO pairs)
 
     def __post_init__(self):
         if self.weighting not in ("exp", "topk"):
@@ -154,7 +156,7 @@ class RWRConfig:
             raise UserError(f"rwr.mix-top-rated must be a whole number >= 0, got {self.mix_top_rated!r}")
         _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
         _finite("rwr.", "min_timestep", self.min_timestep, 0.0, 1.0, high_open=True)
-        for name in ("guided_loss", "baseline"):
+        for name in ("guided_loss", "baseline", "shared_noise"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"rwr.{name.replace('_', '-')} must be true or false, got {getattr(self, name)!r}")
 
@@ -280,7 +282,7 @@ def _build(cls, values: dict, prefix: str):
 # Fields added after runs were already being written, with the behaviour of the code before them: a run
 # saved without the field resumes as it started.
 LEGACY_FIELDS: dict[tuple[str, str], Any] = {("rwr", "guided_loss"): False, ("rwr", "baseline"): False,
-                                             ("ddpo", "timestep_choice"): "random"}
+                                             ("ddpo", "timestep_choice"): "random", ("rwr", "shared_noise"): False}
 
 
 def from_saved(values: dict) -> TrainConfig:
