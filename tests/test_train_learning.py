@@ -164,8 +164,7 @@ def test_group_batches_keep_groups_whole_and_cover_every_sample_once():
 @pytest.mark.parametrize("guided", [True, False])
 def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
     # samples come from the CFG-guided sampler; the denoising loss is that policy's, [uncond; cond] in one call
-    # both prompts in the one micro-batch, one pass
-    over = {"sample": {"images_per_prompt": 1}, "lora": {"init_std": 0.01}, "optim": {"inner_epochs": 1}}
+    over = {"sample": {"images_per_prompt": 1}, "lora": {"init_std": 0.01}}  # both prompts in the one micro-batch
     tr = make("rwr", epochs=1, kl_weight=0.0, rwr={"guided_loss": guided}, **over)
     assert tr.config.sample.guidance == 3.0
     calls = []
@@ -191,7 +190,7 @@ def test_rwr_fits_the_guided_prediction_that_drew_its_samples(guided):
 
 def test_rwr_regulariser_compares_like_with_like():
     # with the adapter at the identity (peft's B = 0), the guided prediction equals the guided base exactly
-    tr = make("rwr", epochs=1, kl_weight=0.5, optim={"inner_epochs": 1})  # one step: measured before it moves
+    tr = make("rwr", epochs=1, kl_weight=0.5)
     assert tr.config.lora.init_std is None and tr.config.rwr.guided_loss
     assert tr.train()[0]["kl"] == 0.0
 
