@@ -90,13 +90,8 @@ class Algorithm:
         cfg = self.cfg.optim
         self.t.unet.train()
         micro = 0
-        for _ in range(cfg.inner_epochs):
-            if groups is None:
-                order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
-                batches = [order[start : start + cfg.train_batch_size] for start in range(0, n, cfg.train_batch_size)]
-            else:
-                batches = group_batches(groups, cfg.train_batch_size, gen if shuffle else None)
-            for batch in batches:
+        for _ in range(cfg.inner_epochs):  # without groups each sample is a group of one: plain shuffled batches
+            for batch in group_batches(range(n) if groups is None else groups, cfg.train_batch_size, gen if shuffle else None):
                 yield batch
                 micro += 1
                 if micro % cfg.gradient_accumulation_steps == 0:
@@ -110,15 +105,11 @@ class Algorithm:
         sched = self.t.pipe.scheduler
         total = sched.config.num_train_timesteps
         low = min(int(round(min_timestep * total)), total - 1)
-        if groups is None:
-            steps = torch.randint(low, total, (len(x0),), generator=generator)
-            noise = torch.randn(x0.shape, generator=generator)
-        else:
-            ids = list(dict.fromkeys(groups))
-            row = torch.tensor([ids.index(g) for g in groups])
-            steps = torch.randint(low, total, (len(ids),), generator=generator)[row]
-            noise = torch.randn((len(ids), *x0.shape[1:]), generator=generator)[row]
-        steps, noise = steps.to(x0.device), noise.to(x0.device, x0.dtype)
+        groups = range(len(x0)) if groups is None else groups  # without groups every row draws its own
+        ids = {g: k for k, g in enumerate(dict.fromkeys(groups))}
+        row = torch.tensor([ids[g] for g in groups])
+        steps = torch.randint(low, total, (len(ids),), generator=generator)[row].to(x0.device)
+        noise = torch.randn((len(ids), *x0.shape[1:]), generator=generator)[row].to(x0.device, x0.dtype)
         return sched.add_noise(x0, noise, steps), noise, steps
 
 
