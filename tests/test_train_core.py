@@ -35,6 +35,23 @@ def test_advantage_denoising_loss_by_hand():
     assert losses.advantage_denoising_loss(pred, target, torch.tensor([0.5, 0.5])).item() == pytest.approx(1.0)
 
 
+def test_clipped_advantage_denoising_loss_stops_samples_past_the_trust_region():
+    pred, target = torch.zeros(4, 1, 2, 2, requires_grad=True), torch.ones(4, 1, 2, 2)  # every error 1
+    w = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    # reference errors: sample 0 already 20% below the reference's (1 < 0.9 x 1.25), sample 1 inside;
+    # sample 2 already 20% above (1 > 1.1 x 0.8), sample 3 inside
+    ref = torch.tensor([1.25, 1.0, 0.8, 1.0])
+    loss, active = losses.clipped_advantage_denoising_loss(pred, target, w, ref, clip_range=0.1)
+    assert active.item() == pytest.approx(0.5)
+    assert loss.item() == pytest.approx((1.0 * 1 - 1.0 * 1) / 4)
+    loss.backward()
+    per_sample = pred.grad.abs().sum(dim=(1, 2, 3))
+    assert per_sample[0] == 0 and per_sample[2] == 0 and per_sample[1] > 0 and per_sample[3] > 0
+    # with a wide trust region it is advantage_denoising_loss
+    wide, active = losses.clipped_advantage_denoising_loss(pred, target, w, ref, clip_range=0.9)
+    assert active.item() == 1.0 and wide.item() == pytest.approx(losses.advantage_denoising_loss(pred, target, w).item())
+
+
 def test_rwr_weights_exp_and_topk():
     w = losses.rwr_weights([0.0, math.log(2.0)], ["a", "a"], "exp", beta=1.0)
     torch.testing.assert_close(w, torch.tensor([2 / 3, 4 / 3]))
@@ -100,7 +117,8 @@ def test_config_defaults_and_validation():
                        ({"rwr.guided_loss": "no"}, "true or false"), ({"ddpo.timestep_choice": "last"}, "random or first"),
                        ({"ddpo.discount": 0.0}, "discount must be a number > 0.0 and <= 1.0"), ({"ddpo.discount": 1.5}, "discount"),
                        ({"rwr.min_timestep": 1.0}, "below 1"), ({"dpo.min_timestep": -0.1}, "min-timestep"),
-                       ({"rwr.shared_noise": 1}, "rwr.shared-noise must be true or false")]:
+                       ({"rwr.shared_noise": 1}, "rwr.shared-noise must be true or false"),
+                       ({"rwr.clip_range": 1.0}, "rwr.clip-range must be a number >= 0.0 and below 1.0")]:
         with pytest.raises(UserError, match=match):
             from_dict(bad)
     assert from_dict(TrainConfig.sd().to_dict()) == TrainConfig.sd()

@@ -147,6 +147,18 @@ def test_rwr_shared_noise_denoises_a_prompts_samples_from_one_draw(shared):
             assert in_calls == 1 if size <= 4 else in_calls == -(-size // 4)
 
 
+def test_rwr_clip_range_trains_inside_a_trust_region_around_the_base():
+    over = {"sample": {"samples_per_epoch": 8, "images_per_prompt": 2}, "optim": {"train_batch_size": 8, "learning_rate": 0.05}}
+    tr = make("rwr", epochs=4, kl_weight=0.0, rwr={"clip_range": 0.001}, **over)
+    metrics = tr.train()
+    active = [m["active_frac"] for m in metrics]
+    assert active[0] == 1.0  # the LoRA starts at zero: every error equals the base's, all inside
+    assert min(active[1:]) < 1.0  # after steps this large some samples have moved past the region
+    plain = make("rwr", epochs=1, kl_weight=0.0, **over).train()
+    assert plain[0]["active_frac"] is None  # off by default: the plain signed loss
+    assert plain[0]["loss"] == pytest.approx(metrics[0]["loss"])  # and, all inside, the same loss
+
+
 def test_group_batches_keep_groups_whole_and_cover_every_sample_once():
     from rlft.train.algorithms import group_batches
 

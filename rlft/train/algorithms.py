@@ -71,16 +71,12 @@ class Algorithm:
                    "samples": len(all_rewards)}
         return adv[k * n : (k + 1) * n], metrics
 
-    def regulariser(self, noisy, steps, prompts, embeds, negative, eps, guidance: float = 1.0):
-        """||eps - eps_base||^2 (per-sample mean), the base predicting from the latents and timesteps `eps` saw
-        and the base's encodings of `prompts` (`Trainer.base_embed`: `embeds`/`negative` themselves unless the
-        text encoder trains), or None when kl_weight is 0. The caller multiplies by kl_weight."""
-        if self.cfg.kl_weight <= 0:
-            return None
+    def base_prediction(self, noisy, steps, prompts, embeds, negative, guidance: float = 1.0):
+        """The frozen base's noise prediction from the same latents and timesteps, with the base's encodings of
+        `prompts` (`Trainer.base_embed`: `embeds`/`negative` themselves unless the text encoder trains)."""
         embeds, negative = self.t.base_embed(prompts, guidance, embeds, negative)
         with self.t.base_model() as base, self.t.autocast():
-            ref = predict_noise(base, noisy, steps, embeds, negative, guidance)
-        return losses.per_sample_mse(eps, ref).mean()
+            return predict_noise(base, noisy, steps, embeds, negative, guidance)
 
     def minibatches(self, n: int, gen: torch.Generator, stats: dict, shuffle: bool = True, groups=None):
         """Index batches over `inner_epochs` passes; steps the optimizer every `gradient_accumulation_steps`.
@@ -205,7 +201,7 @@ class RWR(Algorithm):
         all_prompts = [all_prompts[i] for i in keep.tolist()]
         groups = [groups[i] for i in keep.tolist()] if cfg.rwr.shared_noise else None
         gen = torch.Generator().manual_seed(epoch)
-        stats = {"loss": [], "kl": [], "grad_norm": []}
+        stats = {"loss": [], "kl": [], "grad_norm": [], "active_frac": []}
         accum = cfg.optim.gradient_accumulation_steps
         guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0  # the guided prediction, as sampling uses it
         for idx in self.minibatches(len(x0), gen, stats, groups=groups):
@@ -217,12 +213,20 @@ class RWR(Algorithm):
             embeds, negative = t.embed(batch_prompts, guidance)
             with t.autocast():
                 eps = predict_noise(t.unet, noisy, steps, embeds, negative, guidance)
-            if cfg.rwr.baseline:
+            clip = cfg.rwr.clip_range if cfg.rwr.baseline else 0.0
+            ref = None
+            if cfg.kl_weight > 0 or clip > 0:
+                ref = self.base_prediction(noisy, steps, batch_prompts, embeds, negative, guidance)
+            if clip > 0:
+                ref_mse = losses.per_sample_mse(ref, noise)
+                loss, active = losses.clipped_advantage_denoising_loss(eps, noise, w[idx], ref_mse, clip)
+                stats["active_frac"].append(active.item())
+            elif cfg.rwr.baseline:
                 loss = losses.advantage_denoising_loss(eps, noise, w[idx])
             else:
                 loss = losses.weighted_denoising_loss(eps, noise, w[idx])
-            reg = self.regulariser(noisy, steps, batch_prompts, embeds, negative, eps, guidance)
-            if reg is not None:
+            if cfg.kl_weight > 0:  # ||eps - eps_base||^2 at the training inputs
+                reg = losses.per_sample_mse(eps, ref).mean()
                 loss = loss + cfg.kl_weight * reg
                 stats["kl"].append(reg.item())
             t.accelerator.backward(loss / accum)

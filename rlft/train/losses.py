@@ -52,6 +52,17 @@ def advantage_denoising_loss(pred, target, weights):
     return (weights * per_sample_mse(pred, target)).mean()
 
 
+def clipped_advantage_denoising_loss(pred, target, weights, ref_mse, clip_range: float):
+    """`advantage_denoising_loss` inside a trust region around the reference model, as PPO clips its ratio: a
+    sample stops contributing once its error has moved past (1 -/+ clip_range) x the reference's error at the
+    same input in the direction its weight asks for (down for w > 0, up for w < 0). Pushing bad samples away is
+    otherwise unbounded: the error of a sample can grow without limit, and the model with it."""
+    mse = per_sample_mse(pred, target)
+    ref = ref_mse.detach().float()
+    active = torch.where(weights > 0, mse.detach() > (1 - clip_range) * ref, mse.detach() < (1 + clip_range) * ref)
+    return (weights * mse * active).mean(), active.float().mean()
+
+
 def dpo_loss(model_w, model_l, ref_w, ref_l, beta: float):
     """Diffusion-DPO: -log sigmoid(-beta/2 * ((e_w - e_w_ref) - (e_l - e_l_ref))), e = per-sample MSE.
 
