@@ -118,7 +118,8 @@ def test_config_defaults_and_validation():
                        ({"ddpo.discount": 0.0}, "discount must be a number > 0.0 and <= 1.0"), ({"ddpo.discount": 1.5}, "discount"),
                        ({"rwr.min_timestep": 1.0}, "below 1"), ({"dpo.min_timestep": -0.1}, "min-timestep"),
                        ({"rwr.shared_noise": 1}, "rwr.shared-noise must be true or false"),
-                       ({"rwr.clip_range": 1.0}, "rwr.clip-range must be a number >= 0.0 and below 1.0")]:
+                       ({"rwr.clip_range": 1.0}, "rwr.clip-range must be a number >= 0.0 and below 1.0"),
+                       ({"rwr.clip_range": 0.1, "rwr.baseline": False}, "rwr.clip-range bounds the signed")]:
         with pytest.raises(UserError, match=match):
             from_dict(bad)
     assert from_dict(TrainConfig.sd().to_dict()) == TrainConfig.sd()

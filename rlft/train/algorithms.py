@@ -213,7 +213,7 @@ class RWR(Algorithm):
             embeds, negative = t.embed(batch_prompts, guidance)
             with t.autocast():
                 eps = predict_noise(t.unet, noisy, steps, embeds, negative, guidance)
-            clip = cfg.rwr.clip_range if cfg.rwr.baseline else 0.0
+            clip = cfg.rwr.clip_range  # > 0 only with the signed (baseline) weights: RWRConfig refuses it otherwise
             ref = None
             if cfg.kl_weight > 0 or clip > 0:
                 ref = self.base_prediction(noisy, steps, batch_prompts, embeds, negative, guidance)

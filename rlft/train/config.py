@@ -144,7 +144,7 @@ class RWRConfig:
     baseline: bool = True  # weights minus their mean (1): equally good samples give no gradient, so no drift toward the sampler's own output
     min_timestep: float = 0.0  # train on noise levels t >= min_timestep * T only (0: all, as Lee et al.; 0.5: the noisier half)
     shared_noise: bool = False  # one noise draw and timestep per prompt's samples, trained in one micro-batch (as Diffusion-DPO pairs)
-    clip_range: float = 0.0  # > 0 (with baseline): a sample stops contributing once its error is past (1 -/+ clip_range) x the base's at the same input
+    clip_range: float = 0.0  # > 0 (needs baseline): a sample stops contributing once its error is past (1 -/+ clip_range) x the base's at the same input
 
     def __post_init__(self):
         if self.weighting not in ("exp", "topk"):
@@ -157,6 +157,8 @@ class RWRConfig:
         _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
         _finite("rwr.", "min_timestep", self.min_timestep, 0.0, 1.0, high_open=True)
         _finite("rwr.", "clip_range", self.clip_range, 0.0, 1.0, high_open=True)
+        if self.clip_range > 0 and self.baseline is False:
+            raise UserError("rwr.clip-range bounds the signed (baseline) loss: set rwr.baseline = true or clip-range = 0")
         for name in ("guided_loss", "baseline", "shared_noise"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"rwr.{name.replace('_', '-')} must be true or false, got {getattr(self, name)!r}")
