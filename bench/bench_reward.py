@@ -85,6 +85,33 @@ def expected_accuracy(pred_diff: np.ndarray, true_p: np.ndarray) -> float:
     return float(np.where(pick > 0, true_p, np.where(pick < 0, 1 - true_p, 0.5)).mean())
 
 
+def member_utilities(heads, emb: np.ndarray) -> np.ndarray:
+    """K x N utilities of the pool under each ensemble member."""
+    import torch
+
+    with torch.no_grad():
+        X = torch.as_tensor(emb)
+        return np.stack([h(X).numpy() for h in heads])
+
+
+def ensemble_accuracy(members: np.ndarray, test) -> float:
+    """Expected held-out accuracy of the members' mean win probability on the test pairs (ti, tj, tp)."""
+    ti, tj, tp = test
+    return expected_accuracy(sigmoid(members[:, ti] - members[:, tj]).mean(0) - 0.5, tp)
+
+
+def oracle_test(u: np.ndarray):
+    """The rater's noise T for utilities `u`, the N_TEST fixed random test pairs (ti, tj, true P(i wins)), and
+    the noiseless oracle's accuracy on them (the ceiling)."""
+    rng = np.random.default_rng(123)
+    T = calibrate_noise(u, rng)
+    ti, tj = rng.integers(0, len(u), N_TEST), rng.integers(0, len(u), N_TEST)
+    keep = ti != tj
+    ti, tj = ti[keep], tj[keep]
+    tp = sigmoid((u[ti] - u[tj]) / T)
+    return T, (ti, tj, tp), expected_accuracy(u[ti] - u[tj], tp)
+
+
 def run_curve(oracle: str, strategy: str, seed: int, shas, paths, emb, u, T, test, home) -> list[float]:
     import prefs
     import reward
@@ -100,7 +127,6 @@ def run_curve(oracle: str, strategy: str, seed: int, shas, paths, emb, u, T, tes
     rng = random.Random(seed)
     ia, ib, y = [], [], []
     accs = []
-    ti, tj, tp = test
     # What `rlft simulate --strategy uncertain` runs: an ensemble refitted in memory every REFIT votes.
     online = reward.OnlineScorer(store, "toy", rater="sim", refit_every=REFIT, min_judgements=WARMUP,
                                  fit=FitConfig(head=HEAD, seed=seed), cache=cache) if strategy == "uncertain" else None
@@ -115,10 +141,7 @@ def run_curve(oracle: str, strategy: str, seed: int, shas, paths, emb, u, T, tes
             import torch
 
             fit = fit_ensemble(emb, np.array(ia), np.array(ib), np.array(y, np.float32), FitConfig(head=HEAD, seed=seed))
-            with torch.no_grad():
-                X = torch.as_tensor(emb)
-                p = sigmoid(np.stack([h(X).numpy() for h in fit.heads])[:, ti] - np.stack([h(X).numpy() for h in fit.heads])[:, tj]).mean(0)
-            accs.append(expected_accuracy(p - 0.5, tp))
+            accs.append(ensemble_accuracy(member_utilities(fit.heads, emb), test))
     store.close()
     db.unlink(missing_ok=True)
     return accs
@@ -266,16 +289,10 @@ def main() -> None:
     for name in args.oracles.split(","):
         fn = resolve_oracle(name)
         u = np.array([fn(im, "") for im in pil], dtype=float)
-        rng = np.random.default_rng(123)
-        T = calibrate_noise(u, rng)
-        ti, tj = rng.integers(0, len(u), N_TEST), rng.integers(0, len(u), N_TEST)
-        keep = ti != tj
-        ti, tj = ti[keep], tj[keep]
-        tp = sigmoid((u[ti] - u[tj]) / T)
-        ceiling = expected_accuracy(u[ti] - u[tj], tp)
+        T, test, ceiling = oracle_test(u)
         r = {"noise": T, "ceiling": ceiling, "distinct_utilities": int(len(np.unique(np.round(u, 6))))}
         for strat in ("random", "uncertain"):
-            curves = [run_curve(name, strat, s, shas, paths, emb, u, T, (ti, tj, tp), home) for s in range(args.seeds)]
+            curves = [run_curve(name, strat, s, shas, paths, emb, u, T, test, home) for s in range(args.seeds)]
             r[strat] = {"per_seed": curves, "mean": [float(np.mean(c)) for c in zip(*curves)]}
         rand, unc = r["random"]["mean"], r["uncertain"]["mean"]
         r["acc200_over_ceiling"] = rand[CHECKPOINTS.index(200)] / ceiling

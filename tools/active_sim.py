@@ -24,7 +24,7 @@ from PIL import Image
 from reward.embeddings import EmbeddingCache
 from reward.fit import FitConfig, fit_ensemble
 from rlft.oracles import resolve_oracle
-from prefs.samplers import pair_epig, _entropy_bits
+from prefs.samplers import EPIG_SHORTLIST, EPIG_TARGETS, UNCERTAIN_CANDIDATES, pair_epig, _entropy_bits
 
 B.WORK.mkdir(parents=True, exist_ok=True)
 pool = B.make_pool(120, 10); paths = sorted(pool.glob("*.png"))[:120]
@@ -36,24 +36,22 @@ N = len(paths)
 
 def members_of(ia, ib, y, seed, head="mlp", l2=1.0):
     fit = fit_ensemble(emb, np.array(ia), np.array(ib), np.array(y, np.float32), FitConfig(head=head, seed=seed, l2=l2))
-    with torch.no_grad():
-        X = torch.as_tensor(emb)
-        return np.stack([h(X).numpy() for h in fit.heads]).astype(np.float64)
+    return B.member_utilities(fit.heads, emb).astype(np.float64)
 
 def select(strategy, M, judged, rng, counts=None):
     if counts is not None:  # coverage: the 48 least-judged images (random among equals)
-        ids = sorted(range(N), key=lambda i: (counts[i], rng.random()))[:48]
+        ids = sorted(range(N), key=lambda i: (counts[i], rng.random()))[:UNCERTAIN_CANDIDATES]
     else:
-        ids = rng.sample(range(N), 48)
-    iu, ju = np.triu_indices(48, 1)
+        ids = rng.sample(range(N), UNCERTAIN_CANDIDATES)
+    iu, ju = np.triu_indices(UNCERTAIN_CANDIDATES, 1)
     a, b = np.array(ids)[iu], np.array(ids)[ju]
     d = M[:, a] - M[:, b]
     pk = 1 / (1 + np.exp(-np.clip(d, -60, 60)))
     pij = pk.mean(0)
     bald = np.maximum(_entropy_bits(pij) - _entropy_bits(pk).mean(0), 0)
     if strategy == "epig":
-        top = np.argsort(-bald, kind="stable")[:96]
-        t = rng.sample(range(len(iu)), 256)
+        top = np.argsort(-bald, kind="stable")[:EPIG_SHORTLIST]
+        t = rng.sample(range(len(iu)), min(EPIG_TARGETS, len(iu)))
         info = np.zeros_like(bald); info[top] = pair_epig(pk[:, top], pk[:, t]) + 1e-9
     elif strategy == "bald":
         info = bald
@@ -72,16 +70,15 @@ def select(strategy, M, judged, rng, counts=None):
             return x, yv
     return None
 
-def curve(u, T, test, strategy, seed, refit=50, mix=0.0, shead="mlp", sl2=1.0, cov=False):
+def curve(u, T, test, strategy, seed, refit=B.REFIT, mix=0.0, shead="mlp", sl2=1.0, cov=False):
     counts = np.zeros(N)
-    ti, tj, tp = test
     rng = random.Random(seed)
     ia, ib, y, judged, accs, M = [], [], [], set(), [], None
     distinct = []
     for k in range(1, 801):
         pair = None
-        if strategy != "random" and k > 50 and rng.random() >= mix:
-            if M is None or (k - 1 - 50) % refit == 0:
+        if strategy != "random" and k > B.WARMUP and rng.random() >= mix:
+            if M is None or (k - 1 - B.WARMUP) % refit == 0:
                 M = members_of(ia, ib, y, seed + k, shead, sl2)
             pair = select(strategy, M, judged, rng, counts if cov else None)
         if pair is None:
@@ -93,11 +90,9 @@ def curve(u, T, test, strategy, seed, refit=50, mix=0.0, shead="mlp", sl2=1.0, c
         judged.add((min(x, yv), max(x, yv))); counts[x] += 1; counts[yv] += 1
         out = 1.0 if rng.random() < B.sigmoid((u[x] - u[yv]) / T) else 0.0
         ia.append(x); ib.append(yv); y.append(out)
-        if k > 50: distinct.append(abs(u[x] - u[yv]) > 1e-9)
+        if k > B.WARMUP: distinct.append(abs(u[x] - u[yv]) > 1e-9)
         if k in B.CHECKPOINTS or k == 300:
-            Mc = members_of(ia, ib, y, seed)
-            p = B.sigmoid(Mc[:, ti] - Mc[:, tj]).mean(0)
-            accs.append(B.expected_accuracy(p - 0.5, tp))
+            accs.append(B.ensemble_accuracy(members_of(ia, ib, y, seed), test))
     return accs, float(np.mean(distinct))
 
 if __name__ == "__main__":
@@ -105,10 +100,7 @@ if __name__ == "__main__":
     for name in oracles:
         fn = resolve_oracle(name)
         u = np.array([fn(im, "") for im in pil], dtype=float)
-        r = np.random.default_rng(123)
-        T = B.calibrate_noise(u, r)
-        ti, tj = r.integers(0, N, B.N_TEST), r.integers(0, N, B.N_TEST); keep = ti != tj; ti, tj = ti[keep], tj[keep]
-        tp = B.sigmoid((u[ti] - u[tj]) / T)
+        T, test, _ = B.oracle_test(u)
         for s in strats:
             mix, shead, sl2 = 0.0, "mlp", 1.0
             s0 = s
@@ -117,6 +109,6 @@ if __name__ == "__main__":
             if "+l2=" in s0: s0, sl2 = s0.split("+l2=")[0], float(s0.split("+l2=")[1])
             if "@" in s0: s0, mix = s0.split("@")[0], float(s0.split("@")[1])
             t0 = time.time()
-            res = [curve(u, T, (ti, tj, tp), s0, sd, mix=mix, shead=shead, sl2=sl2, cov=cov) for sd in range(seeds)]
+            res = [curve(u, T, test, s0, sd, mix=mix, shead=shead, sl2=sl2, cov=cov) for sd in range(seeds)]
             acc = np.mean([r_[0] for r_ in res], 0); dist = np.mean([r_[1] for r_ in res])
             print(f"{name} {s:10s} 50/100/200/300/400/800 = {np.round(acc,3).tolist()} distinct={dist:.2f} ({time.time()-t0:.0f}s)", flush=True)
