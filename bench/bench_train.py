@@ -182,6 +182,8 @@ def quality(args) -> None:
     timings["generate_s"] = None if not setup else rlft(home, "generate", "--model", "toy", "--prompts", home / "train.txt", "-n", args.pool_per_prompt,
                                  "--seed", 0, "--steps", 20, "--guidance", 3.0, "--batch-size", 16, log=log)
     rater = ["--noise", args.noise] if args.noise is not None else ["--consistency", args.consistency]
+    if args.strategy:
+        rater += ["--strategy", args.strategy]
     sim: dict = {}
     timings["simulate_s"] = None if not setup else rlft(home, "simulate", "--oracle", args.oracle, "--n", args.judgements, *rater,
                                                         "--json", log=log, capture=sim)
@@ -340,10 +342,13 @@ def reward_check(args) -> None:
     if len(set(u.tolist())) == 2:
         pos = u == u.max()
         out["auc"] = round(float(mannwhitneyu(score[pos], score[~pos]).statistic / (pos.sum() * (~pos).sum())), 4)
-    with results_locked() as data:
-        row = data.get("quality", {}).get(args.oracle, {}).get(args.algo)
-        if row is not None:
-            row["reward_check"] = out
+    if args.trial:  # a trial home: reported, and recorded under "trials", never in the headline row
+        add_trial({"name": args.trial, "what": "reward-check", "oracle": args.oracle, "home": str(home), **out})
+    else:
+        with results_locked() as data:
+            row = data.get("quality", {}).get(args.oracle, {}).get(args.algo)
+            if row is not None:
+                row["reward_check"] = out
     print(json.dumps({"oracle": args.oracle, **out}))
 
 
@@ -452,6 +457,8 @@ def main() -> None:
                     help="the simulated rater agrees with the noiseless oracle on this share of random pool pairs "
                          "(its noise T calibrated per oracle, as in bench_reward)")
     ap.add_argument("--noise", type=float, default=None, help="a fixed Bradley-Terry temperature T instead of --consistency")
+    ap.add_argument("--strategy", default=None,
+                    help="pair strategy of the simulated judgements (`rlft simulate --strategy`; default: the store's, same_prompt + 5%% repeat)")
     ap.add_argument("--train-prompts", type=int, default=24)
     ap.add_argument("--pool-per-prompt", type=int, default=8, help="pool images per training prompt (8: 192 images)")
     ap.add_argument("--test-prompts", type=int, default=16)

@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from prefs.errors import UserError
-from prefs.samplers import NoPairError, parse_mix
+from prefs.samplers import NoPairError, needs_scorer, parse_mix
 from prefs.store import Store
 
 REFRESH_EVERY = 50  # votes between refits of the Bradley-Terry score table that `uncertain` uses
@@ -110,11 +110,12 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
     rng = random.Random(config.seed)
     utilities: dict[str, float] = {}
     scorer = online = None
-    if "uncertain" in mix and config.scorer not in ("online", "bt"):
+    scored = needs_scorer(mix)
+    if scored and config.scorer not in ("online", "bt"):
         import reward
 
         scorer = reward.make_scorer(store, config.scorer)  # a fixed saved version: raises NotFoundError listing them
-    elif "uncertain" in mix and config.scorer == "online":
+    elif scored and config.scorer == "online":
         import reward
 
         online = reward.OnlineScorer(store, clip=config.clip, rater=config.rater, refit_every=REFRESH_EVERY)
@@ -138,7 +139,7 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
     for k in tqdm(range(config.n), desc="simulate", unit="pair", disable=not progress):
         if online is not None and online.model is not None:
             scorer = online  # fitted: the Bradley-Terry fallback is no longer read, so stop refitting it
-        elif "uncertain" in mix and config.scorer in ("online", "bt") and k % REFRESH_EVERY == 0:
+        elif scored and config.scorer in ("online", "bt") and k % REFRESH_EVERY == 0:
             from prefs.stats import bt_score_table
 
             scorer = bt_score_table(store)  # the item scores; the online ensemble's fallback until it has data

@@ -116,8 +116,9 @@ def test_uncertain_needs_a_scorer_and_checks_its_output(store):
     add_images(store, 3)
     with pytest.raises(UserError, match="the 'uncertain' strategy needs a scorer"):
         store.next_pair("r", "uncertain")
-    with pytest.raises(UserError, match="the 'bald' strategy needs a scorer"):
-        store.next_pair("r", "bald")
+    for name in ("bald", "epig"):
+        with pytest.raises(UserError, match=f"the '{name}' strategy needs a scorer"):
+            store.next_pair("r", name)
     with pytest.raises(ValueError, match="scorer returned"):
         store.next_pair("r", "uncertain", scorer=lambda images: ([0.0], None))
 
@@ -169,7 +170,7 @@ def test_mix_follows_its_weights(store):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("nonsense", "unknown pair strategy 'nonsense'; valid: balanced, bald, random, repeat, same_prompt, uncertain"),
+    ("nonsense", "unknown pair strategy 'nonsense'; valid: balanced, bald, epig, random, repeat, same_prompt, uncertain"),
     ("random:x", "bad weight 'x'"),
     ("random:0", "must be positive"),
     ({"random": -1}, "must be positive"),
@@ -214,11 +215,14 @@ def test_pair_information_is_zero_without_disagreement_and_grows_with_it():
     assert pair_information(np.array([1.0]), np.array([4.0]))[0] == pytest.approx(h(p.mean()) - h(p).mean(), abs=2e-3)
 
 
-def test_uncertain_asks_the_disputed_pair_not_the_confident_coin_flip(store):
+def test_bald_and_epig_ask_the_disputed_pair_uncertain_the_even_one(store):
     shas = add_images(store, 4)
     # 0 and 1: the ensemble agrees they are equal (a true tie). 2 and 3: its members disagree about the order.
     table = ScoreTable({shas[0]: (0.0, 0.05), shas[1]: (0.0, 0.05), shas[2]: (5.0, 1.5), shas[3]: (6.5, 1.5)})
-    assert key(store.next_pair("r", "uncertain", scorer=table)) == {shas[2], shas[3]}
+    assert key(store.next_pair("r", "bald", scorer=table)) == {shas[2], shas[3]}
+    assert key(store.next_pair("r", "epig", scorer=table)) == {shas[2], shas[3]}  # from stds alone: BALD
+    pair = store.next_pair("r", "uncertain", scorer=table)
+    assert key(pair) == {shas[0], shas[1]} and pair.predicted_p == pytest.approx(0.5)
 
 
 def _member_scorer(members_by_sha, with_members=True):
@@ -229,15 +233,38 @@ def _member_scorer(members_by_sha, with_members=True):
     return scorer
 
 
-def test_uncertain_with_members_skips_a_pair_every_member_ranks_alike(store):
+def test_bald_with_members_skips_a_pair_every_member_ranks_alike(store):
     shas = add_images(store, 4)
     # Images 0 and 1: each member is unsure where both sit (std ~2.4) but every member puts 1 just above 0.
     # Images 2 and 3: surer of each image (std ~0.4), yet the members disagree about which is better.
     table = {shas[0]: [-3.0, 0.0, 3.0], shas[1]: [-2.5, 0.5, 3.5], shas[2]: [10.0, 11.0, 10.5], shas[3]: [11.0, 10.0, 10.5]}
-    pair = store.next_pair("r", "uncertain", scorer=_member_scorer(table))
+    pair = store.next_pair("r", "bald", scorer=_member_scorer(table))
     assert key(pair) == {shas[2], shas[3]} and pair.predicted_p == pytest.approx(0.5)
     # From stds alone (independent errors) the wide pair 0-1 looks the more informative one.
-    assert key(store.next_pair("r", "uncertain", scorer=_member_scorer(table, with_members=False))) == {shas[0], shas[1]}
+    assert key(store.next_pair("r", "bald", scorer=_member_scorer(table, with_members=False))) == {shas[0], shas[1]}
+
+
+def test_uncertain_with_members_asks_the_pair_nearest_even_odds_under_the_members_mean(store):
+    shas = add_images(store, 4)
+    # 0 and 1: every member gives image 1 a small, sure edge: P(0 beats 1) = sigmoid(-0.1) = 0.475 in each.
+    # 2 and 3: the members dispute the order (gaps -2, +4, -4), but their mean is P = 0.373: further from even.
+    table = {shas[0]: [0.0, 0.0, 0.0], shas[1]: [0.1, 0.1, 0.1], shas[2]: [10.0, 14.0, 10.0], shas[3]: [12.0, 10.0, 14.0]}
+    p23 = float(np.mean(1 / (1 + np.exp(-np.array([-2.0, 4.0, -4.0])))))
+    assert abs(p23 - 0.5) > abs(1 / (1 + np.exp(0.1)) - 0.5)
+    pair = store.next_pair("r", "uncertain", scorer=_member_scorer(table))
+    assert key(pair) == {shas[0], shas[1]}
+    assert pair.predicted_p == pytest.approx(1 / (1 + np.exp(0.1 if pair.a.sha256 == shas[0] else -0.1)))
+    assert key(store.next_pair("r", "bald", scorer=_member_scorer(table))) == {shas[2], shas[3]}
+    # Once 0-1 is judged, uncertain asks the next nearest even odds: 2-3 (every cross pair is ~10 logits apart).
+    store.record_comparison(pair.a, pair.b, "a", rater="r", strategy=pair.strategy, predicted_p=pair.predicted_p)
+    assert key(store.next_pair("r", "uncertain", scorer=_member_scorer(table))) == {shas[2], shas[3]}
+
+
+def test_needs_scorer():
+    from prefs.samplers import needs_scorer
+
+    assert needs_scorer("uncertain") and needs_scorer("bald:0.5,balanced:0.5") and needs_scorer({"epig": 1.0})
+    assert not needs_scorer("balanced,repeat:0.05") and not needs_scorer(None) and not needs_scorer("uncertainty")
 
 
 def test_score_cache_keeps_the_members(store):
@@ -272,7 +299,7 @@ def test_pair_epig_matches_the_definition():
     assert pair_epig(np.full((5, 1), 0.3), pt)[0] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_uncertain_asks_what_informs_the_other_pairs_and_bald_what_is_disputed(store):
+def test_epig_asks_what_informs_the_other_pairs_and_bald_what_is_disputed(store):
     shas = add_images(store, 8)
     # Six typical images on one axis whose direction the members dispute: one answer among them settles all 15
     # of their pairs. Two outliers far above, whose order members dispute more but which predicts nothing else.
@@ -280,7 +307,7 @@ def test_uncertain_asks_what_informs_the_other_pairs_and_bald_what_is_disputed(s
     table = {shas[i]: (c * (i + 1)).tolist() for i in range(6)}
     table[shas[6]], table[shas[7]] = [105.0, 105.0, 95.0, 95.0], [95.0, 95.0, 105.0, 105.0]
     assert key(store.next_pair("r", "bald", scorer=_member_scorer(table))) == {shas[6], shas[7]}
-    assert key(store.next_pair("r", "uncertain", scorer=_member_scorer(table))) <= set(shas[:6])
+    assert key(store.next_pair("r", "epig", scorer=_member_scorer(table))) <= set(shas[:6])
 
 
 def test_float32_members_give_finite_information_and_the_same_pair(store):

@@ -163,6 +163,13 @@ def test_uncertain_asks_an_online_ensemble_refitted_every_50_votes():
     assert summary["judged"] == 120 and summary["refits"] == 2
     result = sim("--oracle", "warm", "--n", "10", "--strategy", "uncertain", "--scorer", "bt", "--rater", "b", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["refits"] == 0
+    # bald and epig are scored strategies too: they get the same online ensemble.
+    result = sim("--oracle", "warm", "--n", "30", "--noise", "0", "--strategy", "bald:0.5,epig:0.5", "--rater", "c", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["refits"] == 1
+    with prefs.open_store() as store:
+        used = {j.strategy for j in store.comparisons() if j.rater == "c"}
+    assert used <= {"bald", "epig", "random"} and used & {"bald", "epig"}
 
 
 def test_uncertain_with_a_missing_reward_version_is_a_clear_error():

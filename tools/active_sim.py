@@ -9,8 +9,10 @@ chosen pairs whose utilities differ. Exploration only; the issue's numbers come 
     .venv/bin/python tools/active_sim.py warm,centered random,epig,close 2
 
 Rules: random, epig (what `uncertain` does), bald, qbc (variance of the members' utility gap), fisher,
-close (nearest even odds under the ensemble mean). Modifiers: RULE@0.5 (half the picks random),
-RULE+cov (candidates: the 48 least-judged images), RULE+lin (linear heads for selection), RULE+l2=X.
+close (nearest even odds under the ensemble mean), dopt (p(1-p) x squared embedding distance). Modifiers: RULE@0.5 (half the picks random),
+RULE+cov (candidates: the 48 least-judged images), RULE+lin (linear heads for selection), RULE+l2=X,
+RULE+refit=N (refit every N votes, default 50), RULE+cand=N (N candidate images, default 48); a modifier
+that takes a number goes last.
 Session 18: close met random@400 at 300 on warm, cool, dark, bright; short by 0.001-0.008 elsewhere.
 """
 import sys, hashlib, random, time
@@ -38,12 +40,12 @@ def members_of(ia, ib, y, seed, head="mlp", l2=1.0):
     fit = fit_ensemble(emb, np.array(ia), np.array(ib), np.array(y, np.float32), FitConfig(head=head, seed=seed, l2=l2))
     return B.member_utilities(fit.heads, emb).astype(np.float64)
 
-def select(strategy, M, judged, rng, counts=None):
-    if counts is not None:  # coverage: the 48 least-judged images (random among equals)
-        ids = sorted(range(N), key=lambda i: (counts[i], rng.random()))[:UNCERTAIN_CANDIDATES]
+def select(strategy, M, judged, rng, counts=None, cand=UNCERTAIN_CANDIDATES):
+    if counts is not None:  # coverage: the least-judged images (random among equals)
+        ids = sorted(range(N), key=lambda i: (counts[i], rng.random()))[:cand]
     else:
-        ids = rng.sample(range(N), UNCERTAIN_CANDIDATES)
-    iu, ju = np.triu_indices(UNCERTAIN_CANDIDATES, 1)
+        ids = rng.sample(range(N), cand)
+    iu, ju = np.triu_indices(cand, 1)
     a, b = np.array(ids)[iu], np.array(ids)[ju]
     d = M[:, a] - M[:, b]
     pk = 1 / (1 + np.exp(-np.clip(d, -60, 60)))
@@ -59,6 +61,8 @@ def select(strategy, M, judged, rng, counts=None):
         info = d.var(0)
     elif strategy == "close":  # closest to even odds under the mean
         info = -np.abs(pij - 0.5)
+    elif strategy == "dopt":  # logistic Fisher information in the embedding: p(1-p) ||e_a - e_b||^2
+        info = pij * (1 - pij) * ((emb[a] - emb[b]) ** 2).sum(1)
     elif strategy == "fisher":  # expected Fisher info p(1-p) x member variance of the gap
         info = pij * (1 - pij) * d.var(0)
     else:
@@ -70,7 +74,7 @@ def select(strategy, M, judged, rng, counts=None):
             return x, yv
     return None
 
-def curve(u, T, test, strategy, seed, refit=B.REFIT, mix=0.0, shead="mlp", sl2=1.0, cov=False):
+def curve(u, T, test, strategy, seed, refit=B.REFIT, mix=0.0, shead="mlp", sl2=1.0, cov=False, cand=UNCERTAIN_CANDIDATES):
     counts = np.zeros(N)
     rng = random.Random(seed)
     ia, ib, y, judged, accs, M = [], [], [], set(), [], None
@@ -80,7 +84,7 @@ def curve(u, T, test, strategy, seed, refit=B.REFIT, mix=0.0, shead="mlp", sl2=1
         if strategy != "random" and k > B.WARMUP and rng.random() >= mix:
             if M is None or (k - 1 - B.WARMUP) % refit == 0:
                 M = members_of(ia, ib, y, seed + k, shead, sl2)
-            pair = select(strategy, M, judged, rng, counts if cov else None)
+            pair = select(strategy, M, judged, rng, counts if cov else None, cand)
         if pair is None:
             while True:
                 x, yv = rng.sample(range(N), 2)
@@ -91,7 +95,7 @@ def curve(u, T, test, strategy, seed, refit=B.REFIT, mix=0.0, shead="mlp", sl2=1
         out = 1.0 if rng.random() < B.sigmoid((u[x] - u[yv]) / T) else 0.0
         ia.append(x); ib.append(yv); y.append(out)
         if k > B.WARMUP: distinct.append(abs(u[x] - u[yv]) > 1e-9)
-        if k in B.CHECKPOINTS or k == 300:
+        if k in B.CHECKPOINTS:
             accs.append(B.ensemble_accuracy(members_of(ia, ib, y, seed), test))
     return accs, float(np.mean(distinct))
 
@@ -102,13 +106,15 @@ if __name__ == "__main__":
         u = np.array([fn(im, "") for im in pil], dtype=float)
         T, test, _ = B.oracle_test(u)
         for s in strats:
-            mix, shead, sl2 = 0.0, "mlp", 1.0
+            mix, shead, sl2, refit, cand = 0.0, "mlp", 1.0, B.REFIT, UNCERTAIN_CANDIDATES
             s0 = s
+            if "+refit=" in s0: s0, refit = s0.split("+refit=")[0], int(s0.split("+refit=")[1])
+            if "+cand=" in s0: s0, cand = s0.split("+cand=")[0], int(s0.split("+cand=")[1])
             cov = "+cov" in s0; s0 = s0.replace("+cov", "")
             if "+lin" in s0: s0, shead = s0.replace("+lin", ""), "linear"
             if "+l2=" in s0: s0, sl2 = s0.split("+l2=")[0], float(s0.split("+l2=")[1])
             if "@" in s0: s0, mix = s0.split("@")[0], float(s0.split("@")[1])
             t0 = time.time()
-            res = [curve(u, T, test, s0, sd, mix=mix, shead=shead, sl2=sl2, cov=cov) for sd in range(seeds)]
+            res = [curve(u, T, test, s0, sd, refit=refit, mix=mix, shead=shead, sl2=sl2, cov=cov, cand=cand) for sd in range(seeds)]
             acc = np.mean([r_[0] for r_ in res], 0); dist = np.mean([r_[1] for r_ in res])
             print(f"{name} {s:10s} 50/100/200/300/400/800 = {np.round(acc,3).tolist()} distinct={dist:.2f} ({time.time()-t0:.0f}s)", flush=True)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import gradio as gr
 
 from prefs.errors import UserError
+from prefs.samplers import needs_scorer
 from ui import gallery, html, progress
 from ui.scoring import Scores, reward_versions
 from ui.session import MIN_DECISION_MS, RateSession, View
@@ -63,7 +64,7 @@ class RatingApp:
         self.executor = ThreadPoolExecutor(self.config.prefetch_threads, thread_name_prefix="rlft-prefetch")
         self.timings: collections.deque[float] = collections.deque(maxlen=1_000_000)  # ms, vote -> next pair ready
         self._timing_lock = threading.Lock()
-        uses_scorer = "uncertain" in (self.config.strategy or "")
+        uses_scorer = needs_scorer(self.config.strategy)
         self._scorer = self.scores.pair_scorer if uses_scorer else (lambda: None)
 
     def close(self) -> None:
