@@ -115,7 +115,7 @@ def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder
     prompts.write_text("a circle\na square\n")
     config_file.write_text(json.dumps({**TINY, "algo": "dpo"}))  # the file's algorithm: no reward model needed
     result = invoke("loop", "--model", model_folder, "--prompts", prompts, "--rounds", "2", "-n", "2", "--oracle", "big",
-                    "--judgements", "5", "--consistency", "0.9", "--config", config_file)
+                    "--judgements", "5", "--consistency", "0.9", "--strategy", "uncertain:0.5,balanced:0.5", "--config", config_file)
     assert result.exit_code == 0, result.output
     assert _runs(rlft_home) == ["t0001", "t0002"] and "at calibrated noise T=" in result.output
     config = json.loads((rlft_home / "runs" / "t0002" / "config.json").read_text())["config"]
@@ -123,12 +123,15 @@ def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder
     with open_store() as store:
         images = list(store.images())
         assert len(images) == 8 and store.count_comparisons(rater="sim-big") == 10
+        assert {c.strategy for c in store.comparisons()} <= {"uncertain", "balanced", "random"}
         # Round 2 generated with round 1's LoRA, and recorded which one in the pool.
         assert [im.lora for im in images] == [None] * 4 + ["t0001"] * 4
 
 
 @pytest.mark.parametrize("args, message", [
     (["--consistency", "0.9"], "it needs --oracle"),
+    (["--strategy", "uncertain"], "it needs --oracle"),
+    (["--oracle", "big", "--strategy", "nonsense"], "unknown pair strategy 'nonsense'"),
     (["--oracle", "big", "--consistency", "1.5"], "strictly between 0.5 and 1"),
     (["--config", "missing.toml"], "no config file missing.toml"),
     (["--algo", "dpo", "--config", "bad.json"], "unknown config field"),

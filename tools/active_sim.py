@@ -11,7 +11,8 @@ chosen pairs whose utilities differ. Exploration only; the issue's numbers come 
 Rules: random, epig (what `uncertain` does), bald, qbc (variance of the members' utility gap), fisher,
 close (nearest even odds under the ensemble mean), dopt (p(1-p) x squared embedding distance). Modifiers: RULE@0.5 (half the picks random),
 RULE+cov (candidates: the 48 least-judged images), RULE+lin (linear heads for selection), RULE+l2=X,
-RULE+refit=N (refit every N votes, default 50), RULE+cand=N (N candidate images, default 48); a modifier
+RULE+refit=N (refit every N votes, default 50), RULE+warm=N (random pairs before the first fit, default
+50), RULE+cand=N (N candidate images, default 48); a modifier
 that takes a number goes last.
 Session 18: close met random@400 at 300 on warm, cool, dark, bright; short by 0.001-0.008 elsewhere.
 """
@@ -74,15 +75,16 @@ def select(strategy, M, judged, rng, counts=None, cand=UNCERTAIN_CANDIDATES):
             return x, yv
     return None
 
-def curve(u, T, test, strategy, seed, refit=B.REFIT, mix=0.0, shead="mlp", sl2=1.0, cov=False, cand=UNCERTAIN_CANDIDATES):
+def curve(u, T, test, strategy, seed, refit=B.REFIT, mix=0.0, shead="mlp", sl2=1.0, cov=False, cand=UNCERTAIN_CANDIDATES,
+          warmup=B.WARMUP):
     counts = np.zeros(N)
     rng = random.Random(seed)
     ia, ib, y, judged, accs, M = [], [], [], set(), [], None
     distinct = []
     for k in range(1, 801):
         pair = None
-        if strategy != "random" and k > B.WARMUP and rng.random() >= mix:
-            if M is None or (k - 1 - B.WARMUP) % refit == 0:
+        if strategy != "random" and k > warmup and rng.random() >= mix:
+            if M is None or (k - 1 - warmup) % refit == 0:
                 M = members_of(ia, ib, y, seed + k, shead, sl2)
             pair = select(strategy, M, judged, rng, counts if cov else None, cand)
         if pair is None:
@@ -94,7 +96,7 @@ def curve(u, T, test, strategy, seed, refit=B.REFIT, mix=0.0, shead="mlp", sl2=1
         judged.add((min(x, yv), max(x, yv))); counts[x] += 1; counts[yv] += 1
         out = 1.0 if rng.random() < B.sigmoid((u[x] - u[yv]) / T) else 0.0
         ia.append(x); ib.append(yv); y.append(out)
-        if k > B.WARMUP: distinct.append(abs(u[x] - u[yv]) > 1e-9)
+        if k > warmup: distinct.append(abs(u[x] - u[yv]) > 1e-9)
         if k in B.CHECKPOINTS:
             accs.append(B.ensemble_accuracy(members_of(ia, ib, y, seed), test))
     return accs, float(np.mean(distinct))
@@ -106,8 +108,9 @@ if __name__ == "__main__":
         u = np.array([fn(im, "") for im in pil], dtype=float)
         T, test, _ = B.oracle_test(u)
         for s in strats:
-            mix, shead, sl2, refit, cand = 0.0, "mlp", 1.0, B.REFIT, UNCERTAIN_CANDIDATES
+            mix, shead, sl2, refit, cand, warmup = 0.0, "mlp", 1.0, B.REFIT, UNCERTAIN_CANDIDATES, B.WARMUP
             s0 = s
+            if "+warm=" in s0: s0, warmup = s0.split("+warm=")[0], int(s0.split("+warm=")[1])
             if "+refit=" in s0: s0, refit = s0.split("+refit=")[0], int(s0.split("+refit=")[1])
             if "+cand=" in s0: s0, cand = s0.split("+cand=")[0], int(s0.split("+cand=")[1])
             cov = "+cov" in s0; s0 = s0.replace("+cov", "")
@@ -115,6 +118,6 @@ if __name__ == "__main__":
             if "+l2=" in s0: s0, sl2 = s0.split("+l2=")[0], float(s0.split("+l2=")[1])
             if "@" in s0: s0, mix = s0.split("@")[0], float(s0.split("@")[1])
             t0 = time.time()
-            res = [curve(u, T, test, s0, sd, refit=refit, mix=mix, shead=shead, sl2=sl2, cov=cov, cand=cand) for sd in range(seeds)]
+            res = [curve(u, T, test, s0, sd, refit=refit, mix=mix, shead=shead, sl2=sl2, cov=cov, cand=cand, warmup=warmup) for sd in range(seeds)]
             acc = np.mean([r_[0] for r_ in res], 0); dist = np.mean([r_[1] for r_ in res])
             print(f"{name} {s:10s} 50/100/200/300/400/800 = {np.round(acc,3).tolist()} distinct={dist:.2f} ({time.time()-t0:.0f}s)", flush=True)

@@ -2,7 +2,7 @@
 
 The same as running, per round:
     rlft generate --model M --prompts P -n N [--lora latest]     # new images into the pool
-    rlft simulate --oracle O --n J   (or rate them in `rlft ui`)  # judgements
+    rlft simulate --oracle O --n J [--strategy S]   (or `rlft ui`) # judgements
     rlft reward train --clip C                                    # reward version rNNNN (latest)
     rlft train --reward latest --model M --prompts P --algo A     # LoRA run tNNNN (latest)
 """
@@ -22,6 +22,9 @@ import click
 @click.option("--judgements", type=int, default=300, show_default=True, help="Pairs the simulated rater judges per round.")
 @click.option("--consistency", type=float, default=None,
               help="The simulated rater agrees with the oracle on this share of pairs (its noise calibrated; default: T = 1).")
+@click.option("--strategy", default=None,
+              help="Pair strategy of the simulated rater, e.g. 'uncertain' (active learning: the pairs a reward ensemble "
+                   "finds closest to even odds) or 'uncertain:0.7,balanced:0.25,repeat:0.05'; default: the pool's.")
 @click.option("--clip", default="toy", show_default=True, help="CLIP for the reward model.")
 @click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default=None,
               help="Training algorithm (default: the --config file's, else ddpo).")
@@ -29,7 +32,7 @@ import click
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="A JSON or TOML training config for every round's `rlft train --config`.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed; round r generates with seed + 1000 r.")
-def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, clip, algo, epochs, config_file, seed):
+def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, strategy, clip, algo, epochs, config_file, seed):
     """Close the loop: generate, rate, fit the reward, steer the model; repeat."""
     from prefs.errors import UserError
     from rlft.cli import main
@@ -38,6 +41,12 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, clip
         raise UserError(f"--rounds must be >= 1, got {rounds}")
     if consistency is not None and not oracle:
         raise UserError("--consistency sets the simulated rater's noise; it needs --oracle")
+    if strategy and not oracle:
+        raise UserError("--strategy picks the simulated rater's pairs; it needs --oracle (in `rlft ui`, pass --strategy there)")
+    if strategy:
+        from prefs.samplers import parse_mix
+
+        parse_mix(strategy, {})  # an unknown name or bad weight fails now, listing the valid names
     from rlft.cli.train import _build_config, _read_config_file
     from rlft.simulated_rater import SimulationConfig
 
@@ -56,6 +65,7 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, clip
         run("generate", "--model", model, "--prompts", prompts_source, "-n", n, "--seed", seed + 1000 * r, *lora)
         if oracle:
             rater = ["--consistency", consistency] if consistency is not None else []
+            rater += ["--strategy", strategy] if strategy else []
             run("simulate", "--oracle", oracle, "--n", judgements, "--seed", seed + r, *rater)
         else:
             click.echo("rate the new images in `rlft ui` (another terminal), then press Enter here", err=True)
