@@ -117,6 +117,27 @@ def test_denoising_losses_train_only_the_noise_levels_asked_for(algo):
     assert min(everywhere) < 500  # unrestricted (seeded, so the same draws every run)
 
 
+def test_dpo_conditions_each_image_of_a_cross_prompt_pair_on_its_own_prompt():
+    from PIL import Image
+
+    red, blue = Image.new("RGB", (64, 64), (230, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 230))
+    pairs = [(red, blue, "a red circle", "a blue square"), (blue, red, "a blue square", "a blue square")]
+    tr = Trainer(tiny_pipeline(0), tiny_config("dpo", epochs=1, kl_weight=0.0, dpo={"pairs_per_epoch": 8}), prompts=PROMPTS,
+                 reward_fn=redness, heldout_fn=None, judgements=pairs)
+    seen, real = [], tr.embed
+    tr.embed = lambda prompts, guidance: (seen.append(list(prompts)), real(prompts, guidance))[1]
+    tr.algorithm.epoch(1)
+    assert seen and all(len(p) % 2 == 0 for p in seen)
+    for prompts in seen:  # winners' prompts, then the losers' own prompts, pair by pair
+        half = len(prompts) // 2
+        for w, l in zip(prompts[:half], prompts[half:]):
+            assert (w, l) in {("a red circle", "a blue square"), ("a blue square", "a blue square")}
+    assert any(p[: len(p) // 2] != p[len(p) // 2:] for p in seen)  # the cross-prompt pair was drawn and kept apart
+    # A (winner, loser, prompt) triple still means one prompt for both.
+    assert Trainer(tiny_pipeline(0), tiny_config("dpo"), prompts=PROMPTS, reward_fn=redness, heldout_fn=None,
+                   judgements=judgements()).algorithm.lose_prompts == [PROMPTS[0], PROMPTS[1], PROMPTS[0]]
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_rwr_shared_noise_denoises_a_prompts_samples_from_one_draw(shared):
     over = {"sample": {"samples_per_epoch": 8, "images_per_prompt": 2}, "optim": {"train_batch_size": 4, "inner_epochs": 1}}

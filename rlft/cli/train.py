@@ -253,7 +253,8 @@ def _make_run_dir(out_dir) -> Path:
 
 
 def load_judgements(store, rater: str | None = None) -> list:
-    """(winner PIL, loser PIL, prompt) for every decisive judgement (ties, skips and both-bad are left out)."""
+    """(winner PIL, loser PIL, winner's prompt, loser's prompt) for every decisive judgement (ties, skips and
+    both-bad are left out)."""
     from PIL import Image
 
     from prefs.errors import UserError
@@ -272,8 +273,8 @@ def load_judgements(store, rater: str | None = None) -> list:
         if j.outcome not in ("a", "b"):
             continue
         win, lose = (j.image_a, j.image_b) if j.outcome == "a" else (j.image_b, j.image_a)
-        (wi, wp), (li, _) = img(win), img(lose)
-        out.append((wi, li, wp))
+        (wi, wp), (li, lp) = img(win), img(lose)
+        out.append((wi, li, wp, lp))
     if not out:
         who = f" by {rater}" if rater else ""
         raise UserError(f"no decisive judgements{who} to train dpo on; rate some pairs first (`rlft ui` or `rlft simulate`)")

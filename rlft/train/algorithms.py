@@ -236,16 +236,24 @@ class RWR(Algorithm):
 
 
 class DPO(Algorithm):
-    """Diffusion-DPO on stored (winner, loser, prompt) judgements, the frozen base as reference."""
+    """Diffusion-DPO on stored judgements, the frozen base as reference.
+
+    A judgement is (winner, loser, prompt), or (winner, loser, winner's prompt, loser's prompt) when the two
+    images were made from different prompts (pairs an active strategy picks across the pool): each image is
+    then noised and scored under its own prompt, so the loss compares the implicit rewards r(x_w, c_w) and
+    r(x_l, c_l). Conditioning the loser on the winner's prompt instead would teach the model not to draw an
+    image of another subject, which it already does not.
+    """
 
     name = "dpo"
 
     def __init__(self, trainer):
         super().__init__(trainer)
         j = trainer.judgements
-        self.prompts = [p for _, _, p in j]
-        self.win = encode_images(trainer, [w for w, _, _ in j])
-        self.lose = encode_images(trainer, [l for _, l, _ in j])
+        self.prompts = [x[2] for x in j]
+        self.lose_prompts = [x[3] if len(x) > 3 else x[2] for x in j]
+        self.win = encode_images(trainer, [x[0] for x in j])
+        self.lose = encode_images(trainer, [x[1] for x in j])
 
     def epoch(self, epoch: int) -> dict:
         t, cfg = self.t, self.cfg
@@ -261,15 +269,15 @@ class DPO(Algorithm):
             xw, xl = self.win[idx].to(t.device), self.lose[idx].to(t.device)
             noisy_w, noise, steps = self.denoise_inputs(xw, gen, cfg.dpo.min_timestep)
             noisy_l = t.pipe.scheduler.add_noise(xl, noise, steps)  # same noise and timestep, as the paper
-            batch_prompts = [self.prompts[i] for i in idx.tolist()]
-            embeds, _ = t.embed(batch_prompts, 1.0)
-            base_embeds, _ = t.base_embed(batch_prompts, 1.0, embeds, None)
+            both_prompts = [self.prompts[i] for i in idx.tolist()] + [self.lose_prompts[i] for i in idx.tolist()]
+            both_e, _ = t.embed(both_prompts, 1.0)
+            base_e, _ = t.base_embed(both_prompts, 1.0, both_e, None)
             noisy = torch.cat([noisy_w, noisy_l])
-            both_t, both_e = torch.cat([steps, steps]), torch.cat([embeds, embeds])
+            both_t = torch.cat([steps, steps])
             with t.autocast():
                 eps = t.unet(noisy, both_t, encoder_hidden_states=both_e).sample
             with t.base_model() as base, t.autocast():
-                ref = base(noisy, both_t, encoder_hidden_states=torch.cat([base_embeds, base_embeds])).sample
+                ref = base(noisy, both_t, encoder_hidden_states=base_e).sample
             target = torch.cat([noise, noise])
             model_err = losses.per_sample_mse(eps, target).chunk(2)
             ref_err = losses.per_sample_mse(ref, target).chunk(2)

@@ -49,7 +49,8 @@ class Trainer:
         prompts: training prompts (ddpo, rwr); also the source of the fixed sample grid's prompts.
         reward_fn: the training reward (ddpo, rwr); optional for dpo (then only reported).
         heldout_fn: a reward not trained on (a held-out ensemble member), reported beside the training reward.
-        judgements: for dpo: (winner image, loser image, prompt) triples, images as PIL.
+        judgements: for dpo: (winner image, loser image, prompt) triples, or (winner, loser, winner's prompt,
+            loser's prompt) for a pair of two prompts; images as PIL.
         extra_images: for rwr: (PIL image, caption) pairs of the person's top-rated images to mix in.
         run_dir: where checkpoints, metrics, grids and the LoRA go (None: nothing is written).
         accelerator: an `accelerate.Accelerator` (default: one built from the config).
@@ -233,7 +234,7 @@ class Trainer:
     # --- outputs ----------------------------------------------------------------------------------------
     def grid_items(self) -> tuple[list[str], list[int]]:
         cfg = self.config.sample
-        prompts = self.prompts or sorted({j[2] for j in self.judgements or []})
+        prompts = self.prompts or sorted({p for j in self.judgements or [] for p in j[2:4]})
         prompts = prompts[: cfg.grid_prompts]
         return [p for p in prompts for _ in range(cfg.grid_seeds)], [s for _ in prompts for s in range(cfg.grid_seeds)]
 
