@@ -127,7 +127,7 @@ def main() -> None:
         t = time.perf_counter()
         table = ScoreTable({s: (float(v), 0.5) for s, v in zip(shas, np.random.default_rng(1).normal(size=len(shas)))})
         results["score_table_build_s"] = round(time.perf_counter() - t, 3)
-        for strategy in ("random", "same_prompt", "balanced", "uncertain", "uncertain:0.7,balanced:0.25,repeat:0.05"):
+        for strategy in ("random", "same_prompt", "balanced", "uncertain", "bald", "uncertain:0.7,balanced:0.25,repeat:0.05"):
             ms = []
             for _ in range(args.calls):
                 t = time.perf_counter()
