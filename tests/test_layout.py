@@ -69,15 +69,21 @@ def test_lazy_only_imports(package):
     assert not bad, "\n".join(bad)
 
 
-def test_every_package_on_disk_is_listed_in_pyproject():
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+def test_every_package_on_disk_ships_and_nothing_else_does():
+    from setuptools import find_namespace_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = set(find_namespace_packages(where=str(ROOT), include=find["include"], exclude=find.get("exclude", ())))
     on_disk = {
         ".".join(init.parent.relative_to(ROOT).parts)
         for top in TOP_LEVEL
         for init in (ROOT / top).rglob("__init__.py")
         if "__pycache__" not in init.parts
     }
-    assert on_disk <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(on_disk - listed)}"
+    assert on_disk <= shipped, f"not shipped: {sorted(on_disk - shipped)}"
+    # the toy world's weights and the UI's static files ship as package data of namespace packages
+    assert {"rlft.assets.toy.clip", "rlft.assets.toy.pipeline.unet", "ui.static", "prefs.migrations.versions"} <= shipped
+    assert {name.split(".")[0] for name in shipped} == set(TOP_LEVEL)  # not tests, bench, tools or docs
 
 
 def test_importing_rlft_is_cheap():
