@@ -16,7 +16,13 @@ Targets: accuracy(200) >= 0.8 x ceiling for every oracle; uncertain reaches rand
 with <= 300 judgements; >= 200 images/s embedding; < 30 s head training on 100k judgements.
 Writes bench/results/reward.json and docs/reward_learning_curves.png.
 
-    .venv/bin/python bench/bench_reward.py [--pool 480] [--seeds 2] [--oracles warm,cool,...]
+    .venv/bin/python bench/bench_reward.py [--pool 480] [--seeds 4] [--first-seed 0] [--oracles warm,cool,...]
+
+The README figure pools two runs of 4 raters, seeds 0-3 and 4-7, into 8:
+
+    .venv/bin/python bench/bench_reward.py --seeds 4 --out a.json
+    .venv/bin/python bench/bench_reward.py --seeds 4 --first-seed 4 --curves-only --out b.json
+    .venv/bin/python bench/bench_reward.py --merge a.json,b.json     # -> bench/results/reward.json, the plot
 """
 
 from __future__ import annotations
@@ -223,11 +229,55 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def summarise(name: str, r: dict) -> None:
+    """The targets of one oracle's curves (r["random"], r["uncertain"] hold "per_seed" lists), in place."""
+    for strat in ("random", "uncertain"):
+        r[strat]["mean"] = [float(np.mean(c)) for c in zip(*r[strat]["per_seed"])]
+    R, U = np.array(r["random"]["per_seed"]), np.array(r["uncertain"]["per_seed"])
+    i200, i300, i400 = (CHECKPOINTS.index(k) for k in (200, 300, 400))
+    r["acc200_over_ceiling"] = float(R[:, i200].mean() / r["ceiling"])
+    r["target_200_met"] = r["acc200_over_ceiling"] >= 0.8
+    r["uncertain_300"] = float(U[:, i300].mean())
+    r["uncertain_300_minus_random_400"] = float(U[:, i300].mean() - R[:, i400].mean())
+    if len(U) == len(R) > 1:  # raters are paired by seed
+        r["standard_error_of_difference"] = float(np.std(U[:, i300] - R[:, i400], ddof=1) / np.sqrt(len(U)))
+    r["target_uncertain_met"] = r["uncertain_300_minus_random_400"] >= 0
+
+
+def merge(paths: list[str], out: Path, plot_path: Path) -> None:
+    """Pool the raters of several runs (same pool, oracles and checkpoints) into `out`; the first run's
+    throughput and training measurements are kept."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    base = runs[0]
+    curves = base["learning_curves"]
+    for other in runs[1:]:
+        assert other["setup"]["checkpoints"] == base["setup"]["checkpoints"], "runs measured different checkpoints"
+        for name, o in other["learning_curves"].items():
+            if name not in curves:
+                curves[name] = o
+                continue
+            assert abs(o["noise"] - curves[name]["noise"]) < 1e-12, f"{name}: runs on different pools"
+            for strat in ("random", "uncertain"):
+                curves[name][strat]["per_seed"] += o[strat]["per_seed"]
+    for name, r in curves.items():
+        summarise(name, r)
+    base["setup"]["seeds"] = {name: len(r["random"]["per_seed"]) for name, r in curves.items()}
+    base["setup"]["merged_from"] = [{"file": str(p), "first_seed": run["setup"].get("first_seed", 0), "seeds": run["setup"]["seeds"],
+                                     "oracles": list(run["learning_curves"])} for p, run in zip(paths, runs)]
+    base["all_targets_met"]["acc200"] = all(r["target_200_met"] for r in base["learning_curves"].values())
+    base["all_targets_met"]["uncertain_le_300"] = all(r["target_uncertain_met"] for r in base["learning_curves"].values())
+    out.write_text(json.dumps(base, indent=2) + "\n")
+    plot(base["learning_curves"], plot_path)
+    for name, r in curves.items():
+        print(f"{name}: uncertain@300 - random@400 = {r['uncertain_300_minus_random_400']:+.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pool", type=int, default=120, help="toy-pipeline images in the pool")
     ap.add_argument("--gen-steps", type=int, default=10, help="DDIM steps for the pool images")
     ap.add_argument("--seeds", type=int, default=1, help="simulated raters per (oracle, strategy)")
+    ap.add_argument("--first-seed", type=int, default=0, help="raters are seeds first-seed .. first-seed + seeds - 1 (to add raters to a run)")
     ap.add_argument("--oracles", default="warm,cool,big,small,centered,dark,bright")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--head", default="mlp", choices=["linear", "mlp"], help="reward head for the learning curves")
@@ -237,7 +287,11 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "reward.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "reward_learning_curves.png"))
     ap.add_argument("--throughput-only", action="store_true", help="re-measure embedding throughput only, updating --out")
+    ap.add_argument("--merge", default=None, help="comma-separated result files to pool into --out (no measuring)")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge.split(","), Path(args.out), Path(args.plot))
+        return
     global HEAD, ACTIVE
     HEAD, ACTIVE = args.head, args.active
     load_before = os.getloadavg()
@@ -292,13 +346,11 @@ def main() -> None:
         T, test, ceiling = oracle_test(u)
         r = {"noise": T, "ceiling": ceiling, "distinct_utilities": int(len(np.unique(np.round(u, 6))))}
         for strat in ("random", "uncertain"):
-            curves = [run_curve(name, strat, s, shas, paths, emb, u, T, test, home) for s in range(args.seeds)]
+            curves = [run_curve(name, strat, s, shas, paths, emb, u, T, test, home)
+                      for s in range(args.first_seed, args.first_seed + args.seeds)]
             r[strat] = {"per_seed": curves, "mean": [float(np.mean(c)) for c in zip(*curves)]}
+        summarise(name, r)
         rand, unc = r["random"]["mean"], r["uncertain"]["mean"]
-        r["acc200_over_ceiling"] = rand[CHECKPOINTS.index(200)] / ceiling
-        r["target_200_met"] = r["acc200_over_ceiling"] >= 0.8
-        r["uncertain_300"] = unc[CHECKPOINTS.index(300)]
-        r["target_uncertain_met"] = r["uncertain_300"] >= rand[CHECKPOINTS.index(400)]
         results[name] = r
         print(f"{name}: T={T:.3f} ceiling={ceiling:.3f} random={np.round(rand, 3).tolist()} "
               f"uncertain={np.round(unc, 3).tolist()}", flush=True)
@@ -308,7 +360,7 @@ def main() -> None:
         "benchmark": "reward",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-        "setup": {"pool_images": len(paths), "pool_gen_steps": args.gen_steps, "seeds": args.seeds,
+        "setup": {"pool_images": len(paths), "pool_gen_steps": args.gen_steps, "seeds": args.seeds, "first_seed": args.first_seed,
                   "checkpoints": CHECKPOINTS, "refit_every": REFIT, "active_strategy": ACTIVE, "warmup_random": WARMUP, "test_pairs": N_TEST,
                   "head": f"{HEAD} x5 (otherwise the defaults of FitConfig)", "clip": "toy",
                   "accuracy": "expected over the rater's noise on fixed random pool pairs"},

@@ -32,9 +32,9 @@ Each scores `UNCERTAIN_CANDIDATES` random images per call and ranks their unjudg
   closest to even odds. With members, the probability is the members' mean of p_k = sigmoid(u_k[a] -
   u_k[b]); with stds only, MacKay's moderated probability (`moderated_p`); ties go to the pair the members
   dispute most (BALD). This is the default active rule because it measured best: on the reward benchmark
-  (`bench/bench_reward.py --seeds 4`, simulated raters 90% consistent with each built-in oracle) its
-  accuracy at 300 judgements came within 0.0011 of random pairs' accuracy at 400 on every oracle, and beat
-  it by 0.002-0.017 on four; EPIG fell 0.007-0.038 short on all seven (2 seeds).
+  (`bench/bench_reward.py`, 8 simulated raters 90% consistent with each built-in oracle) its accuracy at
+  300 judgements reached random pairs' accuracy at 400 on six oracles and came within 0.003 on the
+  seventh; EPIG fell 0.007-0.038 short on all seven (2 raters).
 - `bald`: the pair whose answer tells the most about the utilities, H[E p] - E[H p] (Houlsby et al. 2011;
   over members as in Beluch et al. 2018; from stds, p = sigmoid(d) for d ~ N(m_a - m_b, s_a^2 + s_b^2) by
   Gauss-Hermite quadrature).
