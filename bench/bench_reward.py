@@ -16,7 +16,7 @@ Targets: accuracy(200) >= 0.8 x ceiling for every oracle; uncertain reaches rand
 with <= 300 judgements; >= 200 images/s embedding; < 30 s head training on 100k judgements.
 Writes bench/results/reward.json and docs/reward_learning_curves.png.
 
-    .venv/bin/python bench/bench_reward.py [--pool 480] [--seeds 4] [--first-seed 0] [--oracles warm,cool,...]
+    .venv/bin/python bench/bench_reward.py [--pool 120] [--seeds 1] [--first-seed 0] [--oracles warm,cool,...]
 
 The README figure pools two runs of 4 raters, seeds 0-3 and 4-7, into 8:
 
@@ -248,10 +248,25 @@ def merge(paths: list[str], out: Path, plot_path: Path) -> None:
     """Pool the raters of several runs (same pool, oracles and checkpoints) into `out`; the first run's
     throughput and training measurements are kept."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
+    merged_from = [{"file": Path(p).name, "first_seed": run["setup"].get("first_seed", 0), "seeds": run["setup"]["seeds"],
+                    "oracles": list(run["learning_curves"])} for p, run in zip(paths, runs)]
+    same = ("checkpoints", "pool_images", "pool_gen_steps", "refit_every", "active_strategy", "warmup_random", "test_pairs", "head")
+    for p, run in zip(paths, runs):
+        if list(run["setup"]["checkpoints"]) != list(CHECKPOINTS):
+            raise SystemExit(f"{p}: measured at {run['setup']['checkpoints']}, not {list(CHECKPOINTS)}")
+        diff = [k for k in same if run["setup"].get(k) != runs[0]["setup"].get(k)]
+        if diff:
+            raise SystemExit(f"{p}: a different setup from {paths[0]} ({', '.join(diff)}); only raters of one setup pool")
+    seeds = {}  # oracle -> seeds seen: a rater counted twice would shrink the standard error for nothing
+    for p, m in zip(paths, merged_from):
+        for name in m["oracles"]:
+            new = set(range(m["first_seed"], m["first_seed"] + m["seeds"]))
+            if seeds.get(name, set()) & new:
+                raise SystemExit(f"{p}: raters {sorted(seeds[name] & new)} of {name} are already in an earlier file")
+            seeds.setdefault(name, set()).update(new)
     base = runs[0]
     curves = base["learning_curves"]
     for other in runs[1:]:
-        assert other["setup"]["checkpoints"] == base["setup"]["checkpoints"], "runs measured different checkpoints"
         for name, o in other["learning_curves"].items():
             if name not in curves:
                 curves[name] = o
@@ -262,8 +277,7 @@ def merge(paths: list[str], out: Path, plot_path: Path) -> None:
     for name, r in curves.items():
         summarise(name, r)
     base["setup"]["seeds"] = {name: len(r["random"]["per_seed"]) for name, r in curves.items()}
-    base["setup"]["merged_from"] = [{"file": str(p), "first_seed": run["setup"].get("first_seed", 0), "seeds": run["setup"]["seeds"],
-                                     "oracles": list(run["learning_curves"])} for p, run in zip(paths, runs)]
+    base["setup"]["merged_from"] = merged_from
     base["all_targets_met"]["acc200"] = all(r["target_200_met"] for r in base["learning_curves"].values())
     base["all_targets_met"]["uncertain_le_300"] = all(r["target_uncertain_met"] for r in base["learning_curves"].values())
     out.write_text(json.dumps(base, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """Pair selection: which two images a rater sees next. Strategies are pluggable and mix by weight.
 
 A strategy is a function `fn(ctx: PairContext) -> Candidate | None` registered under a name with
-`@register_strategy("name")`. It returns two image ids (any order: `next_pair` randomises the sides), the
+`@register_strategy("name")` (`needs_scorer=True` if it reads `ctx.scorer`, so the UI and `rlft simulate`
+hand it the reward model's scorer). It returns two image ids (any order: `next_pair` randomises the sides), the
 predicted P(first beats second) when it has one, or None when it has nothing to offer (then the next
 strategy of the mix is tried). `PairContext` gives it the open connection, the rater, a seeded RNG, the
 scorer, and helpers that already respect the rules every strategy must keep:
@@ -71,7 +72,7 @@ Candidate = tuple[int, int, "float | None"]
 DEFAULT_REPEAT_SHARE = 0.05  # share of pairs shown again to measure a rater's self-consistency
 RANDOM_TRIES = 30  # random draws before falling back to enumerating a small pool
 EXHAUSTIVE_MAX_IMAGES = 600  # enumerate all pairs when the pool is this small (up to ~180k pairs)
-UNCERTAIN_CANDIDATES = 48  # images scored per `uncertain` call: 1,128 pairs to rank
+UNCERTAIN_CANDIDATES = 48  # images scored per `uncertain` / `bald` / `epig` call: 1,128 pairs to rank
 REPEAT_MIN_GAP = 10  # a repeated pair is at least this many votes old, so the rater doesn't remember it
 BALANCED_POOL = 64  # the least-judged images among which `balanced` pairs
 
@@ -81,7 +82,7 @@ class NoPairError(UserError):
 
 
 class Scorer(Protocol):
-    """Scores images for `uncertain`; see the module docstring for the contract."""
+    """Scores images for the scored strategies (`uncertain`, `bald`, `epig`); see the module docstring."""
 
     def __call__(self, images: list[Image]) -> tuple[Sequence[float], Sequence[float] | None] | tuple[
         Sequence[float], Sequence[float] | None, Sequence[Sequence[float]]]: ...
@@ -241,11 +242,18 @@ StrategyFn = Callable[[PairContext], "Candidate | None"]
 STRATEGIES: dict[str, StrategyFn] = {}
 
 
-def register_strategy(name: str):
-    """Decorator: register `fn(ctx) -> Candidate | None` as a pair-selection strategy called `name`."""
+SCORED_STRATEGIES: set[str] = set()  # strategies that read ctx.scorer: callers must pass one (see needs_scorer)
+
+
+def register_strategy(name: str, *, needs_scorer: bool = False):
+    """Decorator: register `fn(ctx) -> Candidate | None` as a pair-selection strategy called `name`.
+
+    `needs_scorer=True` for a strategy that reads `ctx.scorer`: the UI, `rlft simulate` and `rlft loop` then
+    hand it the reward model's scorer whenever the strategy is in the mix."""
 
     def deco(fn: StrategyFn) -> StrategyFn:
         STRATEGIES[name] = fn
+        (SCORED_STRATEGIES.add if needs_scorer else SCORED_STRATEGIES.discard)(name)
         return fn
 
     return deco
@@ -357,9 +365,6 @@ def pair_epig(pa: np.ndarray, pt: np.ndarray) -> np.ndarray:
     return np.maximum(info, 0.0)
 
 
-SCORED_STRATEGIES = ("uncertain", "bald", "epig")  # the built-in strategies that need a scorer
-
-
 def needs_scorer(strategy: str | Mapping[str, float] | None) -> bool:
     """Does a strategy name, mix text ("uncertain:0.7,balanced:0.3") or mix dict use a scored strategy?"""
     if not strategy:
@@ -422,20 +427,20 @@ def _informative_pair(ctx: PairContext, objective: str, strategy: str) -> Candid
     return None
 
 
-@register_strategy("uncertain")
+@register_strategy("uncertain", needs_scorer=True)
 def uncertain_pair(ctx: PairContext) -> Candidate | None:
     """The unjudged pair, among random candidates, whose predicted win probability is closest to even odds
     (uncertainty sampling; ensemble-mean or moderated probability; ties to the pair the members dispute most)."""
     return _informative_pair(ctx, "even", "uncertain")
 
 
-@register_strategy("bald")
+@register_strategy("bald", needs_scorer=True)
 def bald_pair(ctx: PairContext) -> Candidate | None:
     """The unjudged pair, among random candidates, whose answer tells the most about the utilities (BALD)."""
     return _informative_pair(ctx, "bald", "bald")
 
 
-@register_strategy("epig")
+@register_strategy("epig", needs_scorer=True)
 def epig_pair(ctx: PairContext) -> Candidate | None:
     """The unjudged pair, among random candidates, whose answer tells the most about the answers to other pairs
     (EPIG over ensemble members; BALD from per-image stds)."""

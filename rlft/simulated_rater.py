@@ -29,7 +29,7 @@ from prefs.errors import UserError
 from prefs.samplers import NoPairError, needs_scorer, parse_mix
 from prefs.store import Store
 
-REFRESH_EVERY = 50  # votes between refits of the Bradley-Terry score table that `uncertain` uses
+REFRESH_EVERY = 50  # votes between refits of the score table (or ensemble) that `uncertain`, `bald` and `epig` use
 CALIBRATION_IMAGES = 2000  # pool images whose utilities `consistency` calibrates the noise on, at most
 
 

@@ -260,11 +260,31 @@ def test_uncertain_with_members_asks_the_pair_nearest_even_odds_under_the_member
     assert key(store.next_pair("r", "uncertain", scorer=_member_scorer(table))) == {shas[2], shas[3]}
 
 
-def test_needs_scorer():
-    from prefs.samplers import needs_scorer
+def test_uncertain_breaks_a_tie_in_odds_by_the_members_dispute(store):
+    shas = add_images(store, 4)
+    # Both pairs are exactly even under the members' mean (gaps 0,0,0 and -2,+2,0: the sigmoids of +-2 sum to 1),
+    # but the members dispute only 2-3; every cross pair is ~10 logits apart.
+    table = {shas[0]: [0.0, 0.0, 0.0], shas[1]: [0.0, 0.0, 0.0], shas[2]: [10.0, 12.0, 11.0], shas[3]: [12.0, 10.0, 11.0]}
+    for seed in range(8):  # the candidates come in a different order each time: the tie-break decides, not the order
+        pair = store.next_pair("r", "uncertain", scorer=_member_scorer(table), rng=random.Random(seed))
+        assert key(pair) == {shas[2], shas[3]} and pair.predicted_p == pytest.approx(0.5)
+
+
+def test_needs_scorer_follows_registration():
+    from prefs.samplers import needs_scorer, register_strategy
 
     assert needs_scorer("uncertain") and needs_scorer("bald:0.5,balanced:0.5") and needs_scorer({"epig": 1.0})
     assert not needs_scorer("balanced,repeat:0.05") and not needs_scorer(None) and not needs_scorer("uncertainty")
+    try:
+        register_strategy("my_scored", needs_scorer=True)(lambda ctx: None)
+        register_strategy("my_plain")(lambda ctx: None)
+        assert needs_scorer("my_scored:0.5,balanced:0.5") and not needs_scorer("my_plain")
+    finally:
+        from prefs.samplers import SCORED_STRATEGIES
+
+        for name in ("my_scored", "my_plain"):
+            STRATEGIES.pop(name, None)
+            SCORED_STRATEGIES.discard(name)
 
 
 def test_score_cache_keeps_the_members(store):

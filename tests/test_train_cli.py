@@ -145,3 +145,26 @@ def test_loop_checks_its_arguments_before_the_first_round(args, message, model_f
     assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
     with open_store() as store:
         assert store.count_images() == 0
+
+
+def test_load_judgements_keeps_each_image_s_own_prompt(tmp_path, rlft_home):
+    from PIL import Image
+
+    from prefs import open_store
+    from rlft.cli.train import load_judgements
+
+    paths = []
+    for name, colour in (("red", (230, 30, 30)), ("blue", (30, 30, 230)), ("green", (30, 230, 30))):
+        paths.append(tmp_path / f"{name}.png")
+        Image.new("RGB", (8, 8), colour).save(paths[-1])
+    with open_store() as store:
+        red = store.add_image(paths[0], prompt="a red circle", model="toy")
+        blue = store.add_image(paths[1], prompt="a blue square", model="toy")
+        green = store.add_image(paths[2], prompt="a green star", model="toy")
+        store.record_comparison(red, blue, "b", rater="r")  # blue wins a pair of two prompts
+        store.record_comparison(red, green, "tie", rater="r")  # ties teach dpo nothing
+        out = load_judgements(store)
+    assert len(out) == 1
+    win, lose, win_prompt, lose_prompt = out[0]
+    assert (win_prompt, lose_prompt) == ("a blue square", "a red circle")
+    assert win.getpixel((0, 0)) == (30, 30, 230) and lose.getpixel((0, 0)) == (230, 30, 30)

@@ -8,12 +8,13 @@ chosen pairs whose utilities differ. Exploration only; the issue's numbers come 
     .venv/bin/python tools/active_sim.py ORACLES RULES SEEDS
     .venv/bin/python tools/active_sim.py warm,centered random,epig,close 2
 
-Rules: random, epig (what `uncertain` does), bald, qbc (variance of the members' utility gap), fisher,
-close (nearest even odds under the ensemble mean), dopt (p(1-p) x squared embedding distance). Modifiers: RULE@0.5 (half the picks random),
-RULE+cov (candidates: the 48 least-judged images), RULE+lin (linear heads for selection), RULE+l2=X,
-RULE+refit=N (refit every N votes, default 50), RULE+warm=N (random pairs before the first fit, default
-50), RULE+cand=N (N candidate images, default 48); a modifier
-that takes a number goes last.
+Rules: random, epig (what `uncertain` did until session 19), bald, qbc (variance of the members' utility
+gap), fisher, close (nearest even odds under the ensemble mean: `uncertain` since session 19, which also
+breaks ties by BALD), dopt (p(1-p) x squared embedding distance). Modifiers: RULE@0.5 (half the picks
+random), RULE+cov (candidates: the 48 least-judged images), RULE+lin (linear heads for selection),
+RULE+l2=X, RULE+refit=N (refit every N votes, default 50), RULE+warm=N (random pairs before the first fit,
+default 50), RULE+cand=N (N candidate images, default 48); a modifier that takes a number goes last, and
+only one of them per rule.
 Session 18: close met random@400 at 300 on warm, cool, dark, bright; short by 0.001-0.008 elsewhere.
 """
 import sys, hashlib, random, time

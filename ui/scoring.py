@@ -80,7 +80,7 @@ class Scores:
             return self._bt[1]
 
     def pair_scorer(self):
-        """The scorer for `uncertain`: the reward model's, else Bradley-Terry's."""
+        """The scorer for `uncertain`, `bald` and `epig`: the reward model's, else Bradley-Terry's."""
         _, scorer = self.reward_scorer()
         return scorer if scorer is not None else self.bt_table()
 

@@ -239,10 +239,13 @@ class DPO(Algorithm):
     """Diffusion-DPO on stored judgements, the frozen base as reference.
 
     A judgement is (winner, loser, prompt), or (winner, loser, winner's prompt, loser's prompt) when the two
-    images were made from different prompts (pairs an active strategy picks across the pool): each image is
-    then noised and scored under its own prompt, so the loss compares the implicit rewards r(x_w, c_w) and
-    r(x_l, c_l). Conditioning the loser on the winner's prompt instead would teach the model not to draw an
-    image of another subject, which it already does not.
+    images were made from different prompts (pairs `random` or `uncertain` selection picks across the pool):
+    each image is then noised and scored under its own prompt. That is a heuristic beyond the paper, whose
+    derivation needs one prompt per pair: the implicit reward beta log(pi/pi_ref) + beta log Z(c) loses its
+    log Z(c) term only when both images share c, so across prompts a per-prompt offset remains in the loss.
+    Conditioning the loser on the winner's prompt instead would teach the model not to draw an image of
+    another subject, which it already does not. Same-prompt pairs (the store's default selection) are the
+    paper's case; on the toy `centered` home, active cross-prompt pairs steered worse (docs/train.md).
     """
 
     name = "dpo"
