@@ -271,7 +271,8 @@ def merge(paths: list[str], out: Path, plot_path: Path) -> None:
             if name not in curves:
                 curves[name] = o
                 continue
-            assert abs(o["noise"] - curves[name]["noise"]) < 1e-12, f"{name}: runs on different pools"
+            if abs(o["noise"] - curves[name]["noise"]) > 1e-12:
+                raise SystemExit(f"{name}: the runs calibrated different rater noise, so they used different pools")
             for strat in ("random", "uncertain"):
                 curves[name][strat]["per_seed"] += o[strat]["per_seed"]
     for name, r in curves.items():
@@ -362,8 +363,8 @@ def main() -> None:
         for strat in ("random", "uncertain"):
             curves = [run_curve(name, strat, s, shas, paths, emb, u, T, test, home)
                       for s in range(args.first_seed, args.first_seed + args.seeds)]
-            r[strat] = {"per_seed": curves, "mean": [float(np.mean(c)) for c in zip(*curves)]}
-        summarise(name, r)
+            r[strat] = {"per_seed": curves}
+        summarise(name, r)  # the means and the targets
         rand, unc = r["random"]["mean"], r["uncertain"]["mean"]
         results[name] = r
         print(f"{name}: T={T:.3f} ceiling={ceiling:.3f} random={np.round(rand, 3).tolist()} "

@@ -272,7 +272,8 @@ class DPO(Algorithm):
             xw, xl = self.win[idx].to(t.device), self.lose[idx].to(t.device)
             noisy_w, noise, steps = self.denoise_inputs(xw, gen, cfg.dpo.min_timestep)
             noisy_l = t.pipe.scheduler.add_noise(xl, noise, steps)  # same noise and timestep, as the paper
-            both_prompts = [self.prompts[i] for i in idx.tolist()] + [self.lose_prompts[i] for i in idx.tolist()]
+            ids = idx.tolist()
+            both_prompts = [self.prompts[i] for i in ids] + [self.lose_prompts[i] for i in ids]
             both_e, _ = t.embed(both_prompts, 1.0)
             base_e, _ = t.base_embed(both_prompts, 1.0, both_e, None)
             noisy = torch.cat([noisy_w, noisy_l])
