@@ -76,7 +76,7 @@ def test_dpo_run_export_generate_and_resume(model_folder, config_file, tmp_path,
 
 
 @pytest.mark.parametrize("case", ["no reward", "empty prompts", "no prompts", "no judgements", "unknown model",
-                                  "bad resume", "bad config", "bad algo", "bad epochs"])
+                                  "bad resume", "bad config", "bad algo", "bad epochs", "unknown tracker"])
 def test_bad_input_one_line_exit_2_nothing_written(case, model_folder, config_file, tmp_path, rlft_home):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n\n")
@@ -94,12 +94,48 @@ def test_bad_input_one_line_exit_2_nothing_written(case, model_folder, config_fi
         "bad config": ["--model", model_folder, "--prompts", prompts, "--config", bad_cfg],
         "bad algo": ["--algo", "ppo", "--prompts", prompts],
         "bad epochs": ["--epochs", "0", "--prompts", prompts],
+        "unknown tracker": ["--model", model_folder, "--prompts", prompts, "--log-with", "neptune"],
     }[case]
     result = invoke("train", *args)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert "Traceback" not in result.output
+    assert _runs(rlft_home) == []
+
+
+def test_log_with_tensorboard_gets_every_epoch_s_metrics_and_sample_grid(model_folder, config_file, rlft_home):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _judged_pool()
+    result = invoke("train", "--model", model_folder, "--algo", "dpo", "--config", config_file, "--epochs", "2",
+                    "--log-with", "tensorboard", "-q")
+    assert result.exit_code == 0, result.output
+    run = rlft_home / "runs" / "t0001"
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(run / "logs" / "rlft"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    for key in ("loss", "implicit_acc", "lr", "wall_s"):
+        logged = events.Scalars(key)
+        assert [e.step for e in logged] == [1, 2], key
+        assert [e.value for e in logged] == pytest.approx([m[key] for m in metrics], rel=1e-6), key
+    grids = events.Images("samples")
+    assert [e.step for e in grids] == [0, 1, 2]  # epoch 0 is the base model
+    png = Image.open(run / "samples" / "epoch_0002.png")
+    assert (grids[-1].width, grids[-1].height) == png.size
+    hparams = next((run / "logs" / "rlft").rglob("hparams.yml")).read_text()
+    assert "dpo.beta:" in hparams and "algo: dpo" in hparams
+
+
+def test_log_with_a_tracker_whose_package_is_missing_is_a_one_line_error(model_folder, tmp_path, rlft_home, monkeypatch):
+    import accelerate.tracking
+
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a circle\n")
+    result = invoke("train", "--model", model_folder, "--prompts", prompts, "--log-with", "tensorboard")
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        "Error: --log-with tensorboard needs the tensorboard package, which is not installed (pip install tensorboard)"]
     assert _runs(rlft_home) == []
 
 
@@ -115,9 +151,12 @@ def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder
     prompts.write_text("a circle\na square\n")
     config_file.write_text(json.dumps({**TINY, "algo": "dpo"}))  # the file's algorithm: no reward model needed
     result = invoke("loop", "--model", model_folder, "--prompts", prompts, "--rounds", "2", "-n", "2", "--oracle", "big",
-                    "--judgements", "5", "--consistency", "0.9", "--strategy", "uncertain:0.5,balanced:0.5", "--config", config_file)
+                    "--judgements", "5", "--consistency", "0.9", "--strategy", "uncertain:0.5,balanced:0.5", "--config", config_file,
+                    "--log-with", "tensorboard")
     assert result.exit_code == 0, result.output
     assert _runs(rlft_home) == ["t0001", "t0002"] and "at calibrated noise T=" in result.output
+    for run in ("t0001", "t0002"):  # every round's training logged to its own run folder
+        assert list((rlft_home / "runs" / run / "logs" / "rlft").glob("events.out.tfevents.*"))
     config = json.loads((rlft_home / "runs" / "t0002" / "config.json").read_text())["config"]
     assert config["seed"] == 1 and config["algo"] == "dpo" and config["sample"]["steps"] == TINY["sample"]["steps"]
     with open_store() as store:
@@ -135,6 +174,7 @@ def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder
     (["--oracle", "big", "--consistency", "1.5"], "strictly between 0.5 and 1"),
     (["--config", "missing.toml"], "no config file missing.toml"),
     (["--algo", "dpo", "--config", "bad.json"], "unknown config field"),
+    (["--log-with", "neptune"], "unknown tracker 'neptune' for --log-with"),
 ])
 def test_loop_checks_its_arguments_before_the_first_round(args, message, model_folder, tmp_path, rlft_home, monkeypatch):
     from prefs import open_store

@@ -32,7 +32,10 @@ import click
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="A JSON or TOML training config for every round's `rlft train --config`.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed; round r generates with seed + 1000 r.")
-def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, strategy, clip, algo, epochs, config_file, seed):
+@click.option("--log-with", "log_with", multiple=True, metavar="TRACKER",
+              help="Each round's `rlft train --log-with` (tensorboard, wandb, ...); repeatable.")
+def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, strategy, clip, algo, epochs, config_file, seed,
+         log_with):
     """Close the loop: generate, rate, fit the reward, steer the model; repeat."""
     from prefs.errors import UserError
     from rlft.cli import main
@@ -49,6 +52,9 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
         parse_mix(strategy, {})  # an unknown name or bad weight fails now, listing the valid names
     from rlft.cli.train import _build_config, _read_config_file
     from rlft.simulated_rater import SimulationConfig
+    from rlft.train.tracking import check_trackers
+
+    log_with = check_trackers(log_with)
 
     SimulationConfig(n=0, consistency=consistency)  # checks --consistency up front, as simulate would
 
@@ -77,6 +83,8 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
             train_args += ["--epochs", epochs]
         if config_file:
             train_args += ["--config", config_file]
+        for name in log_with:
+            train_args += ["--log-with", name]
         run(*train_args)
 
 

@@ -40,19 +40,23 @@ RESUMABLE = ("epochs", "checkpoint_every")
 @click.option("--resume", default=None, help="Continue a run: latest, a run id or folder.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="A JSON or TOML config (nested sections; flags override it).")
 @click.option("--device", default=None, help="cuda, cpu, ... (default: the best available).")
+@click.option("--log-with", "log_with", multiple=True, metavar="TRACKER",
+              help="Also log each epoch's metrics and sample grid to an experiment tracker through accelerate: "
+                   "tensorboard (under the run's logs/), wandb, mlflow, ...; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epoch, lora_rank, kl_weight, seed, steps,
           guidance, lr, mixed_precision, gradient_checkpointing, mix_top_rated, rater, out_dir, resume, config_file,
-          device, quiet):
+          device, log_with, quiet):
     """Fine-tune the model toward your reward model (ddpo, rwr) or judgements (dpo) with LoRA.
 
     Writes a run folder (config.json, metrics.jsonl, samples/epoch_NNNN.png, checkpoint.pt, lora/,
     lora_kohya.safetensors) and points runs/latest at it; use it with `rlft generate --lora latest`.
     """
     from prefs.errors import UserError
-    from rlft.train import runs
+    from rlft.train import runs, tracking
 
+    log_with = tracking.check_trackers(log_with)  # before anything is written: a missing package is a one-line error
     flags = {FLAG_FIELDS[k]: v for k, v in ctx.params.items()
              if k in FLAG_FIELDS and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT and v is not None}
     file_values = _read_config_file(config_file) if config_file else {}
@@ -135,7 +139,8 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         click.echo("  ".join(parts), err=True)
 
     trainer = Trainer(pipe, config, prompts=prompts, reward_fn=reward_fn, heldout_fn=heldout_fn, judgements=judgements,
-                      extra_images=extra, run_dir=run_dir, progress=not quiet, on_epoch=summary, provenance=provenance)
+                      extra_images=extra, run_dir=run_dir, progress=not quiet, on_epoch=summary, provenance=provenance,
+                      log_with=log_with)
     trainer.train(resume=bool(resume))
     click.echo(f"run {run_dir.name} done: LoRA in {run_dir / 'lora'} (kohya: {run_dir / 'lora_kohya.safetensors'}); "
                f"try `rlft generate --lora {run_dir.name} --prompts ...`")

@@ -21,6 +21,7 @@ import torch
 
 from prefs.errors import UserError
 from rlft.train import lora as lora_io
+from rlft.train import tracking
 from rlft.train.config import TrainConfig
 from rlft.train.ddim import decode, sample_with_logprob
 from rlft.train.stats import PerPromptStatTracker
@@ -56,13 +57,17 @@ class Trainer:
         accelerator: an `accelerate.Accelerator` (default: one built from the config).
         progress: tqdm bars on stderr.
         on_epoch: called with each epoch's metrics dict (the CLI prints a one-line summary).
+        log_with: experiment trackers (`tensorboard`, `wandb`, ...; `rlft.train.tracking`) that get each epoch's
+            metrics and sample grid as well; TensorBoard writes under `run_dir/logs`.
     """
 
     def __init__(self, pipe, config: TrainConfig, *, prompts: Sequence[str] = (), reward_fn: RewardFn | None = None,
                  heldout_fn: RewardFn | None = None, judgements: Sequence | None = None, extra_images: Sequence = (),
                  run_dir: str | Path | None = None, accelerator=None, progress: bool = False,
-                 on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None):
+                 on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None,
+                 log_with: Sequence[str] = ()):
         from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
         from rlft.train.algorithms import ALGORITHMS
 
@@ -79,9 +84,15 @@ class Trainer:
         self.judgements, self.extra_images = judgements, list(extra_images)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress, self.on_epoch, self.provenance = progress, on_epoch, provenance or {}
+        self.log_with = tracking.check_trackers(log_with)
+        if self.log_with and self.run_dir is None:
+            raise UserError("logging to experiment trackers (log_with) needs a run folder (run_dir)")
         on_cpu = pipe.device.type == "cpu"  # follow the pipeline's device (e.g. --device cpu on a GPU machine)
+        project = None if not self.log_with else ProjectConfiguration(
+            project_dir=str(self.run_dir), logging_dir=str(self.run_dir / tracking.LOG_DIR))
         self.accelerator = accelerator or Accelerator(
             mixed_precision="no" if on_cpu else config.optim.mixed_precision, cpu=on_cpu,
+            log_with=self.log_with or None, project_config=project,
         )
         self.pipe = pipe
         pipe.set_progress_bar_config(disable=True)
@@ -191,7 +202,9 @@ class Trainer:
         """Run the remaining epochs; with `resume`, continue from the run folder's checkpoint first."""
         if resume:
             self.load_checkpoint()
-        elif self.run_dir is not None:
+        if self.log_with:
+            tracking.start(self.accelerator, self.config.to_dict(), self.run_dir.name)
+        if not resume and self.run_dir is not None:
             self._write_grid(0)
         history = []
         from tqdm.auto import tqdm
@@ -205,6 +218,8 @@ class Trainer:
                 bar.update(1)
         finally:
             bar.close()
+            if self.log_with:
+                self.accelerator.end_training()
         return history
 
     def run_epoch(self) -> dict:
@@ -225,6 +240,8 @@ class Trainer:
             if grid_reward is not None:
                 metrics["grid_reward"] = grid_reward
             self._append_metrics(metrics)
+            if self.log_with:
+                tracking.log_metrics(self.accelerator, metrics, epoch)
             if epoch % self.config.checkpoint_every == 0 or epoch == self.config.epochs:
                 self.save_checkpoint()
         if self.on_epoch is not None and self.accelerator.is_main_process:
@@ -262,6 +279,8 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             Image.fromarray(canvas).save(tmp, format="PNG")
+        if self.log_with:
+            tracking.log_grid(self.accelerator, canvas, epoch)
         if epoch == 0:
             from prefs.atomic import write_json
 

@@ -1,0 +1,76 @@
+"""Experiment trackers for `rlft train --log-with`: TensorBoard, Weights & Biases, MLflow, ... through accelerate.
+
+ddpo-pytorch and TRL log through `Accelerator(log_with=...)`; so does the trainer. Every epoch's numeric
+metrics (the `metrics.jsonl` line) go to each tracker at step = epoch, the fixed-seed sample grid goes to
+TensorBoard and W&B as an image (epoch 0 = the base model), and the resolved config as hyperparameters.
+TensorBoard writes under the run folder (`<run>/logs/`), so `tensorboard --logdir <home>/runs` shows every
+run side by side. The metrics file stays the record; trackers are a view of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from prefs.errors import UserError
+
+# accelerate's tracker names and the package each needs (accelerate drops an unavailable one without a word)
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet-ml",
+                    "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "trackio": "trackio", "swanlab": "swanlab"}
+PROJECT = "rlft"
+LOG_DIR = "logs"  # under the run folder
+
+
+def check_trackers(names: Iterable[str]) -> list[str]:
+    """The tracker names, deduplicated; UserError for an unknown one or one whose package is not installed."""
+    names = list(dict.fromkeys(str(n) for n in names))
+    if not names:
+        return names
+    from accelerate.tracking import get_available_trackers
+
+    available = {getattr(t, "value", str(t)) for t in get_available_trackers()}
+    for name in names:
+        if name not in TRACKER_PACKAGES:
+            raise UserError(f"unknown tracker {name!r} for --log-with; choose from {', '.join(TRACKER_PACKAGES)}")
+        if name not in available:
+            package = TRACKER_PACKAGES[name]
+            raise UserError(f"--log-with {name} needs the {package} package, which is not installed (pip install {package})")
+    return names
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """A nested config as one level of dotted keys with scalar values (what TensorBoard's hparams accept)."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_config(value, name + "."))
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+        else:  # None, tuples, lists
+            out[name] = str(value)
+    return out
+
+
+def start(accelerator, config: dict, run_name: str | None) -> None:
+    """Open the accelerator's trackers (names given to its `log_with`) with the run's config as hyperparameters."""
+    init_kwargs = {"wandb": {"name": run_name}} if run_name else {}
+    accelerator.init_trackers(PROJECT, config=flat_config(config), init_kwargs=init_kwargs)
+
+
+def log_metrics(accelerator, metrics: dict, step: int) -> None:
+    """The numeric entries of one epoch's metrics, at step = epoch."""
+    values = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
+    if values:
+        accelerator.log(values, step=step)
+
+
+def log_grid(accelerator, image: np.ndarray, step: int, name: str = "samples") -> None:
+    """The sample grid (H x W x 3 uint8) to the trackers that take images (TensorBoard, W&B)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({name: image[None]}, step=step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({name: [image]}, step=step)
+
