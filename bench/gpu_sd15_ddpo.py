@@ -2,6 +2,8 @@
 
     python bench/gpu_sd15_ddpo.py bench/results/gpu_sd15_ddpo.json            # on a GPU: 512x512, bf16
     python bench/gpu_sd15_ddpo.py /tmp/smoke.json --tiny                      # CPU smoke test, tiny parts
+    python bench/gpu_sd15_ddpo.py bench/results/cpu_sd15_ddpo.json --samples 2 --sample-batch 2 --train-batch 1 --steps 2
+                                                                              # CPU, full size, fp32: peak RSS
 
 Builds SD 1.5's UNet, VAE and text encoder from their published configs (written out below), adds LoRA
 rank 4 on the attention projections with gradient checkpointing, and runs the real trainer (`rlft.train`)
@@ -58,6 +60,12 @@ def build_pipeline(tiny: bool, device: str, dtype):
         use_ftfy_tokenizer(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
+
+
+def _peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def main() -> None:
@@ -138,6 +146,9 @@ def main() -> None:
         "epoch_images_per_s": round(args.samples / epoch_s, 3),
         "epoch_s": round(epoch_s, 2), "build_s": round(build_s, 1),
         "loss": metrics.get("loss"), "clipfrac": metrics.get("clipfrac"),
+        # on CPU there is no allocator peak: the process's peak resident memory (fp32 weights, build and both
+        # epochs included) stands in, an upper bound on what the same step holds, not the GPU target's number
+        "peak_rss_gb_process": None if cuda else round(_peak_rss_gb(), 2),
         "torch": torch.__version__,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
