@@ -102,6 +102,8 @@ def test_bad_input_one_line_exit_2_nothing_written(case, model_folder, config_fi
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert "Traceback" not in result.output
     assert _runs(rlft_home) == []
+    if case == "unknown tracker":  # refused for the tracker, not for the missing reward that comes after
+        assert lines[0].startswith("Error: unknown tracker 'neptune' for --log-with; choose from tensorboard, wandb")
 
 
 def test_log_with_tensorboard_gets_every_epoch_s_metrics_and_sample_grid(model_folder, config_file, rlft_home):
@@ -125,6 +127,47 @@ def test_log_with_tensorboard_gets_every_epoch_s_metrics_and_sample_grid(model_f
     assert (grids[-1].width, grids[-1].height) == png.size
     hparams = next((run / "logs" / "rlft").rglob("hparams.yml")).read_text()
     assert "dpo.beta:" in hparams and "algo: dpo" in hparams
+
+
+def test_log_with_survives_resume_without_duplicate_epochs(model_folder, config_file, rlft_home):
+    """A crash after an epoch was logged but before its checkpoint: the resumed run redoes that epoch, and
+    TensorBoard shows it once (purge_step), with the trackers remembered from the run, not retyped."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _judged_pool()
+    assert invoke("train", "--model", model_folder, "--algo", "dpo", "--config", config_file, "--epochs", "1",
+                  "--log-with", "tensorboard", "-q").exit_code == 0
+    run = rlft_home / "runs" / "t0001"
+    epoch1 = (run / "checkpoint.pt").read_bytes()
+    assert invoke("train", "--resume", "latest", "--epochs", "2", "-q").exit_code == 0
+    (run / "checkpoint.pt").write_bytes(epoch1)  # as if killed after logging epoch 2, before its checkpoint
+    result = invoke("train", "--resume", "latest", "-q")
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    events = EventAccumulator(str(run / "logs" / "rlft"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    loss = events.Scalars("loss")
+    assert [e.step for e in loss] == [1, 2]
+    assert [e.value for e in loss] == pytest.approx([m["loss"] for m in metrics], rel=1e-6)
+    assert [e.step for e in events.Images("samples")] == [0, 1, 2]
+    assert json.loads((run / "config.json").read_text())["provenance"]["log_with"] == ["tensorboard"]
+
+
+def test_a_tracker_that_fails_to_start_is_one_line_and_leaves_no_run(model_folder, config_file, rlft_home, monkeypatch):
+    import accelerate
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("api key not configured\nrun `wandb login`")
+
+    monkeypatch.setattr(accelerate.Accelerator, "init_trackers", refuse)
+    _judged_pool()
+    result = invoke("train", "--model", model_folder, "--algo", "dpo", "--config", config_file,
+                    "--log-with", "tensorboard", "-q")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Error: --log-with tensorboard: the tracker did not start (api key not configured)"]
+    assert _runs(rlft_home) == [] and not (rlft_home / "runs" / "latest").is_symlink()
 
 
 def test_log_with_a_tracker_whose_package_is_missing_is_a_one_line_error(model_folder, tmp_path, rlft_home, monkeypatch):

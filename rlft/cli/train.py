@@ -71,6 +71,8 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         model, prompts_source, reward_spec = provenance["model"], provenance.get("prompts_source"), provenance.get("reward_spec", reward_spec)
         prompts = provenance.get("prompts", [])
         rater = provenance.get("rater")
+        log_with = log_with or tracking.check_trackers(provenance.get("log_with", []))  # the run's trackers, unless told
+        provenance["log_with"] = list(log_with)
     else:
         run_dir = None
         model = model or "toy"
@@ -119,16 +121,18 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         run_dir = _make_run_dir(out_dir)
         provenance = {"model": model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
                       "prompts": prompts, "reward_spec": reward_spec, **reward_info, "rater": rater,
-                      "judgements": len(judgements), "mixed_images": len(extra), "rlft_version": _version(),
-                      "created": _now()}
+                      "judgements": len(judgements), "mixed_images": len(extra), "log_with": list(log_with),
+                      "rlft_version": _version(), "created": _now()}
         from prefs.atomic import write_json
 
         write_json(run_dir / runs.CONFIG_NAME, {"config": config.to_dict(), "provenance": provenance})
+        previous_latest = runs.latest_run()
     else:
-        _rewrite_config(run_dir, config)
+        _rewrite_config(run_dir, config, provenance)
+        previous_latest = None
     runs.set_latest(run_dir)
 
-    from rlft.train.trainer import Trainer
+    from rlft.train.trainer import CHECKPOINT, Trainer
 
     def summary(m):
         parts = [f"epoch {m['epoch']}/{config.epochs}"]
@@ -138,10 +142,15 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
                 parts.append(f"{label} {m[key]:.4g}")
         click.echo("  ".join(parts), err=True)
 
-    trainer = Trainer(pipe, config, prompts=prompts, reward_fn=reward_fn, heldout_fn=heldout_fn, judgements=judgements,
-                      extra_images=extra, run_dir=run_dir, progress=not quiet, on_epoch=summary, provenance=provenance,
-                      log_with=log_with)
-    trainer.train(resume=bool(resume))
+    try:
+        trainer = Trainer(pipe, config, prompts=prompts, reward_fn=reward_fn, heldout_fn=heldout_fn, judgements=judgements,
+                          extra_images=extra, run_dir=run_dir, progress=not quiet, on_epoch=summary,
+                          provenance=provenance, log_with=log_with)
+        trainer.train(resume=bool(resume))
+    except UserError:
+        if not resume and not (run_dir / CHECKPOINT).exists():  # a new run refused before its first epoch: leave no trace
+            runs.discard(run_dir, previous_latest)
+        raise
     click.echo(f"run {run_dir.name} done: LoRA in {run_dir / 'lora'} (kohya: {run_dir / 'lora_kohya.safetensors'}); "
                f"try `rlft generate --lora {run_dir.name} --prompts ...`")
 
@@ -222,12 +231,12 @@ def _config_for_resume(saved: dict, flags: dict):
     return new
 
 
-def _rewrite_config(run_dir: Path, config) -> None:
+def _rewrite_config(run_dir: Path, config, provenance: dict) -> None:
     from prefs.atomic import write_json
     from rlft.train import runs
 
     data = runs.read_config(run_dir)
-    data["config"] = config.to_dict()
+    data["config"], data["provenance"] = config.to_dict(), provenance
     write_json(run_dir / runs.CONFIG_NAME, data)
 
 

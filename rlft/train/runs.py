@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from prefs.errors import NotFoundError
@@ -65,6 +66,23 @@ def set_latest(run: Path, home=None) -> None:
         from prefs.atomic import write_bytes
 
         write_bytes(root / f"{LATEST}.txt", str(run.resolve()).encode())
+
+
+def discard(run: Path, previous: Path | None, home=None) -> None:
+    """Remove a run that never completed an epoch and point `latest` back where it was."""
+    shutil.rmtree(run, ignore_errors=True)
+    root = runs_dir(home, create=False)
+    if previous is not None and (previous / CONFIG_NAME).is_file():
+        set_latest(previous, home)
+        return
+    for stale in (root / LATEST, root / f"{LATEST}.txt"):
+        if stale.is_symlink() or stale.is_file():
+            stale.unlink()
+
+
+def latest_run(home=None) -> Path | None:
+    """The run `latest` means now, or None."""
+    return _latest(home)
 
 
 def _latest(home=None) -> Path | None:

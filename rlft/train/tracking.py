@@ -3,13 +3,18 @@
 ddpo-pytorch and TRL log through `Accelerator(log_with=...)`; so does the trainer. Every epoch's numeric
 metrics (the `metrics.jsonl` line) go to each tracker at step = epoch, the fixed-seed sample grid goes to
 TensorBoard and W&B as an image (epoch 0 = the base model), and the resolved config as hyperparameters.
-TensorBoard writes under the run folder (`<run>/logs/`), so `tensorboard --logdir <home>/runs` shows every
-run side by side. The metrics file stays the record; trackers are a view of it.
+TensorBoard (and Aim) write under the run folder (`<run>/logs/`), so `tensorboard --logdir <home>/runs` shows
+every run side by side; W&B and MLflow runs are named after the run folder; MLflow writes where
+`MLFLOW_TRACKING_URI` points (default `./mlruns`). The metrics file stays the record; trackers are a view of it,
+kept equal on resume: TensorBoard drops the events of epochs after the checkpoint (they are redone) and W&B
+continues the same run (its id is kept in `<run>/logs/wandb_id`).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -53,10 +58,47 @@ def flat_config(config: dict, prefix: str = "") -> dict:
     return out
 
 
-def start(accelerator, config: dict, run_name: str | None) -> None:
-    """Open the accelerator's trackers (names given to its `log_with`) with the run's config as hyperparameters."""
-    init_kwargs = {"wandb": {"name": run_name}} if run_name else {}
-    accelerator.init_trackers(PROJECT, config=flat_config(config), init_kwargs=init_kwargs)
+def init_kwargs(names: Iterable[str], run_dir: Path, resume_epoch: int | None) -> dict:
+    """Per-tracker start-up arguments: the run's name, and on resume where its history continues."""
+    kwargs = {"mlflow": {"run_name": run_dir.name}}
+    if "wandb" in names:
+        kwargs["wandb"] = {"name": run_dir.name, "id": _wandb_id(run_dir), "resume": "allow"}
+    if resume_epoch is not None:  # events at or after purge_step are dropped: epochs after the checkpoint are redone
+        kwargs["tensorboard"] = {"purge_step": resume_epoch + 1}
+    return kwargs
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """A W&B run id kept with the run, so a resumed run continues the same W&B run."""
+    path = run_dir / LOG_DIR / "wandb_id"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    from prefs.atomic import write_bytes
+
+    run_id = f"{run_dir.name}-{uuid.uuid4().hex[:8]}"
+    write_bytes(path, run_id.encode())
+    return run_id
+
+
+def start(accelerator, config: dict, run_dir: Path, resume_epoch: int | None = None) -> None:
+    """Open the accelerator's trackers (names given to its `log_with`) with the run's config as hyperparameters.
+    A tracker that fails to start (not logged in, server unreachable) is a UserError naming it."""
+    names = [str(getattr(t, "value", t)) for t in accelerator.log_with]
+    try:
+        accelerator.init_trackers(PROJECT, config=flat_config(config),
+                                  init_kwargs=init_kwargs(names, run_dir, resume_epoch))
+    except Exception as e:  # noqa: BLE001 - a tracker's own failure, reported in one line
+        finish(accelerator)
+        names = ", ".join(names)
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"--log-with {names}: the tracker did not start ({detail})") from e
+
+
+def finish(accelerator) -> None:
+    """Close the trackers (and only them: accelerate's end_training also tears down the process group)."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+    accelerator.trackers.clear()
 
 
 def log_metrics(accelerator, metrics: dict, step: int) -> None:

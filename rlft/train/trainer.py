@@ -87,6 +87,8 @@ class Trainer:
         self.log_with = tracking.check_trackers(log_with)
         if self.log_with and self.run_dir is None:
             raise UserError("logging to experiment trackers (log_with) needs a run folder (run_dir)")
+        if self.log_with and accelerator is not None:
+            raise UserError("give log_with or your own accelerator, not both (start its trackers yourself)")
         on_cpu = pipe.device.type == "cpu"  # follow the pipeline's device (e.g. --device cpu on a GPU machine)
         project = None if not self.log_with else ProjectConfiguration(
             project_dir=str(self.run_dir), logging_dir=str(self.run_dir / tracking.LOG_DIR))
@@ -202,24 +204,26 @@ class Trainer:
         """Run the remaining epochs; with `resume`, continue from the run folder's checkpoint first."""
         if resume:
             self.load_checkpoint()
-        if self.log_with:
-            tracking.start(self.accelerator, self.config.to_dict(), self.run_dir.name)
-        if not resume and self.run_dir is not None:
-            self._write_grid(0)
         history = []
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.config.epochs, initial=self.epoch, desc=f"train {self.config.algo}", unit="epoch",
-                   disable=not self.progress or not self.accelerator.is_main_process, dynamic_ncols=True)
+        bar = None
         try:
+            if self.log_with:
+                tracking.start(self.accelerator, self.config.to_dict(), self.run_dir, self.epoch if resume else None)
+            if not resume and self.run_dir is not None:
+                self._write_grid(0)
+            bar = tqdm(total=self.config.epochs, initial=self.epoch, desc=f"train {self.config.algo}", unit="epoch",
+                       disable=not self.progress or not self.accelerator.is_main_process, dynamic_ncols=True)
             while self.epoch < self.config.epochs:
                 metrics = self.run_epoch()
                 history.append(metrics)
                 bar.update(1)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
             if self.log_with:
-                self.accelerator.end_training()
+                tracking.finish(self.accelerator)
         return history
 
     def run_epoch(self) -> dict:
