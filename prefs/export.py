@@ -1,7 +1,7 @@
 """`rlft prefs export`: every judgement as JSONL (our public interchange format) or Pick-a-Pic-style parquet.
 
 JSONL: one object per judgement, undone ones included (with `undone_at`), in recording order; the schema
-is documented in the README ("Judgements JSONL") and `JSONL_FIELDS`. `prefs.imports` reads it back exactly.
+is documented in docs/prefs-jsonl.md and `JSONL_FIELDS`. `prefs.imports` reads it back exactly.
 
 Parquet: standing (not undone) judgements in Pick-a-Pic's column layout, loadable with Hugging Face
 `datasets.load_dataset("parquet", data_files=...)`.
