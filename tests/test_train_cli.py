@@ -160,14 +160,22 @@ def test_a_tracker_that_fails_to_start_is_one_line_and_leaves_no_run(model_folde
     def refuse(self, *args, **kwargs):
         raise RuntimeError("api key not configured\nrun `wandb login`")
 
-    monkeypatch.setattr(accelerate.Accelerator, "init_trackers", refuse)
     _judged_pool()
-    result = invoke("train", "--model", model_folder, "--algo", "dpo", "--config", config_file,
-                    "--log-with", "tensorboard", "-q")
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        "Error: --log-with tensorboard: the tracker did not start (api key not configured)"]
-    assert _runs(rlft_home) == [] and not (rlft_home / "runs" / "latest").is_symlink()
+    train = ("train", "--model", model_folder, "--algo", "dpo", "--config", config_file, "-q")
+    for before in ([], ["t0001"]):  # the first run of a home, then one after a finished run
+        with monkeypatch.context() as m:
+            m.setattr(accelerate.Accelerator, "init_trackers", refuse)
+            result = invoke(*train, "--log-with", "tensorboard")
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines() == [
+            "Error: --log-with tensorboard: the tracker did not start (api key not configured)"]
+        assert _runs(rlft_home) == before  # the refused run's folder is gone
+        latest = rlft_home / "runs" / "latest"
+        if before:  # `latest` is back on the finished run
+            assert latest.resolve() == (rlft_home / "runs" / "t0001").resolve()
+        else:
+            assert not latest.is_symlink()
+            assert invoke(*train).exit_code == 0  # t0001, for the second round
 
 
 def test_log_with_a_tracker_whose_package_is_missing_is_a_one_line_error(model_folder, tmp_path, rlft_home, monkeypatch):

@@ -1,7 +1,7 @@
 """Write docs/cli.md: every `rlft` command's `--help`, rendered from the click commands themselves.
 
     python tools/cli_reference.py            # rewrite docs/cli.md
-    python tools/cli_reference.py --check    # exit 1 if docs/cli.md is out of date (tests run this check)
+    python tools/cli_reference.py --check    # exit 1 if docs/cli.md is out of date (the tests compare the same way)
 
 The README's CLI table lists the main flags; this page lists all of them, so the two never have to agree
 by hand. Help is rendered at a fixed width so the page does not depend on the terminal.
@@ -26,12 +26,12 @@ def _walk(command: click.Command, ctx: click.Context):
         for name in command.list_commands(ctx):
             sub = command.get_command(ctx, name)
             if sub is not None and not sub.hidden:
-                yield from _walk(sub, click.Context(sub, info_name=name, parent=ctx, terminal_width=WIDTH,
-                                                    max_content_width=WIDTH))
+                yield from _walk(sub, click.Context(sub, info_name=name, parent=ctx))  # width from the parent
 
 
 def render() -> str:
-    sys.path.insert(0, str(ROOT))
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from rlft.cli import main
 
     root = click.Context(main, info_name="rlft", terminal_width=WIDTH, max_content_width=WIDTH, **main.context_settings)
@@ -44,7 +44,7 @@ def render() -> str:
     return "\n".join(parts)
 
 
-def main_(argv: list[str]) -> int:
+def _main(argv: list[str]) -> int:
     text = render()
     if "--check" in argv:
         if not PAGE.is_file() or PAGE.read_text(encoding="utf-8") != text:
@@ -57,4 +57,4 @@ def main_(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main_(sys.argv[1:]))
+    sys.exit(_main(sys.argv[1:]))

@@ -118,6 +118,7 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
                                                           config.heldout_member, device=pipe.device)
 
     if run_dir is None:
+        previous_latest = runs.latest_run()  # before the new folder exists: where `latest` goes back if it is refused
         run_dir = _make_run_dir(out_dir)
         provenance = {"model": model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
                       "prompts": prompts, "reward_spec": reward_spec, **reward_info, "rater": rater,
@@ -126,7 +127,6 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         from prefs.atomic import write_json
 
         write_json(run_dir / runs.CONFIG_NAME, {"config": config.to_dict(), "provenance": provenance})
-        previous_latest = runs.latest_run()
     else:
         _rewrite_config(run_dir, config, provenance)
         previous_latest = None

@@ -82,10 +82,6 @@ def discard(run: Path, previous: Path | None, home=None) -> None:
 
 def latest_run(home=None) -> Path | None:
     """The run `latest` means now, or None."""
-    return _latest(home)
-
-
-def _latest(home=None) -> Path | None:
     root = runs_dir(home, create=False)
     link = root / LATEST
     if link.is_symlink() and (link.resolve() / CONFIG_NAME).is_file():
@@ -103,7 +99,7 @@ def resolve_run(spec: str | os.PathLike, home=None) -> Path:
     """`latest`, a run id (`t0003`) or a run folder path -> the run folder; NotFoundError lists the runs."""
     text = os.fspath(spec)
     if text == LATEST:
-        found = _latest(home)
+        found = latest_run(home)
         if found is None:
             raise NotFoundError("no training runs yet; start one with `rlft train --reward latest`")
         return found
