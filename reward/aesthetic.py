@@ -169,7 +169,9 @@ class AestheticConditioner:
         if space and space != d:
             raise UserError(f"the aesthetic embedding is {d}-d but this pipeline's text encoder projects to {space}-d: "
                             "it was made with another CLIP (published SD 1.x embeddings are 768-d ViT-L/14; "
-                            "for the toy pipeline build one with `rlft embed --clip toy`)")
+                            "for the toy pipeline build one from a folder of images you like with "
+                            "`rlft embed --from-dir DIR --clip toy -o taste.pt`, or from a reward trained on "
+                            "--clip toy with `rlft embed --reward latest -o taste.pt`)")
         self.embedding = F.normalize(embedding.float().reshape(1, -1), dim=-1)
         self.proj = text_projection(enc, clip_spec, d)
         self.name = name

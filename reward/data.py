@@ -26,7 +26,7 @@ class PairData:
     ia: np.ndarray
     ib: np.ndarray
     y: np.ndarray  # P(a wins) target: 1, 0 or 0.5
-    order: np.ndarray  # recording order (for the time split)
+    order: np.ndarray  # rank by creation time, ties in recording order (the time split; imports keep old times)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -38,7 +38,7 @@ class PairData:
 def load_pairs(store, rater: str | None = None) -> PairData:
     """All standing a/b/tie judgements (of `rater`, or everyone) with the images they involve."""
     index: dict[str, int] = {}
-    ia, ib, y = [], [], []
+    ia, ib, y, created = [], [], [], []
     for j in store.comparisons(rater=rater):
         t = TARGET.get(j.outcome)
         if t is None:
@@ -46,22 +46,27 @@ def load_pairs(store, rater: str | None = None) -> PairData:
         ia.append(index.setdefault(j.image_a, len(index)))
         ib.append(index.setdefault(j.image_b, len(index)))
         y.append(t)
+        created.append(j.created_at.timestamp())
     if not y:
         who = f" by rater {rater!r}" if rater else ""
         raise UserError(f"no judgements{who} to learn from yet: rate some pairs in `rlft ui` "
                         "(or `rlft simulate`), then run `rlft reward train` again")
     shas = list(index)
     rows = store._resolve_images(shas) if len(shas) < 5000 else _rows(store, set(shas))
-    return PairData(shas, [rows[s] for s in shas], np.array(ia), np.array(ib), np.array(y, dtype=np.float32),
-                    np.arange(len(y)))
+    order = np.empty(len(y), dtype=np.int64)
+    order[np.argsort(np.array(created), kind="stable")] = np.arange(len(y))
+    return PairData(shas, [rows[s] for s in shas], np.array(ia), np.array(ib), np.array(y, dtype=np.float32), order)
 
 
 def _rows(store, shas: set[str]) -> dict:
     return {im.sha256: im for im in store.images() if im.sha256 in shas}
 
 
-def split(n: int, val_frac: float, how: str = "random", seed: int = 0, ia=None, ib=None) -> tuple[np.ndarray, np.ndarray]:
+def split(n: int, val_frac: float, how: str = "random", seed: int = 0, ia=None, ib=None,
+          order=None) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) judgement indices: a seeded random split, the newest `val_frac` by time, or by image.
+
+    `time` ranks the judgements by `order` (PairData.order: creation time), else by index.
 
     `image` (needs the pairs' image indices `ia`, `ib`) holds out a seeded random share of the images and,
     as validation, every judgement that involves one of them; training sees none of those images. That measures
@@ -88,5 +93,8 @@ def split(n: int, val_frac: float, how: str = "random", seed: int = 0, ia=None, 
             raise UserError(f"{n} judgements over {len(images)} images are too few to hold out images; rate more "
                             "pairs, or use --split random")
         return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    idx = np.arange(n) if how == "time" else np.random.default_rng(seed).permutation(n)
+    if how == "time":
+        idx = np.arange(n) if order is None else np.argsort(np.asarray(order), kind="stable")
+    else:
+        idx = np.random.default_rng(seed).permutation(n)
     return np.sort(idx[: n - n_val]), np.sort(idx[n - n_val:])

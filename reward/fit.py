@@ -40,6 +40,8 @@ class FitConfig:
             raise UserError(f"unknown tie model {self.ties!r}; valid: {', '.join(TIE_MODES)}")
         if not (self.l2 >= 0 and math.isfinite(self.l2)):
             raise UserError(f"l2 must be >= 0, got {self.l2}")
+        if not isinstance(self.steps, int) or self.steps < 0:  # 0: a LAION prior as it is, only centred
+            raise UserError(f"--steps must be a whole number >= 0, got {self.steps!r}")
 
 
 @dataclasses.dataclass
@@ -103,17 +105,23 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
         lt = torch.zeros((), requires_grad=True) if config.ties == "rao-kupper" else None
         params = list(head.parameters()) + ([lt] if lt is not None else [])
         opt = torch.optim.Adam(params, lr=config.lr if prior is None else config.lr * 0.02)
+
+        def objective():
+            d = pair_diff(head(X, T), IA, IB)
+            zero = torch.zeros((), dtype=d.dtype)
+            loss = bt_loss(d, zero, Y, w) if lt is None else rao_kupper_loss(d, zero, Y, lt, w)
+            return loss, loss + config.l2 * head.penalty() / len(ia)  # a Gaussian prior: fades as judgements grow
+
         head.train()
         for _ in range(config.steps):
             opt.zero_grad(set_to_none=True)
-            r = head(X, T)
-            d = pair_diff(r, IA, IB)
-            zero = torch.zeros((), dtype=d.dtype)
-            loss = bt_loss(d, zero, Y, w) if lt is None else rao_kupper_loss(d, zero, Y, lt, w)
-            total = loss + config.l2 * head.penalty() / len(ia)  # a Gaussian prior: fades as judgements grow
+            loss, total = objective()
             total.backward()
             opt.step()
         head.eval()
+        if config.steps == 0:
+            with torch.no_grad():
+                loss, _ = objective()
         with torch.no_grad():
             head.offset.copy_(head(X[used], None if T is None else T[used]).mean() + head.offset)
         heads.append(head)

@@ -69,11 +69,13 @@ def train(store, config: TrainConfig | None = None, progress: bool = True, home=
         if prior.in_dim != x.shape[1]:
             raise UserError(f"the LAION head expects {prior.in_dim}-d embeddings but --clip {config.clip} gives "
                             f"{x.shape[1]}-d; use --clip ViT-L-14/openai with LAION priors")
-    tr, va = split(len(data), config.val_frac, config.split, config.seed, data.ia, data.ib)
+    tr, va = split(len(data), config.val_frac, config.split, config.seed, data.ia, data.ib, data.order)
     train_data = data.take(tr)
     fitted = fit_ensemble(x, train_data.ia, train_data.ib, train_data.y,
                           dataclasses.replace(config.fit, seed=config.seed), t=t, prior=prior)
-    metrics: dict = {"train_loss": float(np.mean(fitted.train_loss)), "n_train": int(len(tr)), "n_val": int(len(va))}
+    # val_accuracy is always there (null without a validation split): `reward list` promises it for every version.
+    metrics: dict = {"train_loss": float(np.mean(fitted.train_loss)), "n_train": int(len(tr)), "n_val": int(len(va)),
+                     "val_accuracy": None}
     if len(va):
         val = data.take(va)
         metrics.update(_evaluate(fitted, x, t, val, config, cache, data, train_data, prior))

@@ -76,14 +76,10 @@ def test_cli_embed_from_dir_writes_the_extension_format(tmp_path):
 
 
 def test_cli_embed_from_reward(tmp_path):
-    import reward
-    from reward.fit import FitConfig
-    from reward.training import TrainConfig
-    from reward_util import judged_store
+    from reward_util import train_small_reward
     from rlft.cli import main
 
-    with judged_store(n_images=20, n_judgements=40) as store:
-        reward.train(store, TrainConfig(fit=FitConfig(ensemble=2, steps=40), val_frac=0), progress=False)
+    train_small_reward()
     out = tmp_path / "taste.pt"
     res = CliRunner().invoke(main, ["embed", "--reward", "latest", "--top-k", "5", "-o", str(out), "--json"])
     assert res.exit_code == 0, res.output
@@ -93,15 +89,56 @@ def test_cli_embed_from_reward(tmp_path):
     assert load_embedding(out).shape == (1, 64)
 
 
+def test_cli_embed_min_score_uses_only_images_scoring_at_least_that(tmp_path):
+    import prefs
+    import reward
+    from reward_util import own_member_scores, train_small_reward
+    from rlft.cli import main
+
+    train_small_reward()
+    with prefs.open_store() as store:
+        images = list(store.images())
+        scores = own_member_scores(reward.load("latest"), store, images).mean(0)
+    best = np.sort(scores)[::-1]
+    k = 3 + int(np.argmax(best[2:8] - best[3:9]))  # threshold in the widest gap below the 3rd..8th best
+    threshold = float(best[k - 1] + best[k]) / 2
+    out = tmp_path / "taste.pt"
+    res = CliRunner().invoke(main, ["embed", "--reward", "latest", "--min-score", str(threshold), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"({k} images, clip toy)" in res.output
+    prov = json.loads(out.with_suffix(".json").read_text())
+    assert prov["selection"] == {"top_k": None, "min_score": threshold}
+    assert {i["sha256"] for i in prov["images"]} == {im.sha256 for im, s in zip(images, scores) if s >= threshold}
+    assert len(prov["images"]) == k and all(i["score"] >= threshold for i in prov["images"])
+
+    none, too_high = tmp_path / "none.pt", round(float(best[0]) + 1, 2)
+    res = CliRunner().invoke(main, ["embed", "--reward", "latest", "--min-score", str(too_high), "-o", str(none)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.output.strip().splitlines() == [f"Error: no image scores >= {too_high} (best: {best[0]:.3f}); "
+                                               "lower --min-score"]
+    assert not none.exists() and not none.with_suffix(".json").exists()
+
+
 def test_mismatched_dims_are_refused(tmp_path):
+    import re
+    import shlex
+
     from rlft.models.pipeline import load_pipeline
 
     pipe = load_pipeline("toy", device="cpu")
-    with pytest.raises(UserError, match="768-d .* 64-d"):
+    with pytest.raises(UserError, match="768-d .* 64-d") as refused:
         AestheticConditioner(pipe, torch.randn(1, 768), clip_spec="toy")
-    save_embedding(tmp_path / "wide.pt", np.ones(768), {"clip_spec": "toy"})
+    # The command the message suggests works as written and makes an embedding this pipeline takes.
+    hint = re.search(r"`rlft (embed [^`]*)`", str(refused.value)).group(1)
+    assert hint == "embed --from-dir DIR --clip toy -o taste.pt"
+    folder, made = _red_images(tmp_path / "liked", 3), tmp_path / "taste.pt"
     from rlft.cli import main
 
+    res = CliRunner().invoke(main, [str(folder) if a == "DIR" else str(made) if a == "taste.pt" else a
+                                    for a in shlex.split(hint)])
+    assert res.exit_code == 0, res.output
+    assert AestheticConditioner(pipe, load_embedding(made), clip_spec="toy").embedding.shape == (1, 64)
+    save_embedding(tmp_path / "wide.pt", np.ones(768), {"clip_spec": "toy"})
     res = CliRunner().invoke(main, ["generate", "-p", "a star", "--aesthetic", str(tmp_path / "wide.pt"), "--no-pool",
                                     "--out", str(tmp_path / "out"), "--steps", "2"])
     assert res.exit_code == 2 and "768-d" in res.output and "Traceback" not in res.output

@@ -98,6 +98,52 @@ def test_image_split_holds_out_every_judgement_of_unseen_images():
         split(2, 0.2, "image", ia=np.array([0, 0]), ib=np.array([1, 1]))
 
 
+def test_only_a_b_and_tie_judgements_become_pairs():
+    """skip and both_bad say nothing about which image is better: they never reach the Bradley-Terry loss."""
+    import prefs
+    from prefs_util import add_images
+
+    from reward.data import load_pairs
+
+    with prefs.open_store() as s:
+        im = add_images(s, 6)
+        votes = [(0, 1, "a"), (2, 3, "skip"), (1, 2, "b"), (4, 5, "both_bad"), (0, 2, "tie"), (3, 0, "skip")]
+        for i, j, outcome in votes:
+            s.record_comparison(im[i], im[j], outcome)
+        data = load_pairs(s)
+    pairs = [(data.shas[a], data.shas[b], float(y)) for a, b, y in zip(data.ia, data.ib, data.y)]
+    assert pairs == [(im[0], im[1], 1.0), (im[1], im[2], 0.0), (im[0], im[2], 0.5)]
+    assert set(data.shas) == {im[0], im[1], im[2]}  # images judged only in skips and both_bads are left out
+    assert [r.sha256 for r in data.images] == data.shas
+
+
+def test_time_split_holds_out_the_newest_judgements():
+    """`--split time` holds out the judgements made last, by their time, also when older ones were imported later."""
+    import datetime as dt
+
+    import prefs
+    from prefs_util import add_images
+
+    from reward.data import load_pairs, split
+
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    with prefs.open_store() as s:
+        im = add_images(s, 12)
+        for k in range(8):  # rated here, one a day from day 10
+            s.record_comparison(im[k], im[k + 1], "a", created_at=t0 + dt.timedelta(days=10 + k))
+        for k in range(2):  # then older judgements imported from elsewhere (days 0 and 1)
+            s.record_comparison(im[k + 9], im[k + 10], "b", created_at=t0 + dt.timedelta(days=k))
+        data = load_pairs(s)
+        created = [j.created_at for j in s.comparisons()]
+    tr, va = split(len(data), 0.2, "time", seed=0, order=data.order)
+    newest = sorted(range(10), key=lambda k: created[k])[-2:]
+    assert va.tolist() == sorted(newest) == [6, 7]  # days 16 and 17, not the two imported last
+    assert tr.tolist() == [0, 1, 2, 3, 4, 5, 8, 9]
+    for seed in (1, 2):  # the seed does not matter: a time split is deterministic
+        again = split(len(data), 0.2, "time", seed=seed, order=data.order)
+        assert again[0].tolist() == tr.tolist() and again[1].tolist() == va.tolist()
+
+
 def test_train_with_the_image_split(store):
     m = reward.train(store, TrainConfig(fit=FAST, split="image"), progress=False).metrics
     assert m["n_val"] > 0 and m["n_train"] + m["n_val"] == 120
@@ -167,6 +213,21 @@ def test_cli_train_list_show_score(store, tmp_path):
     out = runner.invoke(main, ["reward", "score", "--reward", "latest", *files, "--json"])
     rows = [json.loads(line) for line in out.output.splitlines()]
     assert [r["path"] for r in rows] == files and all(isinstance(r["score"], float) for r in rows)
+
+
+def test_cli_list_has_val_accuracy_null_without_a_validation_split(store):
+    from rlft.cli import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["reward", "train", "--val-frac", "0", "--ensemble", "2", "--steps", "20"])
+    assert out.exit_code == 0, out.output
+    assert "120 train, 0 held out" in out.output and "log-loss" not in out.output  # no table of empty metrics
+    [listed] = json.loads(runner.invoke(main, ["reward", "list", "--json"]).output)
+    assert "val_accuracy" in listed["metrics"] and listed["metrics"]["val_accuracy"] is None
+    assert reward.load("latest").metadata["metrics"]["val_accuracy"] is None
+    assert "val accuracy n/a" in runner.invoke(main, ["reward", "list"]).output
+    shown = runner.invoke(main, ["reward", "show", "latest"])
+    assert shown.exit_code == 0 and shown.output.splitlines()[-1] == "no held-out metrics (trained with --val-frac 0)"
 
 
 @pytest.mark.parametrize("args,needle", [

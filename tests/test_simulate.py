@@ -181,6 +181,26 @@ def test_uncertain_with_a_missing_reward_version_is_a_clear_error():
         assert store.stats()["judgements"] == 0
 
 
+def test_uncertain_with_a_saved_reward_version_records_its_predictions():
+    import numpy as np
+    from reward_util import own_member_scores, train_small_reward
+
+    import reward
+
+    train_small_reward()  # r0001, on a judged 20-image pool in this home
+    result = sim("--oracle", "warm", "--n", "8", "--strategy", "uncertain", "--scorer", "latest", "--rater", "u", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["judged"] == 8 and summary["refits"] == 0  # the saved version, no ensemble fitted here
+    with prefs.open_store() as store:
+        rows = [j for j in store.comparisons() if j.rater == "u"]
+        model = reward.load("r0001")
+        assert len(rows) == 8 and {j.strategy for j in rows} == {"uncertain"}
+        for j in rows:  # P(a beats b) recorded is r0001's: the mean over its members of sigmoid(r_a - r_b)
+            m = own_member_scores(model, store, [j.image_a, j.image_b])
+            assert j.predicted_p == pytest.approx(float(np.mean(1 / (1 + np.exp(m[:, 1] - m[:, 0])))), abs=1e-4)
+
+
 def test_online_scorer_learns_the_oracle_and_refits_only_on_new_votes():
     import numpy as np
     from reward_util import judged_store

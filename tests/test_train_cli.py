@@ -49,8 +49,9 @@ def _runs(home):
 
 def test_dpo_run_export_generate_and_resume(model_folder, config_file, tmp_path, rlft_home):
     _judged_pool()
-    result = invoke("train", "--model", model_folder, "--algo", "dpo", "--config", config_file, "-q")
+    result = invoke("train", "--model", model_folder, "--algo", "dpo", "--config", config_file, "--reward", "r0007", "-q")
     assert result.exit_code == 0, result.output
+    assert "notice: dpo trains on the stored judgements directly; --reward is ignored" in result.output
     run = rlft_home / "runs" / "t0001"
     assert (rlft_home / "runs" / "latest").resolve() == run.resolve()
     saved = json.loads((run / "config.json").read_text())
@@ -60,6 +61,12 @@ def test_dpo_run_export_generate_and_resume(model_folder, config_file, tmp_path,
     out = invoke("export-lora", "latest", "--format", "kohya", "--out", tmp_path / "mine.safetensors")
     assert out.exit_code == 0 and (tmp_path / "mine.safetensors").is_file()
     assert invoke("export-lora", "t0001").output.strip().endswith("lora")
+    out = invoke("export-lora", "t0001", "--format", "diffusers", "--out", tmp_path / "mine")
+    assert out.exit_code == 0, out.output
+    from safetensors.torch import load_file
+
+    exported, saved = load_file(str(tmp_path / "mine" / "pytorch_lora_weights.safetensors")), _lora(run)
+    assert exported.keys() == saved.keys() and all((exported[k] == saved[k]).all() for k in saved)
 
     gen = invoke("generate", "--model", model_folder, "--lora", "latest", "-p", "a circle", "--steps", "2",
                  "--seed", "1", "--out", tmp_path / "gen", "--json")
@@ -214,8 +221,15 @@ def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder
         images = list(store.images())
         assert len(images) == 8 and store.count_comparisons(rater="sim-big") == 10
         assert {c.strategy for c in store.comparisons()} <= {"uncertain", "balanced", "random"}
-        # Round 2 generated with round 1's LoRA, and recorded which one in the pool.
+        # Round 2 generated with round 1's LoRA, and recorded which one in the pool, on round 1's seeds: the
+        # Gallery's compare view pairs every base image with its tuned twin.
         assert [im.lora for im in images] == [None] * 4 + ["t0001"] * 4
+        from ui.gallery import compare, run_label
+
+        base, tuned = run_label(images[0]), run_label(images[-1])
+        rows = compare(images, {}, base, tuned)
+        assert [(r[0], r[1]) for r in rows] == sorted((im.prompt, im.seed) for im in images[:4])
+        assert all(r[2].lora is None and r[3].lora == "t0001" for r in rows)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -226,6 +240,7 @@ def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder
     (["--config", "missing.toml"], "no config file missing.toml"),
     (["--algo", "dpo", "--config", "bad.json"], "unknown config field"),
     (["--log-with", "neptune"], "unknown tracker 'neptune' for --log-with"),
+    (["--algo", "ddpo", "--clip", "ViT-B-32/openai"], "which was never shown the toy world"),
 ])
 def test_loop_checks_its_arguments_before_the_first_round(args, message, model_folder, tmp_path, rlft_home, monkeypatch):
     from prefs import open_store
@@ -254,8 +269,120 @@ def test_load_judgements_keeps_each_image_s_own_prompt(tmp_path, rlft_home):
         green = store.add_image(paths[2], prompt="a green star", model="toy")
         store.record_comparison(red, blue, "b", rater="r")  # blue wins a pair of two prompts
         store.record_comparison(red, green, "tie", rater="r")  # ties teach dpo nothing
-        out = load_judgements(store)
+        out, _ = load_judgements(store)
     assert len(out) == 1
     win, lose, win_prompt, lose_prompt = out[0]
     assert (win_prompt, lose_prompt) == ("a blue square", "a red circle")
     assert win.getpixel((0, 0)) == (30, 30, 230) and lose.getpixel((0, 0)) == (230, 30, 30)
+
+
+def _lora(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "lora" / "pytorch_lora_weights.safetensors"))
+
+
+def _same_lora(a, b) -> bool:
+    import torch
+
+    x, y = _lora(a), _lora(b)
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _reward_version(seed: int) -> None:
+    result = invoke("reward", "train", "--clip", "toy", "--ensemble", "2", "--steps", "30", "--seed", seed)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("algo", ["ddpo", "rwr"])
+def test_train_reward_latest_end_to_end_and_a_resume_keeps_the_run_s_own_reward(algo, model_folder, config_file, tmp_path,
+                                                                                 rlft_home):
+    """`rlft train --reward latest` on a reward trained by `rlft reward train`; a resume after the person trained a
+    new reward version ends where an uninterrupted run ends, on the version the run started with."""
+    from reward_util import judged_store
+
+    judged_store(n_images=12, n_judgements=30).close()
+    _reward_version(0)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    mix = ["--mix-top-rated", "2"] if algo == "rwr" else []
+    train = ("train", "--reward", "latest", "--model", model_folder, "--prompts", prompts, "--algo", algo,
+             "--config", config_file, *mix, "-q")
+    full = invoke(*train, "--epochs", "2")  # t0001: uninterrupted
+    assert full.exit_code == 0, full.output
+    run = rlft_home / "runs" / "t0001"
+    provenance = json.loads((run / "config.json").read_text())["provenance"]
+    assert provenance["reward"] == "r0001" and provenance["heldout_member"] == 1
+    if algo == "rwr":
+        assert provenance["mixed_images"] == 2 and len(provenance["mixed_image_sha256"]) == 2
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert all(isinstance(m["reward_mean"], float) and isinstance(m["heldout_reward_mean"], float) for m in metrics)
+    assert metrics[0]["reward_mean"] != metrics[0]["heldout_reward_mean"]  # two different ensemble members
+
+    assert invoke(*train, "--epochs", "1").exit_code == 0  # t0002, stopped after one epoch
+    judged_store(n_images=4, n_judgements=30, seed=1).close()  # more judgements, then a new reward: r0002 is latest
+    _reward_version(1)
+    wrong = invoke("train", "--resume", "t0002", "--reward", "r0002")
+    assert wrong.exit_code == 2 and wrong.output.strip().splitlines() == [
+        "Error: cannot resume with a different --reward (r0002; the run trains on r0001); resume without --reward, "
+        "or start a new run"]
+    resumed = invoke("train", "--resume", "t0002", "--epochs", "2", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert _same_lora(run, rlft_home / "runs" / "t0002")
+
+
+def test_dpo_resume_trains_on_the_judgements_the_run_started_from(model_folder, config_file, rlft_home):
+    from prefs import open_store
+
+    _judged_pool()
+    train = ("train", "--model", model_folder, "--algo", "dpo", "--config", config_file, "-q")
+    assert invoke(*train, "--epochs", "2").exit_code == 0  # t0001: uninterrupted
+    assert invoke(*train, "--epochs", "1").exit_code == 0  # t0002: one epoch, then the person judges more
+    with open_store() as store:
+        red, blue = (im.sha256 for im in store.images())
+        for _ in range(6):
+            store.record_comparison(blue, red, "a")
+    resumed = invoke("train", "--resume", "t0002", "--epochs", "2", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert _same_lora(rlft_home / "runs" / "t0001", rlft_home / "runs" / "t0002")
+    provenance = json.loads((rlft_home / "runs" / "t0002" / "config.json").read_text())["provenance"]
+    assert provenance["judgements"] == 2 and provenance["judgements_through"] == 2
+
+    assert invoke(*train, "--epochs", "1").exit_code == 0  # t0003 starts from all 8
+    with open_store() as store:
+        store.undo_last()  # the newest: not one t0002 trained on, so it resumes; t0003 cannot
+        assert invoke("train", "--resume", "t0002", "--epochs", "3", "-q").exit_code == 0
+        refused = invoke("train", "--resume", "t0003", "--epochs", "2")
+    assert refused.exit_code == 2 and refused.output.strip().splitlines() == [
+        "Error: cannot resume: the store holds 7 of the 8 judgements this run started from (some were undone or "
+        "deleted); start a new run"]
+    wrong_rater = invoke("train", "--resume", "t0002", "--rater", "someone")
+    assert wrong_rater.exit_code == 2 and "different --rater" in wrong_rater.output
+
+
+def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_home):
+    """`torchrun -m rlft train` with two processes (the launcher `accelerate launch` uses on several GPUs; gloo on
+    this CPU): one run folder, config and `latest` written by the main process, each epoch's samples gathered."""
+    import os
+    import subprocess
+    import sys
+
+    from reward_util import judged_store
+
+    judged_store(n_images=12, n_judgements=30).close()
+    _reward_version(0)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    config_file.write_text(json.dumps({**TINY, "epochs": 2, "sample": {**TINY["sample"], "batch_size": 2}}))
+    env = {**os.environ, "RLFT_HOME": str(rlft_home), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "rlft", "train", "--model", str(model_folder), "--prompts", str(prompts),
+                          "--config", str(config_file), "-q"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _runs(rlft_home) == ["t0001"] and out.stdout.count("run t0001 done") == 1
+    assert (rlft_home / "runs" / "latest").resolve() == (rlft_home / "runs" / "t0001").resolve()
+    metrics = [json.loads(l) for l in (rlft_home / "runs" / "t0001" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2] and [m["samples"] for m in metrics] == [4, 4]  # 2 per process
+    assert sorted(p.name for p in (rlft_home / "runs" / "t0001" / "samples").glob("*.png")) == [
+        "epoch_0000.png", "epoch_0001.png", "epoch_0002.png"]

@@ -172,3 +172,23 @@ def test_prefetch_runs_in_the_background(store):
             assert v.ok
     assert len(rows(store)) == 10
     assert len({j.client_vote_id for j in rows(store)}) == 10
+
+
+def test_pair_scorer_of_a_saved_reward_matches_the_models_own_scores():
+    import numpy as np
+    from reward_util import own_member_scores, train_small_reward
+
+    import reward
+    from ui.scoring import Scores
+
+    train_small_reward()
+    with prefs.open_store() as store:
+        images = list(store.images())[:8]
+        scores = Scores(store)
+        means, stds, members = scores.pair_scorer()(images)
+        own = own_member_scores(reward.load("r0001"), store, images)
+        assert scores.rank(images)[1] == "reward r0001"
+    assert members.shape == (2, 8) and min(stds) > 0
+    np.testing.assert_allclose(members, own, atol=1e-4)
+    np.testing.assert_allclose(means, own.mean(0), atol=1e-4)
+    np.testing.assert_allclose(stds, own.std(0), atol=1e-4)

@@ -1,7 +1,8 @@
 """`rlft loop`: rounds of generate -> rate -> reward train -> train, each step the ordinary command.
 
-The same as running, per round:
-    rlft generate --model M --prompts P -n N [--lora latest]     # new images into the pool
+The same as running, per round (the same generation seed each round, so the Gallery compares the rounds' models
+on the same noise):
+    rlft generate --model M --prompts P -n N --seed SEED [--lora latest]  # new images into the pool
     rlft simulate --oracle O --n J [--strategy S]   (or `rlft ui`) # judgements
     rlft reward train --clip C                                    # reward version rNNNN (latest)
     rlft train --reward latest --model M --prompts P --algo A     # LoRA run tNNNN (latest)
@@ -31,7 +32,9 @@ import click
 @click.option("--epochs", type=int, default=None, help="Training epochs per round (default: the config's).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="A JSON or TOML training config for every round's `rlft train --config`.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Base seed; round r generates with seed + 1000 r.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Generation seed of every round (the same noise each round, so the Gallery's compare view shows "
+                   "each round's model beside the others' on it); round r trains with seed + r.")
 @click.option("--log-with", "log_with", multiple=True, metavar="TRACKER",
               help="Each round's `rlft train --log-with` (tensorboard, wandb, ...); repeatable.")
 def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, strategy, clip, algo, epochs, config_file, seed,
@@ -60,6 +63,11 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
 
     # Resolve (and so check) the training config before the first round: a bad file fails now, not an hour in.
     algo = _build_config(model, _read_config_file(config_file) if config_file else {}, {"algo": algo} if algo else {}).algo
+    if algo != "dpo":  # the reward's CLIP must see the model's images: a toy CLIP cannot judge SD's, nor the reverse
+        from rlft.cli.train import _image_size_of
+        from rlft.train.rewards import check_compatible
+
+        check_compatible(clip, _image_size_of(model), model)
 
     def run(*args):
         click.echo(f"$ rlft {' '.join(map(str, args))}", err=True)
@@ -68,7 +76,7 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
     for r in range(rounds):
         click.echo(f"round {r + 1}/{rounds}", err=True)
         lora = ["--lora", "latest"] if r > 0 or _has_runs() else []
-        run("generate", "--model", model, "--prompts", prompts_source, "-n", n, "--seed", seed + 1000 * r, *lora)
+        run("generate", "--model", model, "--prompts", prompts_source, "-n", n, "--seed", seed, *lora)
         if oracle:
             rater = ["--consistency", consistency] if consistency is not None else []
             rater += ["--strategy", strategy] if strategy else []

@@ -94,6 +94,8 @@ def show_cmd(version, as_json):
                f"{cfg['val_frac']:.0%} held out, seed {cfg['seed']}")
     if meta["metrics"].get("n_val"):
         click.echo(metrics_table(meta["metrics"]))
+    else:
+        click.echo("no held-out metrics (trained with --val-frac 0)")
 
 
 @reward.command("score")

@@ -68,8 +68,13 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         saved = runs.read_config(run_dir)
         config = _config_for_resume(saved, flags)
         provenance = saved["provenance"]
-        model, prompts_source, reward_spec = provenance["model"], provenance.get("prompts_source"), provenance.get("reward_spec", reward_spec)
+        model, prompts_source = provenance["model"], provenance.get("prompts_source")
         prompts = provenance.get("prompts", [])
+        if config.algo != "dpo":  # the reward version the run trained on, not what `latest` means now
+            reward_spec = _resumed_reward(provenance, reward_spec if _given(ctx, "reward_spec") else None)
+        if _given(ctx, "rater") and rater != provenance.get("rater"):
+            raise UserError(f"cannot resume with a different --rater ({rater}; the run trains on "
+                            f"{provenance.get('rater') or 'every rater'}'s judgements); start a new run")
         rater = provenance.get("rater")
         log_with = log_with or tracking.check_trackers(provenance.get("log_with", []))  # the run's trackers, unless told
         provenance["log_with"] = list(log_with)
@@ -86,7 +91,7 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
     resolve_model(model)
     reward_info = {}
     if config.algo == "dpo":
-        if ctx.get_parameter_source("reward_spec") != click.core.ParameterSource.DEFAULT:
+        if _given(ctx, "reward_spec"):
             click.echo("notice: dpo trains on the stored judgements directly; --reward is ignored", err=True)
     else:
         from rlft.train.rewards import check_compatible, reward_clip_spec
@@ -95,15 +100,24 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         check_compatible(clip_spec, _image_size_of(model), model)
         reward_info = {"reward": version}
 
-    judgements, extra = [], []
+    # The training data from the store. A resumed run takes exactly what the run started from (judgements up to the
+    # last one it saw, the same mixed-in images), so judging more in between does not change its result.
+    judgements, extra, data_info = [], [], {}
     if config.algo == "dpo" or (config.algo == "rwr" and config.rwr.mix_top_rated):
         from prefs import open_store
 
         with open_store() as store:
             if config.algo == "dpo":
-                judgements = load_judgements(store, rater)
+                through = provenance.get("judgements_through") if resume else None
+                judgements, last_id = load_judgements(store, rater, through=through)
+                if resume and len(judgements) != provenance.get("judgements"):
+                    raise UserError(f"cannot resume: the store holds {len(judgements)} of the {provenance.get('judgements')} "
+                                    "judgements this run started from (some were undone or deleted); start a new run")
+                data_info = {"judgements": len(judgements), "judgements_through": last_id}
             else:
-                extra = top_rated(store, config.rwr.mix_top_rated)
+                shas = provenance.get("mixed_image_sha256") if resume else None
+                extra, shas = (images_by_sha(store, shas), shas) if shas is not None else top_rated(store, config.rwr.mix_top_rated)
+                data_info = {"mixed_images": len(extra), "mixed_image_sha256": shas}
 
     from rlft.models.pipeline import load_pipeline, quiet_libraries
 
@@ -117,20 +131,35 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         reward_fn, heldout_fn, reward_info = load_rewards(reward_spec, model_image_size(pipe), model,
                                                           config.heldout_member, device=pipe.device)
 
+    # Under `accelerate launch` every process runs this command; the run folder, its config.json and the `latest`
+    # alias are the main process's to write, and the others learn the folder from it.
+    from accelerate import PartialState
+
+    state = PartialState(cpu=pipe.device.type == "cpu")
+    previous_latest = runs.latest_run() if run_dir is None else None  # before the new folder: where `latest` goes back
     if run_dir is None:
-        previous_latest = runs.latest_run()  # before the new folder exists: where `latest` goes back if it is refused
-        run_dir = _make_run_dir(out_dir)
         provenance = {"model": model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
                       "prompts": prompts, "reward_spec": reward_spec, **reward_info, "rater": rater,
-                      "judgements": len(judgements), "mixed_images": len(extra), "log_with": list(log_with),
+                      "judgements": len(judgements), "mixed_images": len(extra), **data_info, "log_with": list(log_with),
                       "rlft_version": _version(), "created": _now()}
-        from prefs.atomic import write_json
 
-        write_json(run_dir / runs.CONFIG_NAME, {"config": config.to_dict(), "provenance": provenance})
+        def create():
+            from prefs.atomic import write_json
+
+            folder = _make_run_dir(out_dir)
+            write_json(folder / runs.CONFIG_NAME, {"config": config.to_dict(), "provenance": provenance})
+            runs.set_latest(folder)
+            return str(folder)
+
+        run_dir = Path(_main_process_only(state, create))
     else:
-        _rewrite_config(run_dir, config, provenance)
-        previous_latest = None
-    runs.set_latest(run_dir)
+        resumed = run_dir
+
+        def rewrite():
+            _rewrite_config(resumed, config, provenance)
+            runs.set_latest(resumed)
+
+        _main_process_only(state, rewrite)
 
     from rlft.train.trainer import CHECKPOINT, Trainer
 
@@ -148,11 +177,55 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
                           provenance=provenance, log_with=log_with)
         trainer.train(resume=bool(resume))
     except UserError:
-        if not resume and not (run_dir / CHECKPOINT).exists():  # a new run refused before its first epoch: leave no trace
-            runs.discard(run_dir, previous_latest)
+        if not resume and not (run_dir / CHECKPOINT).exists() and state.is_main_process:
+            runs.discard(run_dir, previous_latest)  # a new run refused before its first epoch: leave no trace
         raise
-    click.echo(f"run {run_dir.name} done: LoRA in {run_dir / 'lora'} (kohya: {run_dir / 'lora_kohya.safetensors'}); "
-               f"try `rlft generate --lora {run_dir.name} --prompts ...`")
+    if state.is_main_process:
+        click.echo(f"run {run_dir.name} done: LoRA in {run_dir / 'lora'} (kohya: {run_dir / 'lora_kohya.safetensors'}); "
+                   f"try `rlft generate --lora {run_dir.name} --prompts ...`")
+
+
+def _main_process_only(state, fn):
+    """`fn()` on the main process; every process returns its result or raises its UserError (so no process is
+    left waiting for a folder that was refused)."""
+    from prefs.errors import UserError
+
+    result, error = None, None
+    if state.is_main_process:
+        try:
+            result = fn()
+        except UserError as e:
+            error = str(e)
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        result, error = broadcast_object_list([result, error], from_process=0)
+    if error is not None:
+        raise UserError(error)
+    return result
+
+
+def _given(ctx, name: str) -> bool:
+    """Whether the user typed option `name` (not its default)."""
+    return ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+
+
+def _resumed_reward(provenance: dict, asked: str | None) -> str:
+    """The folder of the reward version a resumed run trained on (not what `latest` means now); UserError when it
+    is gone, or when `asked` (a --reward typed on resume) names another version."""
+    from prefs.errors import NotFoundError, UserError
+    from reward import versions
+
+    recorded = provenance.get("reward") or provenance.get("reward_spec", "latest")
+    path = provenance.get("reward_path")
+    try:
+        folder = Path(versions.resolve(path if path and Path(path).is_dir() else recorded)).resolve()
+    except NotFoundError:
+        raise UserError(f"cannot resume: the reward version {recorded} this run trains on is gone; start a new run") from None
+    if asked is not None and Path(versions.resolve(asked)).resolve() != folder:
+        raise UserError(f"cannot resume with a different --reward ({asked}; the run trains on {recorded}); "
+                        "resume without --reward, or start a new run")
+    return str(folder)
 
 
 def _cuda() -> bool:
@@ -266,9 +339,9 @@ def _make_run_dir(out_dir) -> Path:
     return path
 
 
-def load_judgements(store, rater: str | None = None) -> list:
+def load_judgements(store, rater: str | None = None, through: int | None = None) -> tuple[list, int]:
     """(winner PIL, loser PIL, winner's prompt, loser's prompt) for every decisive judgement (ties, skips and
-    both-bad are left out)."""
+    both-bad are left out), with the id of the last one; `through` stops at that judgement id (a resumed run's)."""
     from PIL import Image
 
     from prefs.errors import UserError
@@ -283,29 +356,43 @@ def load_judgements(store, rater: str | None = None) -> list:
                 cache[sha] = (im.convert("RGB"), row.prompt or "")
         return cache[sha]
 
+    last = 0
     for j in store.comparisons(rater=rater):
+        if through is not None and j.id > through:
+            break
         if j.outcome not in ("a", "b"):
             continue
         win, lose = (j.image_a, j.image_b) if j.outcome == "a" else (j.image_b, j.image_a)
         (wi, wp), (li, lp) = img(win), img(lose)
         out.append((wi, li, wp, lp))
+        last = j.id
     if not out:
         who = f" by {rater}" if rater else ""
         raise UserError(f"no decisive judgements{who} to train dpo on; rate some pairs first (`rlft ui` or `rlft simulate`)")
-    return out
+    return out, last
 
 
-def top_rated(store, n: int) -> list:
-    """The `n` pool images with the highest Bradley-Terry scores, as (PIL, caption)."""
-    from PIL import Image
-
+def top_rated(store, n: int) -> tuple[list, list[str]]:
+    """The `n` pool images with the highest Bradley-Terry scores, as (PIL, caption), and their sha256s."""
     scores = store.fit_scores()
     best = sorted(scores, key=scores.get, reverse=True)[:n]
+    return images_by_sha(store, best), best
+
+
+def images_by_sha(store, shas: list[str]) -> list:
+    """(PIL, caption) of pool images by sha256; UserError when one is gone."""
+    from PIL import Image
+
+    from prefs.errors import NotFoundError, UserError
+
     out = []
-    for sha in best:
-        row = store.get_image(sha)
-        with Image.open(store.image_path(row)) as im:
-            out.append((im.convert("RGB"), row.prompt or ""))
+    for sha in shas:
+        try:
+            row = store.get_image(sha)
+            with Image.open(store.image_path(row)) as im:
+                out.append((im.convert("RGB"), row.prompt or ""))
+        except (NotFoundError, OSError):
+            raise UserError(f"pool image {sha[:12]}, to be mixed in (--mix-top-rated), is gone from the pool") from None
     return out
 
 

@@ -98,6 +98,9 @@ class Trainer:
         )
         self.pipe = pipe
         pipe.set_progress_bar_config(disable=True)
+        # The adapters' random initial weights follow the run's seed, not whatever the process drew before (loading a
+        # reward model draws too): two runs with one seed, or a run and its resume, start from the same LoRA.
+        seed_everything(epoch_seed(config.seed, 0))
         self.params = lora_io.add_lora(pipe, config.lora)
         for p in self.params:  # trainable weights in fp32 even when the frozen base runs in half precision
             p.data = p.data.float()
@@ -211,7 +214,7 @@ class Trainer:
         try:
             if self.log_with:
                 tracking.start(self.accelerator, self.config.to_dict(), self.run_dir, self.epoch if resume else None)
-            if not resume and self.run_dir is not None:
+            if not resume and self.run_dir is not None and self.accelerator.is_main_process:
                 self._write_grid(0)
             bar = tqdm(total=self.config.epochs, initial=self.epoch, desc=f"train {self.config.algo}", unit="epoch",
                        disable=not self.progress or not self.accelerator.is_main_process, dynamic_ncols=True)
@@ -339,7 +342,7 @@ class Trainer:
         self.algorithm.load_state_dict(state.get("algorithm", {}))
         self.epoch = state["epoch"]
         metrics = self.run_dir / METRICS
-        if metrics.is_file():  # drop lines of epochs after the checkpoint (they will be redone)
+        if metrics.is_file() and self.accelerator.is_main_process:  # drop the epochs after the checkpoint: redone
             lines = [l for l in metrics.read_text(encoding="utf-8").splitlines() if l.strip()]
             keep = [l for l in lines if json.loads(l)["epoch"] <= self.epoch]
             from prefs.atomic import write_bytes
