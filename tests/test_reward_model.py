@@ -227,7 +227,7 @@ def test_cli_list_has_val_accuracy_null_without_a_validation_split(store):
     assert reward.load("latest").metadata["metrics"]["val_accuracy"] is None
     assert "val accuracy n/a" in runner.invoke(main, ["reward", "list"]).output
     shown = runner.invoke(main, ["reward", "show", "latest"])
-    assert shown.exit_code == 0 and shown.output.splitlines()[-1] == "no held-out metrics (trained with --val-frac 0)"
+    assert shown.exit_code == 0 and shown.output.splitlines()[-1] == "no held-out metrics (0 judgements held out at --val-frac 0)"
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -330,6 +330,11 @@ def test_train_reward_latest_end_to_end_and_a_resume_keeps_the_run_s_own_reward(
     resumed = invoke("train", "--resume", "t0002", "--epochs", "2", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert _same_lora(run, rlft_home / "runs" / "t0002")
+    if algo == "rwr":  # a run from before the images were recorded: told, and recorded from now on
+        _drop_provenance(run, "mixed_image_sha256")
+        older = invoke("train", "--resume", "t0001", "--epochs", "3", "-q")
+        assert older.exit_code == 0 and "notice: this run did not record which rated images it mixed in" in older.output
+        assert len(json.loads((run / "config.json").read_text())["provenance"]["mixed_image_sha256"]) == 2
 
 
 def test_dpo_resume_trains_on_the_judgements_the_run_started_from(model_folder, config_file, rlft_home):
@@ -359,6 +364,16 @@ def test_dpo_resume_trains_on_the_judgements_the_run_started_from(model_folder, 
         "deleted); start a new run"]
     wrong_rater = invoke("train", "--resume", "t0002", "--rater", "someone")
     assert wrong_rater.exit_code == 2 and "different --rater" in wrong_rater.output
+    # A run from before `judgements_through` was recorded resumes on the first judgements it counted.
+    _drop_provenance(rlft_home / "runs" / "t0001", "judgements_through")
+    assert invoke("train", "--resume", "t0001", "--epochs", "3", "-q").exit_code == 0
+    assert json.loads((rlft_home / "runs" / "t0001" / "config.json").read_text())["provenance"]["judgements_through"] == 2
+
+
+def _drop_provenance(run, key):
+    data = json.loads((run / "config.json").read_text())
+    del data["provenance"][key]
+    (run / "config.json").write_text(json.dumps(data))
 
 
 def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_home):
@@ -376,9 +391,20 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
     prompts.write_text("a red circle\na blue square\n")
     config_file.write_text(json.dumps({**TINY, "epochs": 2, "sample": {**TINY["sample"], "batch_size": 2}}))
     env = {**os.environ, "RLFT_HOME": str(rlft_home), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "rlft", "train", "--model", str(model_folder), "--prompts", str(prompts),
-                          "--config", str(config_file), "-q"], env=env, capture_output=True, text=True, timeout=300)
+
+    def launch(*more):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "rlft", "train", "--model", str(model_folder), "--prompts", str(prompts),
+                               "--config", str(config_file), "--device", "cpu", "-q", *map(str, more)],
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    # The main process cannot make the folder: every process stops with its message, none waits for the others.
+    (tmp_path / "a-file").write_text("")
+    refused = launch("--out", tmp_path / "a-file" / "run")
+    assert refused.returncode != 0 and _runs(rlft_home) == []
+    assert refused.stderr.count("Error: --out") == 2 and "cannot make the run folder" in refused.stderr
+
+    out = launch()
     assert out.returncode == 0, out.stderr[-2000:]
     assert _runs(rlft_home) == ["t0001"] and out.stdout.count("run t0001 done") == 1
     assert (rlft_home / "runs" / "latest").resolve() == (rlft_home / "runs" / "t0001").resolve()

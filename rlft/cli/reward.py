@@ -95,7 +95,7 @@ def show_cmd(version, as_json):
     if meta["metrics"].get("n_val"):
         click.echo(metrics_table(meta["metrics"]))
     else:
-        click.echo("no held-out metrics (trained with --val-frac 0)")
+        click.echo(f"no held-out metrics (0 judgements held out at --val-frac {cfg['val_frac']:g})")
 
 
 @reward.command("score")

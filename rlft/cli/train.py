@@ -109,16 +109,32 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         with open_store() as store:
             if config.algo == "dpo":
                 through = provenance.get("judgements_through") if resume else None
-                judgements, last_id = load_judgements(store, rater, through=through)
+                limit = provenance.get("judgements") if resume and through is None else None  # a run from before rlft 0.x kept count only
+                judgements, last_id = load_judgements(store, rater, through=through, limit=limit)
                 if resume and len(judgements) != provenance.get("judgements"):
                     raise UserError(f"cannot resume: the store holds {len(judgements)} of the {provenance.get('judgements')} "
                                     "judgements this run started from (some were undone or deleted); start a new run")
                 data_info = {"judgements": len(judgements), "judgements_through": last_id}
             else:
                 shas = provenance.get("mixed_image_sha256") if resume else None
+                if resume and shas is None:
+                    click.echo("notice: this run did not record which rated images it mixed in; the resume takes the "
+                               "top-rated ones as they stand now", err=True)
                 extra, shas = (images_by_sha(store, shas), shas) if shas is not None else top_rated(store, config.rwr.mix_top_rated)
                 data_info = {"mixed_images": len(extra), "mixed_image_sha256": shas}
+            if resume:
+                provenance.update(data_info)  # a run from before these keys existed has them from now on
 
+    # Under `accelerate launch` every process runs this command. The process state comes first, so that with several
+    # processes each loads the pipeline and reward onto its own device (GPU k for process k); the run folder, its
+    # config.json and the `latest` alias are the main process's to write, and the others learn the folder from it.
+    from accelerate import PartialState
+
+    from rlft.models.device import default_device
+
+    state = PartialState(cpu=(device or default_device()) == "cpu")
+    if device is None and state.num_processes > 1:
+        device = str(state.device)
     from rlft.models.pipeline import load_pipeline, quiet_libraries
 
     quiet_libraries()
@@ -131,11 +147,6 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         reward_fn, heldout_fn, reward_info = load_rewards(reward_spec, model_image_size(pipe), model,
                                                           config.heldout_member, device=pipe.device)
 
-    # Under `accelerate launch` every process runs this command; the run folder, its config.json and the `latest`
-    # alias are the main process's to write, and the others learn the folder from it.
-    from accelerate import PartialState
-
-    state = PartialState(cpu=pipe.device.type == "cpu")
     previous_latest = runs.latest_run() if run_dir is None else None  # before the new folder: where `latest` goes back
     if run_dir is None:
         provenance = {"model": model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
@@ -190,16 +201,18 @@ def _main_process_only(state, fn):
     left waiting for a folder that was refused)."""
     from prefs.errors import UserError
 
-    result, error = None, None
+    result, error, failure = None, None, None
     if state.is_main_process:
         try:
             result = fn()
-        except UserError as e:
-            error = str(e)
+        except Exception as e:  # noqa: BLE001 - passed on to the other processes, then raised here as it was
+            error, failure = (str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"), e
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
         result, error = broadcast_object_list([result, error], from_process=0)
+    if failure is not None:
+        raise failure
     if error is not None:
         raise UserError(error)
     return result
@@ -218,10 +231,17 @@ def _resumed_reward(provenance: dict, asked: str | None) -> str:
 
     recorded = provenance.get("reward") or provenance.get("reward_spec", "latest")
     path = provenance.get("reward_path")
+    here = versions.rewards_dir().resolve()
+    # By its recorded folder; by its id only when that folder was this home's (a home moved since): an id from
+    # another home's rewards would name an unrelated version here.
+    spec = path if path and Path(path).is_dir() else (recorded if not path or Path(path).resolve().parent == here else None)
     try:
-        folder = Path(versions.resolve(path if path and Path(path).is_dir() else recorded)).resolve()
+        if spec is None:
+            raise NotFoundError(path)
+        folder = Path(versions.resolve(spec)).resolve()
     except NotFoundError:
-        raise UserError(f"cannot resume: the reward version {recorded} this run trains on is gone; start a new run") from None
+        raise UserError(f"cannot resume: the reward version {recorded} this run trains on ({path or 'this home'}) is "
+                        "gone; start a new run") from None
     if asked is not None and Path(versions.resolve(asked)).resolve() != folder:
         raise UserError(f"cannot resume with a different --reward ({asked}; the run trains on {recorded}); "
                         "resume without --reward, or start a new run")
@@ -333,15 +353,20 @@ def _make_run_dir(out_dir) -> Path:
     if out_dir is None:
         return runs.new_run_dir()
     path = Path(out_dir)
-    if path.exists() and any(path.iterdir()):
+    if path.is_dir() and any(path.iterdir()):
         raise UserError(f"--out {path} is not empty; give a new folder (or --resume it)")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {path}: cannot make the run folder ({e.strerror or e})") from None
     return path
 
 
-def load_judgements(store, rater: str | None = None, through: int | None = None) -> tuple[list, int]:
+def load_judgements(store, rater: str | None = None, through: int | None = None,
+                    limit: int | None = None) -> tuple[list, int]:
     """(winner PIL, loser PIL, winner's prompt, loser's prompt) for every decisive judgement (ties, skips and
-    both-bad are left out), with the id of the last one; `through` stops at that judgement id (a resumed run's)."""
+    both-bad are left out), with the id of the last one; a resumed run's stop at judgement id `through`, or after
+    the first `limit`."""
     from PIL import Image
 
     from prefs.errors import UserError
@@ -358,7 +383,7 @@ def load_judgements(store, rater: str | None = None, through: int | None = None)
 
     last = 0
     for j in store.comparisons(rater=rater):
-        if through is not None and j.id > through:
+        if (through is not None and j.id > through) or (limit is not None and len(out) >= limit):
             break
         if j.outcome not in ("a", "b"):
             continue
@@ -392,7 +417,8 @@ def images_by_sha(store, shas: list[str]) -> list:
             with Image.open(store.image_path(row)) as im:
                 out.append((im.convert("RGB"), row.prompt or ""))
         except (NotFoundError, OSError):
-            raise UserError(f"pool image {sha[:12]}, to be mixed in (--mix-top-rated), is gone from the pool") from None
+            raise UserError(f"pool image {sha[:12]}, to be mixed in (--mix-top-rated), is gone or unreadable; rate "
+                            "others, or start a new run without it") from None
     return out
 
 

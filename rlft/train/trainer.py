@@ -167,10 +167,12 @@ class Trainer:
                 held = np.asarray(torch.as_tensor(held).float().cpu())
         return np.asarray(torch.as_tensor(scores).float().cpu()), held
 
-    def sample(self, prompts: list[str], seeds: list[int]):
-        """Trajectories for `prompts`, one CPU generator per image (batch size cannot change samples)."""
+    def sample(self, prompts: list[str], seeds: list[int], unet=None):
+        """Trajectories for `prompts`, one CPU generator per image (batch size cannot change samples); `unet`: the
+        prepared (under several processes, DDP-wrapped) one by default."""
         cfg = self.config.sample
         trajs = []
+        unet = unet if unet is not None else self.unet
         self.unet.eval()
         for start in range(0, len(prompts), cfg.batch_size):
             gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[start : start + cfg.batch_size]]
@@ -178,7 +180,7 @@ class Trainer:
             with self.autocast():
                 trajs.append(sample_with_logprob(self.pipe, prompts[start : start + cfg.batch_size], steps=cfg.steps,
                                                  guidance=cfg.guidance, eta=cfg.eta, generator=gens, latents=latents,
-                                                 unet=self.unet))
+                                                 unet=unet))
         return trajs
 
     def _latent_shape(self):
@@ -272,7 +274,9 @@ class Trainer:
         if not prompts:
             return None
         state = torch.random.get_rng_state()
-        trajs = self.sample(prompts, [1_000_000 + s for s in seeds])  # fixed seeds, apart from training seeds
+        # Fixed seeds, apart from training seeds; through the unwrapped UNet: only the main process draws the grid,
+        # and a DDP wrapper's forward may talk to the other processes.
+        trajs = self.sample(prompts, [1_000_000 + s for s in seeds], unet=self.raw_unet)
         torch.random.set_rng_state(state)
         images = torch.cat([self.decode(t.final) for t in trajs])
         cols = self.config.sample.grid_seeds
