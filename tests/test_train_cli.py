@@ -412,3 +412,14 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
     assert [m["epoch"] for m in metrics] == [1, 2] and [m["samples"] for m in metrics] == [4, 4]  # 2 per process
     assert sorted(p.name for p in (rlft_home / "runs" / "t0001" / "samples").glob("*.png")) == [
         "epoch_0000.png", "epoch_0001.png", "epoch_0002.png"]
+
+
+def test_loop_says_when_a_round_adds_no_new_images(model_folder, config_file, tmp_path, rlft_home):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a circle\n")
+    config_file.write_text(json.dumps({**TINY, "algo": "dpo"}))
+    assert invoke("generate", "--model", model_folder, "--prompts", prompts, "-n", "2", "--seed", "0").exit_code == 0
+    result = invoke("loop", "--model", model_folder, "--prompts", prompts, "-n", "2", "--oracle", "big",
+                    "--judgements", "1", "--config", config_file)  # no run yet: the base model, on the same seeds
+    assert result.exit_code == 0, result.output
+    assert "notice: round 1 added no new images" in result.output and _runs(rlft_home) == ["t0001"]

@@ -76,7 +76,11 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
     for r in range(rounds):
         click.echo(f"round {r + 1}/{rounds}", err=True)
         lora = ["--lora", "latest"] if r > 0 or _has_runs() else []
+        before = _pool_size()
         run("generate", "--model", model, "--prompts", prompts_source, "-n", n, "--seed", seed, *lora)
+        if _pool_size() == before:
+            click.echo(f"notice: round {r + 1} added no new images (the pool already holds this model's images on "
+                       "these seeds); its judgements fall on the images already there", err=True)
         if oracle:
             rater = ["--consistency", consistency] if consistency is not None else []
             rater += ["--strategy", strategy] if strategy else []
@@ -100,3 +104,10 @@ def _has_runs() -> bool:
     from rlft.train.runs import list_runs
 
     return bool(list_runs())
+
+
+def _pool_size() -> int:
+    from prefs import open_store
+
+    with open_store() as store:
+        return store.count_images()
