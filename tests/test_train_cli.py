@@ -330,6 +330,17 @@ def test_train_reward_latest_end_to_end_and_a_resume_keeps_the_run_s_own_reward(
     resumed = invoke("train", "--resume", "t0002", "--epochs", "2", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert _same_lora(run, rlft_home / "runs" / "t0002")
+    if algo == "ddpo":  # the home moved: its own r0001 (the same creation time) stands in for the recorded folder
+        data = json.loads((run / "config.json").read_text())
+        data["provenance"]["reward_path"] = "/elsewhere/rewards/r0001"
+        (run / "config.json").write_text(json.dumps(data))
+        assert invoke("train", "--resume", "t0001", "--epochs", "3", "-q").exit_code == 0
+        data["provenance"]["reward_created_at"] = "2020-01-01T00:00:00+00:00"  # another home's r0001: refused
+        (run / "config.json").write_text(json.dumps(data))
+        gone = invoke("train", "--resume", "t0001", "--epochs", "4")
+        assert gone.exit_code == 2 and gone.output.strip().splitlines() == [
+            "Error: cannot resume: the reward version r0001 this run trains on (/elsewhere/rewards/r0001) is gone; "
+            "start a new run"]
     if algo == "rwr":  # a run from before the images were recorded: told, and recorded from now on
         _drop_provenance(run, "mixed_image_sha256")
         older = invoke("train", "--resume", "t0001", "--epochs", "3", "-q")

@@ -231,14 +231,14 @@ def _resumed_reward(provenance: dict, asked: str | None) -> str:
 
     recorded = provenance.get("reward") or provenance.get("reward_spec", "latest")
     path = provenance.get("reward_path")
-    here = versions.rewards_dir().resolve()
-    # By its recorded folder; by its id only when that folder was this home's (a home moved since): an id from
-    # another home's rewards would name an unrelated version here.
-    spec = path if path and Path(path).is_dir() else (recorded if not path or Path(path).resolve().parent == here else None)
     try:
-        if spec is None:
-            raise NotFoundError(path)
-        folder = Path(versions.resolve(spec)).resolve()
+        if path and Path(path).is_dir():  # the folder it recorded
+            folder = Path(versions.resolve(path)).resolve()
+        else:  # a home moved since: this home's version of that id, if it is the same one (same creation time)
+            folder = Path(versions.resolve(recorded)).resolve()
+            created = json.loads((folder / versions.META_NAME).read_text(encoding="utf-8")).get("created_at")
+            if path and created != provenance.get("reward_created_at"):
+                raise NotFoundError(recorded)
     except NotFoundError:
         raise UserError(f"cannot resume: the reward version {recorded} this run trains on ({path or 'this home'}) is "
                         "gone; start a new run") from None

@@ -43,7 +43,8 @@ def load_rewards(spec: str, image_size: int, model: str, heldout: bool = True, d
         train, held = rm.subset(list(range(k - 1))), rm.subset([k - 1])
     else:
         train, held = rm, None
-    info = {"reward": rm.version, "reward_path": str(rm.path), "clip_spec": rm.clip_spec, "members": k,
+    info = {"reward": rm.version, "reward_path": str(rm.path), "reward_created_at": rm.metadata.get("created_at"),
+            "clip_spec": rm.clip_spec, "members": k,
             "heldout_member": k - 1 if held is not None else None}
     return reward.as_reward_fn(train), (reward.as_reward_fn(held) if held is not None else None), info
 
