@@ -423,6 +423,8 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
     assert [m["epoch"] for m in metrics] == [1, 2] and [m["samples"] for m in metrics] == [4, 4]  # 2 per process
     assert sorted(p.name for p in (rlft_home / "runs" / "t0001" / "samples").glob("*.png")) == [
         "epoch_0000.png", "epoch_0001.png", "epoch_0002.png"]
+    alone = invoke("train", "--resume", "latest", "--epochs", "3", "-q")  # on one process: it may, and says so
+    assert alone.exit_code == 0 and "notice: this run started on 2 process(es) and resumes on 1" in alone.output
 
 
 def test_loop_says_when_a_round_adds_no_new_images(model_folder, config_file, tmp_path, rlft_home):

@@ -148,11 +148,16 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
                                                           config.heldout_member, device=pipe.device)
 
     previous_latest = runs.latest_run() if run_dir is None else None  # before the new folder: where `latest` goes back
+    if resume and provenance.get("processes", 1) != state.num_processes and state.is_main_process:
+        click.echo(f"notice: this run started on {provenance.get('processes', 1)} process(es) and resumes on "
+                   f"{state.num_processes}: each process samples its share, so the epochs from here differ from an "
+                   "uninterrupted run's", err=True)
+        provenance["processes"] = state.num_processes
     if run_dir is None:
         provenance = {"model": model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
                       "prompts": prompts, "reward_spec": reward_spec, **reward_info, "rater": rater,
                       "judgements": len(judgements), "mixed_images": len(extra), **data_info, "log_with": list(log_with),
-                      "rlft_version": _version(), "created": _now()}
+                      "processes": state.num_processes, "rlft_version": _version(), "created": _now()}
 
         def create():
             from prefs.atomic import write_json
