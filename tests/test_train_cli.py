@@ -339,8 +339,8 @@ def test_train_reward_latest_end_to_end_and_a_resume_keeps_the_run_s_own_reward(
         (run / "config.json").write_text(json.dumps(data))
         gone = invoke("train", "--resume", "t0001", "--epochs", "4")
         assert gone.exit_code == 2 and gone.output.strip().splitlines() == [
-            "Error: cannot resume: the reward version r0001 this run trains on (/elsewhere/rewards/r0001) is gone; "
-            "start a new run"]
+            "Error: cannot resume: the reward version r0001 this run trains on (/elsewhere/rewards/r0001, created "
+            "2020-01-01T00:00:00+00:00) is not here; start a new run"]
     if algo == "rwr":  # a run from before the images were recorded: told, and recorded from now on
         _drop_provenance(run, "mixed_image_sha256")
         older = invoke("train", "--resume", "t0001", "--epochs", "3", "-q")
@@ -403,10 +403,10 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
     config_file.write_text(json.dumps({**TINY, "epochs": 2, "sample": {**TINY["sample"], "batch_size": 2}}))
     env = {**os.environ, "RLFT_HOME": str(rlft_home), "OMP_NUM_THREADS": "1"}
 
-    def launch(*more):
+    def launch(*more, config=config_file):
         return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                                "-m", "rlft", "train", "--model", str(model_folder), "--prompts", str(prompts),
-                               "--config", str(config_file), "--device", "cpu", "-q", *map(str, more)],
+                               "--config", str(config), "--device", "cpu", "-q", *map(str, more)],
                               env=env, capture_output=True, text=True, timeout=300)
 
     # The main process cannot make the folder: every process stops with its message, none waits for the others.
@@ -425,6 +425,17 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
         "epoch_0000.png", "epoch_0001.png", "epoch_0002.png"]
     alone = invoke("train", "--resume", "latest", "--epochs", "3", "-q")  # on one process: it may, and says so
     assert alone.exit_code == 0 and "notice: this run started on 2 process(es) and resumes on 1" in alone.output
+
+    # rwr groups each process's samples by prompt: with top-k and shared noise the processes' micro-batch counts
+    # differ (one drew a prompt twice), and the one with fewer pads, or the all-reduces would wait for each other.
+    rwr = tmp_path / "rwr.json"
+    rwr.write_text(json.dumps({"epochs": 3, "algo": "rwr", "sample": {**TINY["sample"], "samples_per_epoch": 16,
+                                                                     "images_per_prompt": 4},
+                               "optim": {"train_batch_size": 3}, "rwr": {"weighting": "topk", "shared_noise": True}}))
+    out = launch(config=rwr)
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = [json.loads(l) for l in (rlft_home / "runs" / "t0002" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3] and sum(m["padded_batches"] for m in metrics) > 0
 
 
 def test_loop_says_when_a_round_adds_no_new_images(model_folder, config_file, tmp_path, rlft_home):

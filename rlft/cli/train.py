@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -57,6 +58,18 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
     from rlft.train import runs, tracking
 
     log_with = tracking.check_trackers(log_with)  # before anything is written: a missing package is a one-line error
+    # Under `accelerate launch` every process runs this command. The process state comes first, so that with several
+    # processes each loads the pipeline and reward onto its own device (GPU k for process k) and notices print once;
+    # the run folder, its config.json and the `latest` alias are the main process's to write, the others learn the
+    # folder from it.
+    state = _process_state(device)
+    if device is None and state.num_processes > 1:
+        device = str(state.device)
+
+    def notice(message: str) -> None:
+        if state.is_main_process:
+            click.echo(f"notice: {message}", err=True)
+
     flags = {FLAG_FIELDS[k]: v for k, v in ctx.params.items()
              if k in FLAG_FIELDS and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT and v is not None}
     file_values = _read_config_file(config_file) if config_file else {}
@@ -71,7 +84,7 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         model, prompts_source = provenance["model"], provenance.get("prompts_source")
         prompts = provenance.get("prompts", [])
         if config.algo != "dpo":  # the reward version the run trained on, not what `latest` means now
-            reward_spec = _resumed_reward(provenance, reward_spec if _given(ctx, "reward_spec") else None)
+            reward_spec = _resumed_reward(provenance, reward_spec if _given(ctx, "reward_spec") else None, notice)
         if _given(ctx, "rater") and rater != provenance.get("rater"):
             raise UserError(f"cannot resume with a different --rater ({rater}; the run trains on "
                             f"{provenance.get('rater') or 'every rater'}'s judgements); start a new run")
@@ -92,7 +105,7 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
     reward_info = {}
     if config.algo == "dpo":
         if _given(ctx, "reward_spec"):
-            click.echo("notice: dpo trains on the stored judgements directly; --reward is ignored", err=True)
+            notice("dpo trains on the stored judgements directly; --reward is ignored")
     else:
         from rlft.train.rewards import check_compatible, reward_clip_spec
 
@@ -109,7 +122,10 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         with open_store() as store:
             if config.algo == "dpo":
                 through = provenance.get("judgements_through") if resume else None
-                limit = provenance.get("judgements") if resume and through is None else None  # a run from before rlft 0.x kept count only
+                limit = None
+                if resume and through is None:  # a run made before the last judgement's id was recorded
+                    limit = provenance.get("judgements")
+                    notice(f"this run did not record its last judgement; the resume takes the first {limit} decisive ones")
                 judgements, last_id = load_judgements(store, rater, through=through, limit=limit)
                 if resume and len(judgements) != provenance.get("judgements"):
                     raise UserError(f"cannot resume: the store holds {len(judgements)} of the {provenance.get('judgements')} "
@@ -117,24 +133,16 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
                 data_info = {"judgements": len(judgements), "judgements_through": last_id}
             else:
                 shas = provenance.get("mixed_image_sha256") if resume else None
-                if resume and shas is None:
-                    click.echo("notice: this run did not record which rated images it mixed in; the resume takes the "
-                               "top-rated ones as they stand now", err=True)
-                extra, shas = (images_by_sha(store, shas), shas) if shas is not None else top_rated(store, config.rwr.mix_top_rated)
+                n_mix = config.rwr.mix_top_rated
+                if resume and shas is None:  # a run made before the images were recorded: as many as it mixed in then
+                    n_mix = min(n_mix, provenance.get("mixed_images", n_mix))
+                    notice("this run did not record which rated images it mixed in; the resume takes the top-rated "
+                           "ones as they stand now")
+                extra, shas = (images_by_sha(store, shas), shas) if shas is not None else top_rated(store, n_mix)
                 data_info = {"mixed_images": len(extra), "mixed_image_sha256": shas}
             if resume:
                 provenance.update(data_info)  # a run from before these keys existed has them from now on
 
-    # Under `accelerate launch` every process runs this command. The process state comes first, so that with several
-    # processes each loads the pipeline and reward onto its own device (GPU k for process k); the run folder, its
-    # config.json and the `latest` alias are the main process's to write, and the others learn the folder from it.
-    from accelerate import PartialState
-
-    from rlft.models.device import default_device
-
-    state = PartialState(cpu=(device or default_device()) == "cpu")
-    if device is None and state.num_processes > 1:
-        device = str(state.device)
     from rlft.models.pipeline import load_pipeline, quiet_libraries
 
     quiet_libraries()
@@ -146,12 +154,15 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
 
         reward_fn, heldout_fn, reward_info = load_rewards(reward_spec, model_image_size(pipe), model,
                                                           config.heldout_member, device=pipe.device)
+        if resume:  # where the version is now (a moved home), and its creation time if the run predates recording it
+            provenance["reward_path"] = reward_info["reward_path"]
+            provenance.setdefault("reward_created_at", reward_info["reward_created_at"])
 
     previous_latest = runs.latest_run() if run_dir is None else None  # before the new folder: where `latest` goes back
-    if resume and provenance.get("processes", 1) != state.num_processes and state.is_main_process:
-        click.echo(f"notice: this run started on {provenance.get('processes', 1)} process(es) and resumes on "
-                   f"{state.num_processes}: each process samples its share, so the epochs from here differ from an "
-                   "uninterrupted run's", err=True)
+    if resume and provenance.get("processes", state.num_processes) != state.num_processes:
+        notice(f"this run started on {provenance['processes']} process(es) and resumes on {state.num_processes}: each "
+               "process samples its share, so the epochs from here differ from an uninterrupted run's")
+    if resume:
         provenance["processes"] = state.num_processes
     if run_dir is None:
         provenance = {"model": model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
@@ -228,29 +239,61 @@ def _given(ctx, name: str) -> bool:
     return ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
 
 
-def _resumed_reward(provenance: dict, asked: str | None) -> str:
-    """The folder of the reward version a resumed run trained on (not what `latest` means now); UserError when it
-    is gone, or when `asked` (a --reward typed on resume) names another version."""
+def _resumed_reward(provenance: dict, asked: str | None, notice) -> str:
+    """The folder of the reward version a resumed run trained on (not what `latest` means now): its recorded folder,
+    else a `--reward` typed on resume (a moved folder named again), else this home's version of the recorded id (a
+    moved home); each only when its creation time is the recorded one. UserError when none is, or when `asked` names
+    another version."""
     from prefs.errors import NotFoundError, UserError
     from reward import versions
 
     recorded = provenance.get("reward") or provenance.get("reward_spec", "latest")
-    path = provenance.get("reward_path")
-    try:
-        if path and Path(path).is_dir():  # the folder it recorded
-            folder = Path(versions.resolve(path)).resolve()
-        else:  # a home moved since: this home's version of that id, if it is the same one (same creation time)
-            folder = Path(versions.resolve(recorded)).resolve()
-            created = json.loads((folder / versions.META_NAME).read_text(encoding="utf-8")).get("created_at")
-            if path and created != provenance.get("reward_created_at"):
-                raise NotFoundError(recorded)
-    except NotFoundError:
-        raise UserError(f"cannot resume: the reward version {recorded} this run trains on ({path or 'this home'}) is "
-                        "gone; start a new run") from None
-    if asked is not None and Path(versions.resolve(asked)).resolve() != folder:
+    path, created = provenance.get("reward_path"), provenance.get("reward_created_at")
+
+    def version(spec):
+        try:
+            folder = Path(versions.resolve(spec)).resolve()
+        except NotFoundError:
+            return None, None
+        return folder, json.loads((folder / versions.META_NAME).read_text(encoding="utf-8")).get("created_at")
+
+    folder = None
+    for spec, needs_time in ((path if path and Path(path).is_dir() else None, False), (asked, True), (recorded, True)):
+        if spec is None:
+            continue
+        found, found_created = version(spec)
+        if found is not None and (found_created == created if created else not needs_time or spec == recorded):
+            folder = found
+            if not created and spec == recorded and path and found != Path(path).resolve():
+                notice(f"this run did not record its reward's creation time; it resumes on this home's {recorded}")
+            break
+    if folder is None:
+        raise UserError(f"cannot resume: the reward version {recorded} this run trains on ({path or 'this home'}, "
+                        f"created {created or 'at an unrecorded time'}) is not here; start a new run")
+    if asked is not None and version(asked)[0] != folder:
         raise UserError(f"cannot resume with a different --reward ({asked}; the run trains on {recorded}); "
                         "resume without --reward, or start a new run")
     return str(folder)
+
+
+def _process_state(device: str | None):
+    """accelerate's process state (one process, or one of `accelerate launch`'s); `--device cuda:N` on one process
+    makes GPU N the current one (accelerate places models on the current GPU)."""
+    from accelerate import PartialState
+
+    from prefs.errors import UserError
+    from rlft.models.device import default_device
+
+    several = any(int(os.environ.get(k, "1")) > 1 for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    if device and ":" in device:
+        if several:
+            raise UserError(f"--device {device} names one GPU, but under accelerate launch each process takes its own; "
+                            "drop --device")
+        import torch
+
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+    return PartialState(cpu=(device or default_device()) == "cpu")
 
 
 def _cuda() -> bool:

@@ -82,16 +82,35 @@ class Algorithm:
         """Index batches over `inner_epochs` passes; steps the optimizer every `gradient_accumulation_steps`.
 
         With `groups` (a group id per sample), the groups are shuffled instead of the samples and a micro-batch
-        holds whole groups, as many as fit in `train_batch_size` (a larger group is split into full batches)."""
+        holds whole groups, as many as fit in `train_batch_size` (a larger group is split into full batches).
+
+        Under several processes every backward pass all-reduces gradients, so all processes must take as many
+        micro-batches. rwr's can differ (it groups each process's own samples by prompt): the processes agree on
+        the count before the first one, and a process with fewer repeats its last batch while `self.padding` is
+        true; the caller scales that loss by 0."""
         cfg = self.cfg.optim
+        acc = self.t.accelerator
         self.t.unet.train()
+        self.padding = False
+
+        def passes():  # without groups each sample is a group of one: plain shuffled batches
+            for _ in range(cfg.inner_epochs):
+                yield from group_batches(range(n) if groups is None else groups, cfg.train_batch_size, gen if shuffle else None)
+
+        plan, real = passes(), None
+        if acc.num_processes > 1:
+            plan = list(plan)
+            real = len(plan)
+            most = int(acc.gather(torch.tensor([real], device=acc.device)).max())
+            plan += plan[-1:] * (most - real)
         micro = 0
-        for _ in range(cfg.inner_epochs):  # without groups each sample is a group of one: plain shuffled batches
-            for batch in group_batches(range(n) if groups is None else groups, cfg.train_batch_size, gen if shuffle else None):
-                yield batch
-                micro += 1
-                if micro % cfg.gradient_accumulation_steps == 0:
-                    stats["grad_norm"].append(self.t.optimizer_step())
+        for batch in plan:
+            self.padding = real is not None and micro >= real
+            yield batch
+            micro += 1
+            if micro % cfg.gradient_accumulation_steps == 0:
+                stats["grad_norm"].append(self.t.optimizer_step())
+        self.padding = False
         if micro % cfg.gradient_accumulation_steps:
             stats["grad_norm"].append(self.t.optimizer_step())
 
@@ -196,12 +215,14 @@ class RWR(Algorithm):
             w = torch.cat([w, torch.full((len(extra[1]),), float(cfg.rwr.mix_weight))])
         # a prompt's own samples form a group; each mixed-in rated image is a group of its own
         groups = list(prompts) + [("rated", i) for i in range(len(all_prompts) - len(prompts))]
-        keep = (w != 0).nonzero().flatten()  # top-k leaves most samples at weight 0: skip their compute
+        # top-k leaves most samples at weight 0: skip their compute (one process; under several, every process keeps
+        # its samples, so none is left without a batch while the others all-reduce)
+        keep = (w != 0).nonzero().flatten() if t.accelerator.num_processes == 1 else torch.arange(len(w))
         x0, w = x0[keep], w[keep].to(t.device)
         all_prompts = [all_prompts[i] for i in keep.tolist()]
         groups = [groups[i] for i in keep.tolist()] if cfg.rwr.shared_noise else None
         gen = torch.Generator().manual_seed(epoch)
-        stats = {"loss": [], "kl": [], "grad_norm": [], "active_frac": []}
+        stats = {"loss": [], "kl": [], "grad_norm": [], "active_frac": [], "padded_batches": []}
         accum = cfg.optim.gradient_accumulation_steps
         guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0  # the guided prediction, as sampling uses it
         for idx in self.minibatches(len(x0), gen, stats, groups=groups):
@@ -220,7 +241,8 @@ class RWR(Algorithm):
             if clip > 0:
                 ref_mse = losses.per_sample_mse(ref, noise)
                 loss, active = losses.clipped_advantage_denoising_loss(eps, noise, w[idx], ref_mse, clip)
-                stats["active_frac"].append(active.item())
+                if not self.padding:
+                    stats["active_frac"].append(active.item())
             elif cfg.rwr.baseline:
                 loss = losses.advantage_denoising_loss(eps, noise, w[idx])
             else:
@@ -228,10 +250,18 @@ class RWR(Algorithm):
             if cfg.kl_weight > 0:  # ||eps - eps_base||^2 at the training inputs
                 reg = losses.per_sample_mse(eps, ref).mean()
                 loss = loss + cfg.kl_weight * reg
-                stats["kl"].append(reg.item())
+                if not self.padding:
+                    stats["kl"].append(reg.item())
+            if self.padding:  # only keeps this process in step with the others' all-reduces
+                stats["padded_batches"].append(1)
+                loss = loss * 0.0
+            else:
+                stats["loss"].append(loss.item())
             t.accelerator.backward(loss / accum)
-            stats["loss"].append(loss.item())
         metrics["effective_samples"] = ess
+        padded = len(stats.pop("padded_batches"))
+        if t.accelerator.num_processes > 1:  # over all processes
+            metrics["padded_batches"] = int(t.accelerator.gather(torch.tensor([padded], device=t.device)).sum())
         return {**metrics, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
 
 
