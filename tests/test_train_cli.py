@@ -426,12 +426,12 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
     alone = invoke("train", "--resume", "latest", "--epochs", "3", "-q")  # on one process: it may, and says so
     assert alone.exit_code == 0 and "notice: this run started on 2 process(es) and resumes on 1" in alone.output
 
-    # rwr groups each process's samples by prompt: with top-k and shared noise the processes' micro-batch counts
-    # differ (one drew a prompt twice), and the one with fewer pads, or the all-reduces would wait for each other.
+    # rwr with shared noise packs each process's samples into micro-batches by prompt: their counts differ when
+    # one process drew a prompt twice, and the one with fewer pads (before, both waited for each other for good).
     rwr = tmp_path / "rwr.json"
     rwr.write_text(json.dumps({"epochs": 3, "algo": "rwr", "sample": {**TINY["sample"], "samples_per_epoch": 16,
                                                                      "images_per_prompt": 4},
-                               "optim": {"train_batch_size": 3}, "rwr": {"weighting": "topk", "shared_noise": True}}))
+                               "optim": {"train_batch_size": 3}, "rwr": {"shared_noise": True}}))
     out = launch(config=rwr)
     assert out.returncode == 0, out.stderr[-2000:]
     metrics = [json.loads(l) for l in (rlft_home / "runs" / "t0002" / "metrics.jsonl").read_text().splitlines()]
