@@ -311,7 +311,7 @@ def test_train_reward_latest_end_to_end_and_a_resume_keeps_the_run_s_own_reward(
     full = invoke(*train, "--epochs", "2")  # t0001: uninterrupted
     assert full.exit_code == 0, full.output
     run = rlft_home / "runs" / "t0001"
-    provenance = json.loads((run / "config.json").read_text())["provenance"]
+    provenance = _provenance(run)
     assert provenance["reward"] == "r0001" and provenance["heldout_member"] == 1
     if algo == "rwr":
         assert provenance["mixed_images"] == 2 and len(provenance["mixed_image_sha256"]) == 2
@@ -331,21 +331,19 @@ def test_train_reward_latest_end_to_end_and_a_resume_keeps_the_run_s_own_reward(
     assert resumed.exit_code == 0, resumed.output
     assert _same_lora(run, rlft_home / "runs" / "t0002")
     if algo == "ddpo":  # the home moved: its own r0001 (the same creation time) stands in for the recorded folder
-        data = json.loads((run / "config.json").read_text())
-        data["provenance"]["reward_path"] = "/elsewhere/rewards/r0001"
-        (run / "config.json").write_text(json.dumps(data))
+        _edit_provenance(run, reward_path="/elsewhere/rewards/r0001")
         assert invoke("train", "--resume", "t0001", "--epochs", "3", "-q").exit_code == 0
-        data["provenance"]["reward_created_at"] = "2020-01-01T00:00:00+00:00"  # another home's r0001: refused
-        (run / "config.json").write_text(json.dumps(data))
+        _edit_provenance(run, reward_path="/elsewhere/rewards/r0001",  # another home's r0001: refused
+                         reward_created_at="2020-01-01T00:00:00+00:00")
         gone = invoke("train", "--resume", "t0001", "--epochs", "4")
         assert gone.exit_code == 2 and gone.output.strip().splitlines() == [
             "Error: cannot resume: the reward version r0001 this run trains on (/elsewhere/rewards/r0001, created "
             "2020-01-01T00:00:00+00:00) is not here; start a new run"]
     if algo == "rwr":  # a run from before the images were recorded: told, and recorded from now on
-        _drop_provenance(run, "mixed_image_sha256")
+        _edit_provenance(run, drop="mixed_image_sha256")
         older = invoke("train", "--resume", "t0001", "--epochs", "3", "-q")
         assert older.exit_code == 0 and "notice: this run did not record which rated images it mixed in" in older.output
-        assert len(json.loads((run / "config.json").read_text())["provenance"]["mixed_image_sha256"]) == 2
+        assert len(_provenance(run)["mixed_image_sha256"]) == 2
 
 
 def test_dpo_resume_trains_on_the_judgements_the_run_started_from(model_folder, config_file, rlft_home):
@@ -362,7 +360,7 @@ def test_dpo_resume_trains_on_the_judgements_the_run_started_from(model_folder, 
     resumed = invoke("train", "--resume", "t0002", "--epochs", "2", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert _same_lora(rlft_home / "runs" / "t0001", rlft_home / "runs" / "t0002")
-    provenance = json.loads((rlft_home / "runs" / "t0002" / "config.json").read_text())["provenance"]
+    provenance = _provenance(rlft_home / "runs" / "t0002")
     assert provenance["judgements"] == 2 and provenance["judgements_through"] == 2
 
     assert invoke(*train, "--epochs", "1").exit_code == 0  # t0003 starts from all 8
@@ -376,14 +374,20 @@ def test_dpo_resume_trains_on_the_judgements_the_run_started_from(model_folder, 
     wrong_rater = invoke("train", "--resume", "t0002", "--rater", "someone")
     assert wrong_rater.exit_code == 2 and "different --rater" in wrong_rater.output
     # A run from before `judgements_through` was recorded resumes on the first judgements it counted.
-    _drop_provenance(rlft_home / "runs" / "t0001", "judgements_through")
+    _edit_provenance(rlft_home / "runs" / "t0001", drop="judgements_through")
     assert invoke("train", "--resume", "t0001", "--epochs", "3", "-q").exit_code == 0
-    assert json.loads((rlft_home / "runs" / "t0001" / "config.json").read_text())["provenance"]["judgements_through"] == 2
+    assert _provenance(rlft_home / "runs" / "t0001")["judgements_through"] == 2
 
 
-def _drop_provenance(run, key):
+def _provenance(run) -> dict:
+    return json.loads((run / "config.json").read_text())["provenance"]
+
+
+def _edit_provenance(run, drop: str | None = None, **values) -> None:
+    """Rewrite a run's provenance as an older rlft or another home would have left it."""
     data = json.loads((run / "config.json").read_text())
-    del data["provenance"][key]
+    data["provenance"].pop(drop, None)
+    data["provenance"].update(values)
     (run / "config.json").write_text(json.dumps(data))
 
 

@@ -70,8 +70,7 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
         if state.is_main_process:
             click.echo(f"notice: {message}", err=True)
 
-    flags = {FLAG_FIELDS[k]: v for k, v in ctx.params.items()
-             if k in FLAG_FIELDS and ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT and v is not None}
+    flags = {FLAG_FIELDS[k]: v for k, v in ctx.params.items() if k in FLAG_FIELDS and _given(ctx, k) and v is not None}
     file_values = _read_config_file(config_file) if config_file else {}
 
     if resume:
@@ -159,10 +158,10 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
             provenance.setdefault("reward_created_at", reward_info["reward_created_at"])
 
     previous_latest = runs.latest_run() if run_dir is None else None  # before the new folder: where `latest` goes back
-    if resume and provenance.get("processes", state.num_processes) != state.num_processes:
-        notice(f"this run started on {provenance['processes']} process(es) and resumes on {state.num_processes}: each "
-               "process samples its share, so the epochs from here differ from an uninterrupted run's")
     if resume:
+        if provenance.get("processes", state.num_processes) != state.num_processes:
+            notice(f"this run started on {provenance['processes']} process(es) and resumes on {state.num_processes}: "
+                   "each process samples its share, so the epochs from here differ from an uninterrupted run's")
         provenance["processes"] = state.num_processes
     if run_dir is None:
         provenance = {"model": model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
@@ -257,20 +256,17 @@ def _resumed_reward(provenance: dict, asked: str | None, notice) -> str:
             return None, None
         return folder, json.loads((folder / versions.META_NAME).read_text(encoding="utf-8")).get("created_at")
 
-    folder = None
-    for spec, needs_time in ((path if path and Path(path).is_dir() else None, False), (asked, True), (recorded, True)):
-        if spec is None:
-            continue
-        found, found_created = version(spec)
-        if found is not None and (found_created == created if created else not needs_time or spec == recorded):
-            folder = found
-            if not created and spec == recorded and path and found != Path(path).resolve():
-                notice(f"this run did not record its reward's creation time; it resumes on this home's {recorded}")
-            break
+    asked_folder, asked_created = version(asked) if asked is not None else (None, None)
+    # (folder, its creation time, trusted when the run recorded no time: its own folder or id, never a typed one)
+    candidates = [(*version(path), True) if path and Path(path).is_dir() else (None, None, True),
+                  (asked_folder, asked_created, False), (*version(recorded), True)]
+    folder = next((f for f, c, own in candidates if f is not None and (c == created if created else own)), None)
     if folder is None:
         raise UserError(f"cannot resume: the reward version {recorded} this run trains on ({path or 'this home'}, "
                         f"created {created or 'at an unrecorded time'}) is not here; start a new run")
-    if asked is not None and version(asked)[0] != folder:
+    if not created and path and folder != Path(path).resolve():
+        notice(f"this run did not record its reward's creation time; it resumes on this home's {recorded}")
+    if asked is not None and asked_folder != folder:
         raise UserError(f"cannot resume with a different --reward ({asked}; the run trains on {recorded}); "
                         "resume without --reward, or start a new run")
     return str(folder)

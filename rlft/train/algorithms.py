@@ -222,7 +222,8 @@ class RWR(Algorithm):
         all_prompts = [all_prompts[i] for i in keep.tolist()]
         groups = [groups[i] for i in keep.tolist()] if cfg.rwr.shared_noise else None
         gen = torch.Generator().manual_seed(epoch)
-        stats = {"loss": [], "kl": [], "grad_norm": [], "active_frac": [], "padded_batches": []}
+        stats = {"loss": [], "kl": [], "grad_norm": [], "active_frac": []}
+        padded = 0  # micro-batches repeated at zero loss (several processes only)
         accum = cfg.optim.gradient_accumulation_steps
         guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0  # the guided prediction, as sampling uses it
         for idx in self.minibatches(len(x0), gen, stats, groups=groups):
@@ -253,13 +254,12 @@ class RWR(Algorithm):
                 if not self.padding:
                     stats["kl"].append(reg.item())
             if self.padding:  # only keeps this process in step with the others' all-reduces
-                stats["padded_batches"].append(1)
+                padded += 1
                 loss = loss * 0.0
             else:
                 stats["loss"].append(loss.item())
             t.accelerator.backward(loss / accum)
         metrics["effective_samples"] = ess
-        padded = len(stats.pop("padded_batches"))
         if t.accelerator.num_processes > 1:  # over all processes
             metrics["padded_batches"] = int(t.accelerator.gather(torch.tensor([padded], device=t.device)).sum())
         return {**metrics, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
