@@ -37,15 +37,14 @@ def main() -> None:
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()
+    import diffusers  # noqa: F401  (the import cost is part of a cold start; measured here, not in load)
     import torch
 
     from rlft import load_pipeline
+    from rlft.models.generate import generate
     from rlft.models.pipeline import quiet_libraries
-    from rlft.generate import generate
     from rlft.models.single_file import save_single_file
     from rlft.models.tiny import tiny_pipeline
-
-    import diffusers  # noqa: F401  (the import cost is part of a cold start; measured here, not in load)
 
     import_s = time.perf_counter() - t0
     quiet_libraries()

@@ -6,7 +6,7 @@
    90% of random pairs with distinct utilities (the oracle is ~90% self-consistent there).
 3. Learning curves: judgements 50..800 (50, 100, 200, 300, 400, 800), random vs uncertain pair selection (the `uncertain` strategy of prefs
    with `reward.OnlineScorer`, an ensemble refitted every REFIT votes, as `rlft simulate` uses), through Store.next_pair and
-   record_comparison. Accuracy is the expected held-out accuracy over the rater's noise on 3,000 fixed random
+   record_judgement. Accuracy is the expected held-out accuracy over the rater's noise on 3,000 fixed random
    pairs of the pool (exact expectation: no label noise in the estimate); the ceiling is the noiseless
    oracle's accuracy on the same pairs.
 4. Embedding throughput (toy CLIP, PNG decoding included, empty cache) and head training time on 100,000
@@ -65,7 +65,7 @@ def make_pool(n: int, steps: int) -> Path:
     have = len(list(folder.glob("*.png"))) if folder.is_dir() else 0
     if have >= n:
         return folder
-    from rlft.generate import generate
+    from rlft.models.generate import generate
     from rlft.models.pipeline import load_pipeline
     from rlft.toy.world import SHAPES
 
@@ -80,7 +80,7 @@ def make_pool(n: int, steps: int) -> Path:
 
 def calibrate_noise(u: np.ndarray, rng) -> float:
     """T such that E[max(p, 1-p)] = 0.90 over random pairs with distinct utilities (what `rlft simulate --consistency` uses)."""
-    from rlft.simulated_rater import calibrate_noise as calibrate
+    from rlft.sim.rater import calibrate_noise as calibrate
 
     return calibrate(u, TARGET_CONSISTENCY, rng)
 
@@ -141,10 +141,9 @@ def run_curve(oracle: str, strategy: str, seed: int, shas, paths, emb, u, T, tes
         pair = store.next_pair("sim", ACTIVE if use_model else "random", scorer=online if use_model else None, rng=rng)
         a, b = index[pair.a.sha256], index[pair.b.sha256]
         outcome = "a" if rng.random() < sigmoid((u[a] - u[b]) / T) else "b"
-        store.record_comparison(pair.a, pair.b, outcome, rater="sim", strategy=pair.strategy, predicted_p=pair.predicted_p)
+        store.record_judgement(pair.a, pair.b, outcome, rater="sim", strategy=pair.strategy, predicted_p=pair.predicted_p)
         ia.append(a), ib.append(b), y.append(1.0 if outcome == "a" else 0.0)
         if k in CHECKPOINTS:
-            import torch
 
             fit = fit_ensemble(emb, np.array(ia), np.array(ib), np.array(y, np.float32), FitConfig(head=HEAD, seed=seed))
             accs.append(ensemble_accuracy(member_utilities(fit.heads, emb), test))
@@ -162,7 +161,7 @@ def bench_throughput(pool: Path, n_extra: int) -> dict:
     folder = WORK / f"throughput-{n_extra}"
     if not folder.is_dir() or len(list(folder.glob("*.png"))) < n_extra:
         folder.mkdir(parents=True, exist_ok=True)
-        for k, s in zip(range(n_extra), samples(7)):
+        for k, s in zip(range(n_extra), samples(7), strict=False):
             s.image.save(folder / f"{k:05d}.png")
     files = sorted(folder.glob("*.png"))[:n_extra]
     items = [(hashlib.sha256(p.read_bytes()).hexdigest(), p) for p in files]
@@ -208,7 +207,7 @@ def plot(results: dict, path: Path) -> None:
     cols = 4
     rows = math.ceil(len(oracles) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
-    for ax, name in zip(axes.flat, oracles):
+    for ax, name in zip(axes.flat, oracles, strict=False):
         r = results[name]
         for strat, style in (("random", "o-"), ("uncertain", "s-")):
             ax.plot(CHECKPOINTS, r[strat]["mean"], style, label=strat)
@@ -232,7 +231,7 @@ def plot(results: dict, path: Path) -> None:
 def summarise(name: str, r: dict) -> None:
     """The targets of one oracle's curves (r["random"], r["uncertain"] hold "per_seed" lists), in place."""
     for strat in ("random", "uncertain"):
-        r[strat]["mean"] = [float(np.mean(c)) for c in zip(*r[strat]["per_seed"])]
+        r[strat]["mean"] = [float(np.mean(c)) for c in zip(*r[strat]["per_seed"], strict=False)]
     R, U = np.array(r["random"]["per_seed"]), np.array(r["uncertain"]["per_seed"])
     i200, i300, i400 = (CHECKPOINTS.index(k) for k in (200, 300, 400))
     r["acc200_over_ceiling"] = float(R[:, i200].mean() / r["ceiling"])
@@ -249,16 +248,16 @@ def merge(paths: list[str], out: Path, plot_path: Path) -> None:
     throughput and training measurements are kept."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     merged_from = [{"file": Path(p).name, "first_seed": run["setup"].get("first_seed", 0), "seeds": run["setup"]["seeds"],
-                    "oracles": list(run["learning_curves"])} for p, run in zip(paths, runs)]
+                    "oracles": list(run["learning_curves"])} for p, run in zip(paths, runs, strict=False)]
     same = ("checkpoints", "pool_images", "pool_gen_steps", "refit_every", "active_strategy", "warmup_random", "test_pairs", "head")
-    for p, run in zip(paths, runs):
+    for p, run in zip(paths, runs, strict=False):
         if list(run["setup"]["checkpoints"]) != list(CHECKPOINTS):
             raise SystemExit(f"{p}: measured at {run['setup']['checkpoints']}, not {list(CHECKPOINTS)}")
         diff = [k for k in same if run["setup"].get(k) != runs[0]["setup"].get(k)]
         if diff:
             raise SystemExit(f"{p}: a different setup from {paths[0]} ({', '.join(diff)}); only raters of one setup pool")
     seeds = {}  # oracle -> seeds seen: a rater counted twice would shrink the standard error for nothing
-    for p, m in zip(paths, merged_from):
+    for p, m in zip(paths, merged_from, strict=False):
         for name in m["oracles"]:
             new = set(range(m["first_seed"], m["first_seed"] + m["seeds"]))
             if seeds.get(name, set()) & new:
@@ -325,7 +324,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
         print(f"embedding: {r['images_per_s']} img/s ({args.threads} thread(s), load {load_before[0]:.2f})")
         return
-    from rlft.oracles import resolve_oracle
+    from rlft.sim.oracles import resolve_oracle
 
     WORK.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -352,7 +351,7 @@ def main() -> None:
     home = WORK / "home-curves"
     home.mkdir(exist_ok=True)
     shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    emb = EmbeddingCache("toy", home=home).embed_files(list(zip(shas, paths)), progress=False)
+    emb = EmbeddingCache("toy", home=home).embed_files(list(zip(shas, paths, strict=False)), progress=False)
     pil = [Image.open(p).convert("RGB") for p in paths]
     results = {}
     for name in args.oracles.split(","):

@@ -62,8 +62,16 @@ def seconds_per_step(n_steps: int = 3) -> dict:
     """CPU seconds per training step of each pretraining stage at the shipped batch sizes."""
     import tempfile
 
-    from rlft.toy.pretrain import PretrainConfig, WorldData, finetune_vision, load_clip_folder, train_clip, train_unet, train_vae
     from rlft.toy.convert import text_model_from_open_clip
+    from rlft.toy.pretrain import (
+        PretrainConfig,
+        WorldData,
+        finetune_vision,
+        load_clip_folder,
+        train_clip,
+        train_unet,
+        train_vae,
+    )
 
     cfg = PretrainConfig()
     data = WorldData(2048, 0)

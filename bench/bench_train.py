@@ -115,8 +115,8 @@ def win_stats(oracle, base, tuned, prompts) -> dict:
     win rate a tuned model would score if every one of its images reached the best utility seen in either set
     (a base image already at that best can only tie). For the two-level `warm`/`cool` the ceiling is
     1 - (share of base images already warm/cool) / 2."""
-    u_b = np.array([oracle(im, p) for im, p in zip(base, prompts)])
-    u_t = np.array([oracle(im, p) for im, p in zip(tuned, prompts)])
+    u_b = np.array([oracle(im, p) for im, p in zip(base, prompts, strict=False)])
+    u_t = np.array([oracle(im, p) for im, p in zip(tuned, prompts, strict=False)])
     wins, losses = int(np.sum(u_t > u_b)), int(np.sum(u_t < u_b))
     best = max(u_b.max(), u_t.max())
     return {"win_rate": float(np.mean((u_t > u_b) + 0.5 * (u_t == u_b))), "wins": wins, "losses": losses,
@@ -156,7 +156,7 @@ def quality(args) -> None:
     from rlft.models.clip import load_clip
     from rlft.models.lora import apply_lora
     from rlft.models.pipeline import load_pipeline
-    from rlft.oracles import resolve_oracle
+    from rlft.sim.oracles import resolve_oracle
     from rlft.toy import evaluate
 
     oracle = resolve_oracle(args.oracle)
@@ -230,8 +230,8 @@ def quality(args) -> None:
         "n_pairs": len(prompts), "test_prompts": len(test_prompts), "seeds": args.seeds,
         "rater": {"simulate_args": simulated.get("args"), "noise": simulated.get("noise"),  # None: a home judged before this record
                   "agreement_with_oracle": simulated.get("agreement")},
-        "oracle_mean_base": round(float(np.mean([oracle(i, p) for i, p in zip(base, prompts)])), 4),
-        "oracle_mean_tuned": round(float(np.mean([oracle(i, p) for i, p in zip(tuned, prompts)])), 4),
+        "oracle_mean_base": round(float(np.mean([oracle(i, p) for i, p in zip(base, prompts, strict=False)])), 4),
+        "oracle_mean_tuned": round(float(np.mean([oracle(i, p) for i, p in zip(tuned, prompts, strict=False)])), 4),
         "adherence_base": {k: round(v, 4) for k, v in adherence_base.items()},
         "adherence_tuned": {k: round(v, 4) for k, v in adherence_tuned.items()},
         "adherence_mean_drop_points": round(100 * (np.mean(list(adherence_base.values())) - np.mean(list(adherence_tuned.values()))), 2),
@@ -326,7 +326,7 @@ def reward_check(args) -> None:
 
     import reward
     from rlft.models.pipeline import load_pipeline
-    from rlft.oracles import resolve_oracle
+    from rlft.sim.oracles import resolve_oracle
 
     torch.set_num_threads(args.threads)
     home = bench_home(args)
@@ -335,7 +335,7 @@ def reward_check(args) -> None:
     pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
     prompts = [p for p in prompts_for(args.oracle, heldout=False, n=args.train_prompts) for _ in range(3)]
     images = images_for(pipe, prompts, [500 + i for i in range(len(prompts))], steps=10)
-    u = np.array([oracle(im, p) for im, p in zip(images, prompts)])
+    u = np.array([oracle(im, p) for im, p in zip(images, prompts, strict=False)])
     with torch.no_grad():
         score = model.score(images, prompts).numpy()
     out = {"n": len(images), "spearman": round(float(spearmanr(u, score).correlation), 4)}
@@ -362,7 +362,7 @@ def oracle_reward(args) -> None:
 
     from rlft.cli.train import _build_config
     from rlft.models.pipeline import load_pipeline, quiet_libraries
-    from rlft.oracles import resolve_oracle
+    from rlft.sim.oracles import resolve_oracle
     from rlft.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
@@ -380,7 +380,7 @@ def oracle_reward(args) -> None:
 
     def reward_fn(images, prompts, metadata=None):
         pil = [TF.to_pil_image(im.clamp(0, 1)) for im in images]
-        return torch.tensor([oracle(im, p) for im, p in zip(pil, prompts)], dtype=torch.float32), {}
+        return torch.tensor([oracle(im, p) for im, p in zip(pil, prompts, strict=False)], dtype=torch.float32), {}
 
     train_prompts = prompts_for(args.oracle, heldout=False, n=args.train_prompts)
     test_prompts = [p for p in prompts_for(args.oracle, heldout=True, n=10_000) if p not in train_prompts][: args.test_prompts]
@@ -388,7 +388,7 @@ def oracle_reward(args) -> None:
     prompts, all_seeds = [p for p in test_prompts for _ in seeds], seeds * len(test_prompts)
 
     def held_out() -> float:
-        return round(float(np.mean([oracle(im, p) for im, p in zip(images_for(pipe, prompts, all_seeds), prompts)])), 4)
+        return round(float(np.mean([oracle(im, p) for im, p in zip(images_for(pipe, prompts, all_seeds), prompts, strict=False)])), 4)
 
     trainer = Trainer(pipe, config, prompts=train_prompts, reward_fn=reward_fn)
     with trainer.base_model():

@@ -76,10 +76,11 @@ def main(argv=None) -> int:
     home = tempfile.mkdtemp(prefix="rlft-bench-ui-")
     os.environ.update(RLFT_HOME=home, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
     sys.path.insert(0, str(ROOT / "tests"))
+    from ui_helpers import toy_pool
+
     import prefs
     from ui.app import AppConfig
     from ui.server import ServeOptions, serve, stop
-    from ui_helpers import toy_pool
 
     store = prefs.open_store()
     toy_pool(store, prompts=args.images // 5, per_prompt=5)
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
         stop(demo, app)
 
     accepted = [r for r in records if r["ok"]]
-    rows = list(store.comparisons(include_undone=True))
+    rows = list(store.judgements(include_undone=True))
     by_id: dict[str, list] = {}
     for j in rows:
         by_id.setdefault(j.client_vote_id, []).append(j)

@@ -44,7 +44,7 @@ def build_pipeline(tiny: bool, device: str, dtype):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from rlft.models.tiny import tiny_pipeline
-    from rlft.tokenizer import clip_tokenizer, use_ftfy_tokenizer
+    from rlft.models.tokenizer import clip_tokenizer, use_ftfy_tokenizer
 
     if tiny:
         pipe = tiny_pipeline(0)

@@ -42,16 +42,16 @@ def fill(store, rng):
             (a, _), (b, _) = rng.sample(images, 2)
             wa, wb = warm[a.sha256], warm[b.sha256]
             outcome = "tie" if wa == wb and rng.random() < 0.3 else ("a" if (wa, rng.random()) > (wb, 0.5) else "b")
-            store.record_comparison(a, b, outcome, rater=name, decision_ms=rng.randint(600, 4000),
+            store.record_judgement(a, b, outcome, rater=name, decision_ms=rng.randint(600, 4000),
                                     strategy="same_prompt")
 
 
 def main() -> int:
     home = tempfile.mkdtemp(prefix="rlft-shots-")
     os.environ.update(RLFT_HOME=home, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    import prefs
     from playwright.sync_api import sync_playwright
 
+    import prefs
     from ui.app import AppConfig
     from ui.server import ServeOptions, serve, stop
 

@@ -5,11 +5,11 @@ Knows nothing of torch. Names below are imported lazily, so `import prefs.errors
     store = prefs.open_store()                      # RLFT_DB, else SQLite in RLFT_HOME
     img = store.add_image("a.png", prompt="a red circle", seed=1, model="toy")
     pair = store.next_pair("alice", strategy="uncertain:0.7,balanced:0.25,repeat:0.05", scorer=my_scorer)
-    store.record_comparison(pair.a.sha256, pair.b.sha256, "a", rater="alice", shown_left="a",
+    store.record_judgement(pair.a.sha256, pair.b.sha256, "a", rater="alice", shown_left="a",
                             client_vote_id=vote_uuid, strategy=pair.strategy, predicted_p=pair.predicted_p)
     store.undo_last("alice")
     store.stats()["by_outcome"]; store.fit_scores(); store.image_path(img.sha256)
-    for j in store.comparisons(): ...               # prefs.Judgement records
+    for j in store.judgements(): ...               # prefs.Judgement records
     for im in store.images(): ...                   # prefs.models.Image rows
 
 Main names: `open_store`, `Store`, `Judgement`, `Pair`, `Image` (row), `OUTCOMES`, `register_strategy`,

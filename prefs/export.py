@@ -48,7 +48,7 @@ def rows(store: "Store", include_undone: bool = True) -> Iterator[dict]:
             cache[sha] = (str(pool_path(store.pool_dir, sha, fmt)), prompt)
         return cache[sha]
 
-    for j in store.comparisons(include_undone=include_undone):
+    for j in store.judgements(include_undone=include_undone):
         (path_a, prompt_a), (path_b, prompt_b) = info(j.image_a), info(j.image_b)
         yield {
             "schema": SCHEMA, "client_vote_id": j.client_vote_id, "rater": j.rater, "outcome": j.outcome,

@@ -107,7 +107,7 @@ def import_file(store: "Store", path: str | Path, fmt: str | None = None, *, rat
 
 
 def _write_batch(store: "Store", batch: list[dict], report: JudgementImportReport, bar) -> None:
-    for _, new in store.record_comparisons(batch):
+    for _, new in store.record_judgements(batch):
         if new:
             report.added += 1
         else:

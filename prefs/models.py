@@ -129,10 +129,10 @@ class Round(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Comparison(Base):
+class JudgementRow(Base):
     """One judgement of a pair. `outcome` names the winner by role (`a`/`b`), not by screen side."""
 
-    __tablename__ = "comparisons"
+    __tablename__ = "comparisons"  # the first schema's name, kept so existing databases need no migration
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_vote_id: Mapped[str] = mapped_column(String(100), unique=True)  # makes a vote idempotent

@@ -40,7 +40,7 @@ class Judgement:
 class Pair:
     """Two images to compare: show `a` on the left and `b` on the right (sides are already randomised).
 
-    Pass `strategy` and `predicted_p` on to `Store.record_comparison` so the judgement records why the pair
+    Pass `strategy` and `predicted_p` on to `Store.record_judgement` so the judgement records why the pair
     was shown. `repeat` marks a pair the rater judged before (self-consistency check).
     """
 

@@ -66,7 +66,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from prefs.errors import UserError
-from prefs.models import Comparison, Image
+from prefs.models import Image, JudgementRow
 
 Candidate = tuple[int, int, "float | None"]
 DEFAULT_REPEAT_SHARE = 0.05  # share of pairs shown again to measure a rater's self-consistency
@@ -120,7 +120,7 @@ class ScoreCache:
         if missing:
             means, stds, members = split_scores(self.scorer(missing))
             stds = stds if stds is not None else [0.0] * len(missing)
-            for k, (im, m, s) in enumerate(zip(missing, means, stds)):
+            for k, (im, m, s) in enumerate(zip(missing, means, stds, strict=False)):
                 self.table[im.sha256] = (float(m), float(s))
                 if members is not None:
                     self.members[im.sha256] = members[:, k]
@@ -154,12 +154,12 @@ class PairContext:
         if self.rater_id is None:
             return False
         q = (
-            select(Comparison.id)
+            select(JudgementRow.id)
             .where(
-                Comparison.rater_id == self.rater_id,
-                Comparison.image_a_id.in_((x, y)),
-                Comparison.image_b_id.in_((x, y)),
-                Comparison.undone_at.is_(None),
+                JudgementRow.rater_id == self.rater_id,
+                JudgementRow.image_a_id.in_((x, y)),
+                JudgementRow.image_b_id.in_((x, y)),
+                JudgementRow.undone_at.is_(None),
             )
             .limit(1)
         )
@@ -224,11 +224,11 @@ class PairContext:
             return None
         done: set[tuple[int, int]] = set()
         if self.rater_id is not None:
-            q = select(Comparison.image_a_id, Comparison.image_b_id).where(
-                Comparison.rater_id == self.rater_id, Comparison.undone_at.is_(None)
+            q = select(JudgementRow.image_a_id, JudgementRow.image_b_id).where(
+                JudgementRow.rater_id == self.rater_id, JudgementRow.undone_at.is_(None)
             )
             if len(ids) <= 500:
-                q = q.where(Comparison.image_a_id.in_(ids), Comparison.image_b_id.in_(ids))
+                q = q.where(JudgementRow.image_a_id.in_(ids), JudgementRow.image_b_id.in_(ids))
             done = {(min(a, b), max(a, b)) for a, b in self.conn.execute(q)}
         ids.sort()
         free = [(x, y) for i, x in enumerate(ids) for y in ids[i + 1:] if (x, y) not in done]
@@ -452,30 +452,30 @@ def repeat_pair(ctx: PairContext) -> Candidate | None:
     """A pair this rater judged (a/b/tie) at least REPEAT_MIN_GAP votes ago, shown again."""
     if ctx.rater_id is None:
         return None
-    mine = Comparison.rater_id == ctx.rater_id
+    mine = JudgementRow.rater_id == ctx.rater_id
     newest_allowed = ctx.conn.execute(
-        select(Comparison.id).where(mine).order_by(Comparison.id.desc()).offset(REPEAT_MIN_GAP).limit(1)
+        select(JudgementRow.id).where(mine).order_by(JudgementRow.id.desc()).offset(REPEAT_MIN_GAP).limit(1)
     ).scalar()
     if newest_allowed is None:
         return None
-    lo = ctx.conn.execute(select(func.min(Comparison.id)).where(mine)).scalar()
+    lo = ctx.conn.execute(select(func.min(JudgementRow.id)).where(mine)).scalar()
     ImA, ImB = Image.__table__.alias("ia"), Image.__table__.alias("ib")
     for _ in range(10):
         r = ctx.rng.randint(lo, newest_allowed)
         row = ctx.conn.execute(
-            select(Comparison.image_a_id, Comparison.image_b_id)
-            .join(ImA, ImA.c.id == Comparison.image_a_id)
-            .join(ImB, ImB.c.id == Comparison.image_b_id)
+            select(JudgementRow.image_a_id, JudgementRow.image_b_id)
+            .join(ImA, ImA.c.id == JudgementRow.image_a_id)
+            .join(ImB, ImB.c.id == JudgementRow.image_b_id)
             .where(
                 mine,
-                Comparison.id >= r,
-                Comparison.id <= newest_allowed,
-                Comparison.undone_at.is_(None),
-                Comparison.outcome.in_(("a", "b", "tie")),
+                JudgementRow.id >= r,
+                JudgementRow.id <= newest_allowed,
+                JudgementRow.undone_at.is_(None),
+                JudgementRow.outcome.in_(("a", "b", "tie")),
                 ImA.c.broken_at.is_(None),
                 ImB.c.broken_at.is_(None),
             )
-            .order_by(Comparison.id)
+            .order_by(JudgementRow.id)
             .limit(1)
         ).first()
         if row is not None:

@@ -10,16 +10,13 @@ fetching a million rows as Python tuples cost three times as long.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from sqlalchemy import case, func, select
+from sqlalchemy import Engine, case, func, select
 
 from prefs import bt
-from prefs.models import OUTCOMES, Comparison, Image, Rater
-
-if TYPE_CHECKING:
-    from prefs.store import Store
+from prefs.models import OUTCOMES, Image, JudgementRow, Rater
 
 DECISIVE = ("a", "b", "tie")  # outcomes that say which image is better (a tie: equally good)
 STATS_TOL = 1e-4  # gradient tolerance of the ranking fit: scores to ~4 decimals, all a ranking needs
@@ -35,21 +32,21 @@ class Columns:
     rater: np.ndarray
 
 
-def load_columns(store: "Store", rater: str | None = None) -> Columns:
+def load_columns(engine: Engine, rater: str | None = None) -> Columns:
     """Standing judgements, in recording order, as integer arrays (outcomes coded in SQL: no Python loop)."""
-    code = case(*((Comparison.outcome == name, k) for k, name in enumerate(OUTCOMES)), else_=-1)
-    exprs = (Comparison.id, Comparison.image_a_id, Comparison.image_b_id, code, Comparison.rater_id)
-    where = [Comparison.undone_at.is_(None)]
+    code = case(*((JudgementRow.outcome == name, k) for k, name in enumerate(OUTCOMES)), else_=-1)
+    exprs = (JudgementRow.id, JudgementRow.image_a_id, JudgementRow.image_b_id, code, JudgementRow.rater_id)
+    where = [JudgementRow.undone_at.is_(None)]
     if rater is not None:
-        where.append(Comparison.rater_id == select(Rater.id).where(Rater.name == rater).scalar_subquery())
-    with store.engine.connect() as conn:
+        where.append(JudgementRow.rater_id == select(Rater.id).where(Rater.name == rater).scalar_subquery())
+    with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             # Every column is NOT NULL (the outcome code has an ELSE), so group_concat skips nothing and the
             # five strings stay aligned row for row.
             texts = conn.execute(select(*(func.group_concat(e) for e in exprs)).where(*where)).one()
             arr = np.array([_parse_ints(t) for t in texts]).reshape(len(exprs), -1)
         else:
-            q = select(*exprs).where(*where).order_by(Comparison.id)
+            q = select(*exprs).where(*where).order_by(JudgementRow.id)
             if rater is None:  # the big read: raw DBAPI rows straight into numpy (SQLAlchemy Rows cost seconds)
                 cur = conn.connection.driver_connection.cursor()
                 cur.execute(str(q.compile(conn, compile_kwargs={"literal_binds": True})))
@@ -142,22 +139,22 @@ def _dense(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return ids, lut[a], lut[b]
 
 
-def bt_scores(store: "Store", rater: str | None = None, alpha: float | None = None) -> dict[str, float]:
-    ids, scores = fit_columns(load_columns(store, rater), alpha)
-    shas = _shas(store, ids)
-    return {shas[int(i)]: float(s) for i, s in zip(ids, scores)}
+def bt_scores(engine: Engine, rater: str | None = None, alpha: float | None = None) -> dict[str, float]:
+    ids, scores = fit_columns(load_columns(engine, rater), alpha)
+    shas = _shas(engine, ids)
+    return {shas[int(i)]: float(s) for i, s in zip(ids, scores, strict=False)}
 
 
-def _shas(store: "Store", ids) -> dict[int, str]:
+def _shas(engine: Engine, ids) -> dict[int, str]:
     ids = [int(i) for i in ids]
     out: dict[int, str] = {}
-    with store.engine.connect() as conn:
+    with engine.connect() as conn:
         for k in range(0, len(ids), 5000):
             out.update(conn.execute(select(Image.id, Image.sha256).where(Image.id.in_(ids[k:k + 5000]))).all())
     return out
 
 
-def compute(store: "Store", top: int = 10, rater: str | None = None) -> dict[str, Any]:
+def compute(engine: Engine, top: int = 10, rater: str | None = None) -> dict[str, Any]:
     """The `rlft prefs stats --json` object.
 
     Keys: `images` (in the pool), `broken_images`, `judgements` (standing, i.e. not undone; skips
@@ -166,11 +163,11 @@ def compute(store: "Store", top: int = 10, rater: str | None = None) -> dict[str
     ({"agreement", "count"}), `ranking` (the `top` best images by Bradley-Terry score: sha256, score,
     wins, losses, ties, prompt), `ranked_images` (images with a score).
     """
-    cols = load_columns(store, rater)
-    with store.engine.connect() as conn:
+    cols = load_columns(engine, rater)
+    with engine.connect() as conn:
         n_images = conn.execute(select(func.count(Image.id))).scalar_one()
         n_broken = conn.execute(select(func.count(Image.id)).where(Image.broken_at.is_not(None))).scalar_one()
-        n_undone = conn.execute(select(func.count(Comparison.id)).where(Comparison.undone_at.is_not(None))).scalar_one()
+        n_undone = conn.execute(select(func.count(JudgementRow.id)).where(JudgementRow.undone_at.is_not(None))).scalar_one()
         rater_names = dict(conn.execute(select(Rater.id, Rater.name)).all())
     counts = np.bincount(cols.outcome, minlength=len(OUTCOMES))
     by_outcome = {name: int(counts[i]) for i, name in enumerate(OUTCOMES)}
@@ -183,7 +180,7 @@ def compute(store: "Store", top: int = 10, rater: str | None = None) -> dict[str
     if len(ids) and top > 0:
         best = np.argsort(-scores, kind="stable")[:top]
         wins, losses, ties = _tallies(cols, ids)
-        with store.engine.connect() as conn:
+        with engine.connect() as conn:
             rows = {r.id: r for r in conn.execute(select(Image.id, Image.sha256, Image.prompt).where(
                 Image.id.in_([int(ids[k]) for k in best])))}
         for k in best:
@@ -196,7 +193,7 @@ def compute(store: "Store", top: int = 10, rater: str | None = None) -> dict[str
         "judgements": int(len(cols.outcome)),
         "undone": int(n_undone),
         "by_outcome": by_outcome,
-        "raters": {rater_names[int(r)]: int(c) for r, c in zip(rater_ids, rater_counts)},
+        "raters": {rater_names[int(r)]: int(c) for r, c in zip(rater_ids, rater_counts, strict=False)},
         "tie_rate": (by_outcome["tie"] / decided) if decided else None,
         "self_consistency": {"agreement": agreement, "count": n_repeats},
         "ranked_images": int(len(ids)),
@@ -217,7 +214,7 @@ def _tallies(cols: Columns, ids: np.ndarray):
     return wins, losses, ties
 
 
-def bt_score_table(store: "Store", rater: str | None = None):
+def bt_score_table(engine: Engine, rater: str | None = None):
     """A `ScoreTable` scorer from the current Bradley-Terry fit: mean = score, std = 1 / sqrt(1 + n).
 
     n is the image's number of informative judgements, so rarely judged images look uncertain. Lets the
@@ -225,11 +222,11 @@ def bt_score_table(store: "Store", rater: str | None = None):
     """
     from prefs.samplers import ScoreTable
 
-    cols = load_columns(store, rater)
+    cols = load_columns(engine, rater)
     ids, scores = fit_columns(cols)
     if not len(ids):
         return ScoreTable({})
     wins, losses, ties = _tallies(cols, ids)
     n = wins + losses + ties
-    shas = _shas(store, ids)
-    return ScoreTable({shas[int(i)]: (float(s), float(1 / np.sqrt(1 + k))) for i, s, k in zip(ids, scores, n)})
+    shas = _shas(engine, ids)
+    return ScoreTable({shas[int(i)]: (float(s), float(1 / np.sqrt(1 + k))) for i, s, k in zip(ids, scores, n, strict=False)})

@@ -24,7 +24,7 @@ from prefs.engine import WRITE, make_engine
 from prefs.errors import NotFoundError, UserError
 from prefs.home import db_url, subdir
 from prefs.migrate import ensure_current
-from prefs.models import ORIGINS, OUTCOMES, Comparison, Image, Rater, Round, utcnow
+from prefs.models import ORIGINS, OUTCOMES, Image, JudgementRow, Rater, Round, utcnow
 from prefs.pool import ImageFile, Limits, load_image_file, pool_path, store_file
 from prefs.records import Judgement, Pair
 
@@ -52,23 +52,23 @@ class NewImage:
     source_path: str | None = None
 
 
-# Statements of the vote path, built once (see record_comparison).
+# Statements of the vote path, built once (see record_judgement).
 _IDS_BY_SHA = select(Image.sha256, Image.id).where(Image.sha256.in_(bindparam("shas", expanding=True)))
 _RATER_BY_NAME = select(Rater.id).where(Rater.name == bindparam("name"))
-_VOTE_BY_ID = select(Comparison.id, Comparison.image_a_id, Comparison.image_b_id, Comparison.outcome,
-                     Comparison.rater_id).where(Comparison.client_vote_id == bindparam("v"))
-_INSERT_VOTE = insert(Comparison).returning(Comparison.id)
+_VOTE_BY_ID = select(JudgementRow.id, JudgementRow.image_a_id, JudgementRow.image_b_id, JudgementRow.outcome,
+                     JudgementRow.rater_id).where(JudgementRow.client_vote_id == bindparam("v"))
+_INSERT_VOTE = insert(JudgementRow).returning(JudgementRow.id)
 _IMAGE_A, _IMAGE_B = aliased(Image), aliased(Image)
 # A stored vote as a Judgement, in one Core query (a retried vote, a re-imported file: ORM loads cost ~1 ms).
 _JUDGEMENT_BY_ID = (
-    select(Comparison.id, Comparison.client_vote_id, Rater.name, _IMAGE_A.sha256, _IMAGE_B.sha256, Comparison.outcome,
-           Comparison.shown_left, Comparison.created_at, Comparison.decision_ms, Comparison.strategy,
-           Comparison.predicted_p, Comparison.undone_at, Round.name)
-    .join(Rater, Rater.id == Comparison.rater_id)
-    .join(_IMAGE_A, _IMAGE_A.id == Comparison.image_a_id)
-    .join(_IMAGE_B, _IMAGE_B.id == Comparison.image_b_id)
-    .outerjoin(Round, Round.id == Comparison.round_id)
-    .where(Comparison.id == bindparam("id"))
+    select(JudgementRow.id, JudgementRow.client_vote_id, Rater.name, _IMAGE_A.sha256, _IMAGE_B.sha256, JudgementRow.outcome,
+           JudgementRow.shown_left, JudgementRow.created_at, JudgementRow.decision_ms, JudgementRow.strategy,
+           JudgementRow.predicted_p, JudgementRow.undone_at, Round.name)
+    .join(Rater, Rater.id == JudgementRow.rater_id)
+    .join(_IMAGE_A, _IMAGE_A.id == JudgementRow.image_a_id)
+    .join(_IMAGE_B, _IMAGE_B.id == JudgementRow.image_b_id)
+    .outerjoin(Round, Round.id == JudgementRow.round_id)
+    .where(JudgementRow.id == bindparam("id"))
 )
 _BUMP = update(Image).where(Image.id == bindparam("image_id")).values(
     n_judgements=Image.n_judgements + bindparam("delta"))
@@ -230,13 +230,13 @@ class Store:
         with self._read() as s:
             return s.scalar(select(func.count(Image.id)))
 
-    def count_comparisons(self, rater: str | None = None, outcomes: Sequence[str] | None = None) -> int:
+    def count_judgements(self, rater: str | None = None, outcomes: Sequence[str] | None = None) -> int:
         """Standing (not undone) judgements, of `rater` or everyone, optionally only these outcomes."""
-        q = select(func.count(Comparison.id)).where(Comparison.undone_at.is_(None))
+        q = select(func.count(JudgementRow.id)).where(JudgementRow.undone_at.is_(None))
         if rater is not None:
-            q = q.join(Rater, Rater.id == Comparison.rater_id).where(Rater.name == rater)
+            q = q.join(Rater, Rater.id == JudgementRow.rater_id).where(Rater.name == rater)
         if outcomes is not None:
-            q = q.where(Comparison.outcome.in_(list(outcomes)))
+            q = q.where(JudgementRow.outcome.in_(list(outcomes)))
         with self._read() as s:
             return int(s.scalar(q))
 
@@ -249,7 +249,7 @@ class Store:
         ))
 
     # -- judgements -------------------------------------------------------------------------------------
-    def record_comparison(
+    def record_judgement(
         self,
         image_a: str | Image,
         image_b: str | Image,
@@ -282,10 +282,10 @@ class Store:
                                 predicted_p=predicted_p, round=round, created_at=created_at, undone_at=undone_at)
         return self._write(lambda conn: self._insert_vote(conn, vote)[0], core=True)
 
-    def record_comparisons(self, votes: Sequence[Mapping[str, Any]]) -> list[tuple[Judgement, bool]]:
+    def record_judgements(self, votes: Sequence[Mapping[str, Any]]) -> list[tuple[Judgement, bool]]:
         """Record many judgements in one transaction: all of them, or (on any error) none.
 
-        Each vote is a mapping of `record_comparison`'s arguments (`image_a`, `image_b`, `outcome`, and any
+        Each vote is a mapping of `record_judgement`'s arguments (`image_a`, `image_b`, `outcome`, and any
         of its keywords). Every vote is validated before anything is written. Returns, per vote, the stored
         judgement and whether it is new (False: its client_vote_id was already recorded, so nothing was
         added). Imports use this: one transaction per thousand rows instead of one per row.
@@ -382,7 +382,7 @@ class Store:
         return rid
 
     @staticmethod
-    def _judgement(s: Session, c: Comparison) -> Judgement:
+    def _judgement(s: Session, c: JudgementRow) -> Judgement:
         shas = dict(s.execute(select(Image.id, Image.sha256).where(Image.id.in_((c.image_a_id, c.image_b_id)))).all())
         rater = s.scalar(select(Rater.name).where(Rater.id == c.rater_id))
         round_name = s.scalar(select(Round.name).where(Round.id == c.round_id)) if c.round_id else None
@@ -400,8 +400,8 @@ class Store:
             if rid is None:
                 return None
             row = s.scalars(
-                select(Comparison).where(Comparison.rater_id == rid, Comparison.undone_at.is_(None))
-                .order_by(Comparison.id.desc()).limit(1)
+                select(JudgementRow).where(JudgementRow.rater_id == rid, JudgementRow.undone_at.is_(None))
+                .order_by(JudgementRow.id.desc()).limit(1)
             ).first()
             if row is None:
                 return None
@@ -412,25 +412,25 @@ class Store:
 
         return self._write(tx)
 
-    def comparisons(self, include_undone: bool = False, rater: str | None = None, batch: int = 5000) -> Iterator[Judgement]:
+    def judgements(self, include_undone: bool = False, rater: str | None = None, batch: int = 5000) -> Iterator[Judgement]:
         """Every judgement in recording order (undone ones only with `include_undone`), streamed in batches."""
         ia, ib = Image.__table__.alias("ia"), Image.__table__.alias("ib")
         q = (
-            select(Comparison, ia.c.sha256, ib.c.sha256, Rater.name, Round.name)
-            .join(ia, ia.c.id == Comparison.image_a_id)
-            .join(ib, ib.c.id == Comparison.image_b_id)
-            .join(Rater, Rater.id == Comparison.rater_id)
-            .outerjoin(Round, Round.id == Comparison.round_id)
-            .order_by(Comparison.id)
+            select(JudgementRow, ia.c.sha256, ib.c.sha256, Rater.name, Round.name)
+            .join(ia, ia.c.id == JudgementRow.image_a_id)
+            .join(ib, ib.c.id == JudgementRow.image_b_id)
+            .join(Rater, Rater.id == JudgementRow.rater_id)
+            .outerjoin(Round, Round.id == JudgementRow.round_id)
+            .order_by(JudgementRow.id)
         )
         if not include_undone:
-            q = q.where(Comparison.undone_at.is_(None))
+            q = q.where(JudgementRow.undone_at.is_(None))
         if rater is not None:
             q = q.where(Rater.name == rater)
         last = 0
         while True:
             with self._read() as s:
-                rows = s.execute(q.where(Comparison.id > last).limit(batch)).all()
+                rows = s.execute(q.where(JudgementRow.id > last).limit(batch)).all()
             if not rows:
                 return
             for c, sha_a, sha_b, rater_name, round_name in rows:
@@ -485,13 +485,13 @@ class Store:
         """Counts, tie rate, self-consistency and a Bradley-Terry ranking; see `prefs.stats.compute`."""
         from prefs.stats import compute
 
-        return compute(self, top=top, rater=rater)
+        return compute(self.engine, top=top, rater=rater)
 
     def fit_scores(self, rater: str | None = None, alpha: float | None = None) -> dict[str, float]:
         """Bradley-Terry score per judged image sha256 (ties half wins; both_bad/skip ignored)."""
         from prefs.stats import bt_scores
 
-        return bt_scores(self, rater=rater, alpha=alpha)
+        return bt_scores(self.engine, rater=rater, alpha=alpha)
 
 
 def open_store(url: str | None = None, *, home: str | os.PathLike | None = None, upgrade: bool = False,

@@ -97,7 +97,7 @@ def build_from_reward(model, store, top_k: int | None = 50, min_score: float | N
         "clip_spec": model.clip_spec, "reward_version": model.version,
         "selection": {"top_k": None if min_score is not None else int(top_k or 50), "min_score": min_score},
         "images": [{"sha256": images[i].sha256, "score": float(scores[i]), "weight": float(wi / w.sum())}
-                   for i, wi in zip(chosen, w)],
+                   for i, wi in zip(chosen, w, strict=False)],
     }
     return mean, prov
 
@@ -116,9 +116,9 @@ def build_from_dir(folder: str | os.PathLike, clip_spec: str = "toy", progress: 
     if not files:
         raise UserError(f"no images (.png, .jpg, .webp) in {folder}")
     shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
-    emb = EmbeddingCache(clip_spec).embed_files(list(zip(shas, files)), progress=progress)
+    emb = EmbeddingCache(clip_spec).embed_files(list(zip(shas, files, strict=False)), progress=progress)
     prov = {"method": "mean of CLIP image embeddings", "clip_spec": clip_spec, "from_dir": str(folder.resolve()),
-            "images": [{"path": str(p), "sha256": s} for p, s in zip(files, shas)]}
+            "images": [{"path": str(p), "sha256": s} for p, s in zip(files, shas, strict=False)]}
     return emb.mean(0), prov
 
 

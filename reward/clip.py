@@ -168,7 +168,7 @@ class Clip:
         proj = getattr(self.model.visual, "proj", None)
         if isinstance(proj, torch.Tensor):
             return int(proj.shape[1])
-        return int(getattr(self.model.visual, "output_dim"))
+        return int(self.model.visual.output_dim)
 
     def encode_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings of float images N x 3 x H x W in [0, 1] (differentiable)."""

@@ -39,7 +39,7 @@ def load_pairs(store, rater: str | None = None) -> PairData:
     """All standing a/b/tie judgements (of `rater`, or everyone) with the images they involve."""
     index: dict[str, int] = {}
     ia, ib, y, created = [], [], [], []
-    for j in store.comparisons(rater=rater):
+    for j in store.judgements(rater=rater):
         t = TARGET.get(j.outcome)
         if t is None:
             continue

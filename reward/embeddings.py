@@ -57,7 +57,7 @@ class VectorStore:
             except (OSError, ValueError, KeyError, EOFError):  # a foreign or damaged file: skip it, recompute
                 continue
             self._seen.add(shard.name)
-            for k, v in zip(keys.tolist(), vecs):
+            for k, v in zip(keys.tolist(), vecs, strict=False):
                 self._index[k] = v
 
     def __contains__(self, key: str) -> bool:
@@ -92,7 +92,7 @@ class VectorStore:
             with atomic_path(path) as tmp:
                 tmp.write_bytes(buf.getvalue())
             self._seen.add(path.name)
-            for k, v in zip(keys, vectors):
+            for k, v in zip(keys, vectors, strict=False):
                 self._index[k] = v
             if len(self._seen) >= COMPACT_AT:
                 self.compact()
@@ -209,7 +209,7 @@ class EmbeddingCache:
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Text embeddings of prompts, cached by sha256 of the text."""
         keys = [text_key(t) for t in texts]
-        by_key = dict(zip(keys, texts))
+        by_key = dict(zip(keys, texts, strict=False))
         todo = self.texts.missing(keys)
         if todo:
             vecs = [self.clip.encode_text([by_key[k] for k in todo[i:i + batch_size]]).cpu().numpy()

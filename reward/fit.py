@@ -91,7 +91,7 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
     Y = torch.as_tensor(y, dtype=torch.float32)
     used = torch.unique(torch.cat([IA, IB]))
     heads, losses, log_theta = [], [], None
-    for k in range(config.ensemble):
+    for _k in range(config.ensemble):
         if prior is not None:
             import copy
 
@@ -106,7 +106,7 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
         params = list(head.parameters()) + ([lt] if lt is not None else [])
         opt = torch.optim.Adam(params, lr=config.lr if prior is None else config.lr * 0.02)
 
-        def objective():
+        def objective(head=head, w=w, lt=lt):  # bound now: called only within this member's fit
             d = pair_diff(head(X, T), IA, IB)
             zero = torch.zeros((), dtype=d.dtype)
             loss = bt_loss(d, zero, Y, w) if lt is None else rao_kupper_loss(d, zero, Y, lt, w)

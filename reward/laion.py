@@ -23,9 +23,9 @@ def build_sequential(state_dict: dict[str, torch.Tensor]) -> nn.Sequential:
     idx = sorted({int(m.group(1)) for k in state_dict if (m := re.fullmatch(r"layers\.(\d+)\.weight", k))})
     if not idx or idx[0] != 0:
         raise UserError("not a LAION aesthetic head: expected keys layers.N.weight/bias starting at layers.0")
-    relu = any(b - a == 3 for a, b in zip(idx, idx[1:]))  # a gap of two layers means ReLU + Dropout
+    relu = any(b - a == 3 for a, b in zip(idx, idx[1:], strict=False))  # a gap of two layers means ReLU + Dropout
     modules: list[nn.Module] = []
-    for pos, (a, b) in enumerate(zip(idx, idx[1:] + [None])):
+    for _pos, (a, b) in enumerate(zip(idx, idx[1:] + [None], strict=False)):
         w = state_dict[f"layers.{a}.weight"]
         modules.append(nn.Linear(w.shape[1], w.shape[0]))
         if b is None:

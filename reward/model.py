@@ -106,7 +106,7 @@ class RewardModel(torch.nn.Module):
             raise UserError(f"got {len(prompts)} prompts for {n} images")
         todo = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if todo:
-            for p, v in zip(todo, self.clip.encode_text(todo)):
+            for p, v in zip(todo, self.clip.encode_text(todo), strict=False):
                 self._text_cache[p] = v
         return torch.stack([self._text_cache[p] for p in prompts])
 

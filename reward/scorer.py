@@ -44,7 +44,6 @@ class RewardScorer:
 def make_scorer(store, reward="latest", cache: EmbeddingCache | None = None):
     """A memoised `uncertain` scorer for `store` from a RewardModel or a version spec (`latest`, `r0003`, path)."""
     from prefs.samplers import ScoreCache
-
     from reward.model import RewardModel, load
 
     model = reward if isinstance(reward, RewardModel) else load(reward)
@@ -81,7 +80,7 @@ class OnlineScorer:
     def _count(self) -> int:
         from reward.data import TARGET
 
-        return self.store.count_comparisons(rater=self.rater, outcomes=list(TARGET))
+        return self.store.count_judgements(rater=self.rater, outcomes=list(TARGET))
 
     def refresh(self) -> bool:
         """Refit if enough new judgements stand; True when the model changed."""

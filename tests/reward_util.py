@@ -5,10 +5,11 @@ from __future__ import annotations
 
 def judged_store(n_images: int = 40, n_judgements: int = 120, oracle: str = "warm", noise: float = 0.3, seed: int = 0):
     """An open store with `n_images` toy-world images and `n_judgements` simulated judgements."""
-    import prefs
-    from rlft.oracles import resolve_oracle
-    from rlft.simulated_rater import SimulationConfig, simulate
     from prefs_util import add_toy_images
+
+    import prefs
+    from rlft.sim.oracles import resolve_oracle
+    from rlft.sim.rater import SimulationConfig, simulate
 
     store = prefs.open_store(seed=seed)
     add_toy_images(store, n_images, seed=seed)
@@ -46,6 +47,7 @@ def tiny_clip_folder(folder, embed_dim: int):
 
     import open_clip
     import torch
+
     from rlft.toy.pretrain import ClipConfig, clip_model_cfg, save_clip_folder
 
     cfg = ClipConfig(embed_dim=embed_dim, image_width=32, image_layers=1, text_width=32, text_layers=1, text_heads=2)

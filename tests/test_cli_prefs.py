@@ -82,8 +82,8 @@ def test_import_bad_arguments_exit_2(tmp_path):
 def test_prefs_stats_json_and_text():
     with prefs.open_store() as store:
         a, b = add_images(store, 2)
-        store.record_comparison(a, b, "a", rater="ann")
-        store.record_comparison(a, b, "tie", rater="bob")
+        store.record_judgement(a, b, "a", rater="ann")
+        store.record_judgement(a, b, "tie", rater="bob")
     result = run("prefs", "stats", "--json")
     s = json.loads(result.stdout)
     assert (s["images"], s["judgements"], s["by_outcome"]["tie"], s["raters"]) == (2, 2, 1, {"ann": 1, "bob": 1})
@@ -94,7 +94,7 @@ def test_prefs_stats_json_and_text():
 def test_prefs_export_import_round_trip(tmp_path):
     with prefs.open_store() as store:
         a, b = add_images(store, 2)
-        store.record_comparison(a, b, "b", rater="ann")
+        store.record_judgement(a, b, "b", rater="ann")
     out = tmp_path / "all.jsonl"
     result = run("prefs", "export", "--format", "jsonl", "-o", str(out))
     assert result.exit_code == 0 and "wrote 1 judgements" in result.stdout

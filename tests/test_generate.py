@@ -1,4 +1,4 @@
-"""`rlft generate` and `rlft.generate`: determinism, batch invariance, A1111 PNG parameters, the pool, bad input."""
+"""`rlft generate` and `rlft.models.generate`: determinism, batch invariance, A1111 PNG parameters, the pool, bad input."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from prefs.errors import NotFoundError, UserError
 from prefs.pngmeta import parse_parameters, read_parameters
 from rlft import load_pipeline
 from rlft.cli import main
-from rlft.generate import GenerateSettings, generate
+from rlft.models.generate import GenerateSettings, generate
 from rlft.models.single_file import save_single_file
 from rlft.models.tiny import tiny_pipeline
 from rlft.prompts import PROMPT_SETS, load_prompts, register_prompt_set
@@ -44,7 +44,7 @@ def test_same_settings_same_pixels(pipe, tmp_path):
     b = generate(pipe, ["a cat", "a dog"], n=2, seed=7, steps=STEPS, out_dir=tmp_path / "b", progress=False)
     assert [r.seed for r in a] == [7, 8, 9, 10]
     assert [r.prompt for r in a] == ["a cat", "a cat", "a dog", "a dog"]
-    assert all((x == y).all() for x, y in zip(pixels(a), pixels(b)))
+    assert all((x == y).all() for x, y in zip(pixels(a), pixels(b), strict=False))
     images = pixels(a)
     assert not (images[0] == images[1]).all()  # a different seed is a different image
 
@@ -52,7 +52,7 @@ def test_same_settings_same_pixels(pipe, tmp_path):
 def assert_same_up_to_rounding(a, b):
     # Batched float kernels sum in another order than single ones (~1e-6), which can flip the uint8 rounding
     # of a rare pixel by one level; the noise, and so the image, is the same.
-    for x, y in zip(pixels(a), pixels(b)):
+    for x, y in zip(pixels(a), pixels(b), strict=False):
         diff = np.abs(x.astype(int) - y.astype(int))
         assert diff.max() <= 1 and (diff == 0).mean() > 0.99
 

@@ -7,10 +7,10 @@ import ast
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_LEVEL = ("prefs", "reward", "rlft", "ui")
@@ -93,3 +93,86 @@ def test_importing_rlft_is_cheap():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def internal_imports(path: Path, package: str, modules: set[str]) -> set[str]:
+    """The modules of `package` that `path` imports anywhere in it (module level, in a function, or under
+    TYPE_CHECKING: each is a dependency a reader has to follow), `from pkg import submodule` included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    here = module_name(path)
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = here.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in targets:
+            while name and name not in modules:  # `import prefs.stats.x` depends on prefs.stats
+                name = name.rpartition(".")[0]
+            if name and name.split(".")[0] == package and name != here:
+                found.add(name)
+    return found
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """Every import cycle among `package`'s modules (strongly connected components of more than one module)."""
+    files = {module_name(p): p for p in python_files(package) if "__pycache__" not in p.parts}
+    graph = {m: internal_imports(p, package, set(files)) for m, p in files.items()}
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(m):  # Tarjan's algorithm
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        on_stack.add(m)
+        for n in graph[m]:
+            if n not in index:
+                visit(n)
+                low[m] = min(low[m], low[n])
+            elif n in on_stack:
+                low[m] = min(low[m], index[n])
+        if low[m] == index[m]:
+            component = []
+            while True:
+                n = stack.pop()
+                on_stack.discard(n)
+                component.append(n)
+                if n == m:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for m in sorted(graph):
+        if m not in index:
+            visit(m)
+    return cycles
+
+
+@pytest.mark.parametrize("package", TOP_LEVEL)
+def test_no_import_cycles_inside_a_package(package):
+    cycles = import_cycles(package)
+    assert not cycles, f"import cycles in {package}: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
+    pkg = tmp_path / "cyc"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from cyc.b import g\n")
+    (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cyc import a\n")
+    (pkg / "c.py").write_text("from . import a\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert import_cycles("cyc") == [["cyc.a", "cyc.b"]]

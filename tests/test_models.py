@@ -17,7 +17,7 @@ from rlft.models.pipeline import Builtin, OfflineError, resolve_model
 from rlft.models.schedulers import SAMPLERS, a1111_name, make_scheduler
 from rlft.models.single_file import config_dir_for, ldm_state_dict, save_single_file, unet_to_ldm, vae_to_ldm
 from rlft.models.tiny import tiny_clip_folder, tiny_pipeline
-from rlft.tokenizer import FtfyCLIPTokenizer
+from rlft.models.tokenizer import FtfyCLIPTokenizer
 
 
 @pytest.fixture(scope="module")

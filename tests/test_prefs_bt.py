@@ -46,7 +46,7 @@ def test_agrees_with_choix_on_imagereward_pairs():
     # choix takes (winner, loser) tuples and no ties: give it every decisive pair twice and a tie as one
     # win each way, which is exactly twice our likelihood (ties as half wins); so its penalty is twice ours.
     data = []
-    for a, b, x in zip(i, j, w):
+    for a, b, x in zip(i, j, w, strict=False):
         if x == 0.5:
             data += [(a, b), (b, a)]
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from prefs_util import add_images, pg_url  # noqa: F401  (fixture)
+from prefs_util import add_images
 
 import prefs
 
@@ -23,9 +23,9 @@ def hammer(store, shas):
                 if a == b:
                     b = shas[(shas.index(a) + 1) % len(shas)]
                 vote = f"t{t}-v{k}"
-                store.record_comparison(a, b, "ab"[k % 2], rater=f"rater{t % 3}", client_vote_id=vote)
+                store.record_judgement(a, b, "ab"[k % 2], rater=f"rater{t % 3}", client_vote_id=vote)
                 if k % 50 == 0:  # a client retry: must not add a row
-                    store.record_comparison(a, b, "ab"[k % 2], rater=f"rater{t % 3}", client_vote_id=vote)
+                    store.record_judgement(a, b, "ab"[k % 2], rater=f"rater{t % 3}", client_vote_id=vote)
         except Exception as e:  # surfaced below
             errors.append(e)
 
@@ -35,7 +35,7 @@ def hammer(store, shas):
     for th in threads:
         th.join()
     assert not errors, errors[:3]
-    votes = {j.client_vote_id for j in store.comparisons()}
+    votes = {j.client_vote_id for j in store.judgements()}
     assert votes == {f"t{t}-v{k}" for t in range(THREADS) for k in range(VOTES)}
     stats = store.stats(top=0)
     assert stats["judgements"] == THREADS * VOTES
@@ -61,13 +61,13 @@ def test_postgres_end_to_end(pg_url):  # noqa: F811
         shas = add_images(store, 6, prompts=2)
         pair = store.next_pair("alice")
         assert pair.a.prompt == pair.b.prompt
-        j = store.record_comparison(pair.a, pair.b, "tie", rater="alice", client_vote_id="v1", decision_ms=10)
-        assert store.record_comparison(pair.a, pair.b, "tie", rater="alice", client_vote_id="v1") == j
-        store.record_comparison(shas[0], shas[1], "a", rater="alice")
+        j = store.record_judgement(pair.a, pair.b, "tie", rater="alice", client_vote_id="v1", decision_ms=10)
+        assert store.record_judgement(pair.a, pair.b, "tie", rater="alice", client_vote_id="v1") == j
+        store.record_judgement(shas[0], shas[1], "a", rater="alice")
         assert store.undo_last("alice").image_a == shas[0]
         s = store.stats()
         assert (s["judgements"], s["undone"], s["by_outcome"]["tie"], s["raters"]) == (1, 1, 1, {"alice": 1})
         with pytest.raises(prefs.UserError, match="invalid outcome"):
-            store.record_comparison(shas[0], shas[1], "left", rater="alice")
-        assert [x.client_vote_id for x in store.comparisons(include_undone=True)][0] == "v1"
+            store.record_judgement(shas[0], shas[1], "left", rater="alice")
+        assert [x.client_vote_id for x in store.judgements(include_undone=True)][0] == "v1"
         assert pair.a.created_at.tzinfo is not None

@@ -24,10 +24,10 @@ def store():
 
 def some_judgements(store):
     a, b, c = add_images(store, 3, prompts=1)
-    store.record_comparison(a, b, "a", rater="ann", shown_left="b", decision_ms=800, strategy="same_prompt",
+    store.record_judgement(a, b, "a", rater="ann", shown_left="b", decision_ms=800, strategy="same_prompt",
                             predicted_p=0.4, round="r1", client_vote_id="v1")
-    store.record_comparison(b, c, "tie", rater="bob", client_vote_id="v2")
-    store.record_comparison(a, c, "skip", rater="bob", client_vote_id="v3")
+    store.record_judgement(b, c, "tie", rater="bob", client_vote_id="v2")
+    store.record_judgement(a, c, "skip", rater="bob", client_vote_id="v3")
     store.undo_last("bob")
     return a, b, c
 
@@ -130,10 +130,10 @@ def test_imagereward_ranked_lists_become_pairs_with_ties(store, tmp_path):
     assert report.format == "imagereward"
     assert (report.added, report.skipped, report.images_added) == (3, 1, 3)
     assert report.missing == ["y/0.png", "y/1.png"]
-    got = {(store.get_image(j.image_a).source_path, store.get_image(j.image_b).source_path): j.outcome for j in store.comparisons()}
+    got = {(store.get_image(j.image_a).source_path, store.get_image(j.image_b).source_path): j.outcome for j in store.judgements()}
     assert got == {("x/0.png", "x/1.png"): "b", ("x/0.png", "x/2.png"): "tie", ("x/1.png", "x/2.png"): "a"}
     assert store.raters() == ["imagereward"]
-    assert store.get_image(next(iter(store.comparisons())).image_a).prompt == "a cat"
+    assert store.get_image(next(iter(store.judgements())).image_a).prompt == "a cat"
     assert import_file(store, path, progress=False).duplicate == 3  # again: nothing new
     assert store.stats()["judgements"] == 3
 

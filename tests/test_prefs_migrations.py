@@ -7,7 +7,6 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from prefs_util import pg_url  # noqa: F401  (fixture)
 
 import prefs
 from prefs import migrate
@@ -65,11 +64,11 @@ def check_upgrade_from_populated_0001(url):
     before, after = migrate.upgrade(engine)
     assert (before, after) == ("0001", "0002")
     with prefs.open_store(url) as store:
-        [j] = list(store.comparisons())
+        [j] = list(store.judgements())
         assert (j.client_vote_id, j.rater, j.outcome, j.image_a, j.decision_ms) == ("v-old", "old", "b", "a" * 64, 900)
         assert j.created_at.year == 2024 and j.created_at.tzinfo is not None
         assert store.get_image("a" * 64).broken_at is None
-        store.record_comparison("a" * 64, "b" * 64, "a", rater="old", round="r1")  # new columns work
+        store.record_judgement("a" * 64, "b" * 64, "a", rater="old", round="r1")  # new columns work
         assert store.stats()["judgements"] == 2
     engine.dispose()
 
@@ -84,7 +83,7 @@ def test_open_store_can_upgrade_when_asked(tmp_path):
     migrate.upgrade(engine, "0001")
     populate_0001(engine)
     with prefs.open_store(url, upgrade=True) as store:
-        assert len(list(store.comparisons())) == 1
+        assert len(list(store.judgements())) == 1
 
 
 def test_database_from_a_newer_rlft_is_refused(tmp_path):

@@ -32,7 +32,7 @@ def test_strategy_never_repeats_a_pair_and_then_runs_out(store, strategy):
         pair = store.next_pair("r", strategy)
         assert pair.a.sha256 != pair.b.sha256 and key(pair) not in seen and pair.strategy == strategy
         seen.add(key(pair))
-        store.record_comparison(pair.a, pair.b, "skip", rater="r")
+        store.record_judgement(pair.a, pair.b, "skip", rater="r")
     with pytest.raises(NoPairError, match="judged every pair"):
         store.next_pair("r", strategy)
     assert store.next_pair("someone else", strategy)  # per rater
@@ -65,7 +65,7 @@ def test_same_prompt_pairs_share_a_prompt_and_is_the_default_when_prompts_repeat
     for _ in range(30):
         pair = store.next_pair("r", "same_prompt")
         assert pair.a.prompt == pair.b.prompt
-        store.record_comparison(pair.a, pair.b, "a", rater="r")
+        store.record_judgement(pair.a, pair.b, "a", rater="r")
     assert store.default_strategy() == {"same_prompt": 0.95, "repeat": 0.05}
 
 
@@ -78,7 +78,7 @@ def test_default_is_random_when_every_prompt_is_unique(store):
 def test_balanced_prefers_least_judged_images(store):
     shas = add_images(store, 70)
     for k in range(2, 70):  # every image but the first two has a judgement
-        store.record_comparison(shas[k], shas[(k + 1) % 68 + 2], "a", rater="x")
+        store.record_judgement(shas[k], shas[(k + 1) % 68 + 2], "a", rater="x")
     pair = store.next_pair("r", "balanced")
     assert {pair.a.sha256, pair.b.sha256} == set(shas[:2])
 
@@ -101,7 +101,7 @@ def test_uncertain_picks_the_pair_closest_to_even_odds(store):
     ordered = (pair.a.sha256, pair.b.sha256)
     expected = moderated_p(10.0, 10.2) if ordered == (shas[2], shas[5]) else moderated_p(10.2, 10.0)
     assert pair.predicted_p == pytest.approx(expected)
-    store.record_comparison(pair.a, pair.b, "a", rater="r", strategy=pair.strategy, predicted_p=pair.predicted_p)
+    store.record_judgement(pair.a, pair.b, "a", rater="r", strategy=pair.strategy, predicted_p=pair.predicted_p)
     assert key(store.next_pair("r", "uncertain", scorer=table)) != {shas[2], shas[5]}
 
 
@@ -141,14 +141,14 @@ def test_repeat_shows_an_old_pair_again_and_stats_measure_consistency(store):
     add_images(store, 12)
     for _ in range(20):
         pair = store.next_pair("r", "random")
-        store.record_comparison(pair.a, pair.b, "a", rater="r")
-    judged = {frozenset((j.image_a, j.image_b)): j for j in store.comparisons()}
+        store.record_judgement(pair.a, pair.b, "a", rater="r")
+    judged = {frozenset((j.image_a, j.image_b)): j for j in store.judgements()}
     repeat = store.next_pair("r", "repeat")
     assert repeat.repeat and key(repeat) in judged
     old = judged[key(repeat)]
     # Judge it again the same way (same winner, whatever the sides): consistent.
     same = "a" if repeat.a.sha256 == old.winner else "b"
-    store.record_comparison(repeat.a, repeat.b, same, rater="r", strategy="repeat")
+    store.record_judgement(repeat.a, repeat.b, same, rater="r", strategy="repeat")
     stats = store.stats()
     assert stats["self_consistency"] == {"agreement": 1.0, "count": 1}
 
@@ -156,7 +156,7 @@ def test_repeat_shows_an_old_pair_again_and_stats_measure_consistency(store):
 def test_repeat_waits_for_enough_history(store):
     add_images(store, 6)
     pair = store.next_pair("r", "random")
-    store.record_comparison(pair.a, pair.b, "a", rater="r")
+    store.record_judgement(pair.a, pair.b, "a", rater="r")
     # Nothing old enough to repeat: a new random pair instead, not flagged as a repeat.
     fallback = store.next_pair("r", "repeat")
     assert fallback.strategy == "random" and not fallback.repeat and key(fallback) != key(pair)
@@ -256,7 +256,7 @@ def test_uncertain_with_members_asks_the_pair_nearest_even_odds_under_the_member
     assert pair.predicted_p == pytest.approx(1 / (1 + np.exp(0.1 if pair.a.sha256 == shas[0] else -0.1)))
     assert key(store.next_pair("r", "bald", scorer=_member_scorer(table))) == {shas[2], shas[3]}
     # Once 0-1 is judged, uncertain asks the next nearest even odds: 2-3 (every cross pair is ~10 logits apart).
-    store.record_comparison(pair.a, pair.b, "a", rater="r", strategy=pair.strategy, predicted_p=pair.predicted_p)
+    store.record_judgement(pair.a, pair.b, "a", rater="r", strategy=pair.strategy, predicted_p=pair.predicted_p)
     assert key(store.next_pair("r", "uncertain", scorer=_member_scorer(table))) == {shas[2], shas[3]}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prefs_util import add_images, pg_url  # noqa: F401  (fixture)
+from prefs_util import add_images
 
 import prefs
 from prefs.stats import Columns, bt_score_table, self_consistency
@@ -25,13 +25,13 @@ def test_empty_store_stats(store):
 
 def test_counts_tie_rate_and_ranking(store):
     x, y, z, w = add_images(store, 4)
-    store.record_comparison(x, y, "a", rater="ann")
-    store.record_comparison(y, x, "b", rater="ann")  # x wins again, sides swapped
-    store.record_comparison(x, z, "a", rater="bob")
-    store.record_comparison(y, z, "tie", rater="bob")
-    store.record_comparison(z, w, "skip", rater="bob")
-    store.record_comparison(y, w, "both_bad", rater="bob")
-    store.record_comparison(z, w, "a", rater="bob")
+    store.record_judgement(x, y, "a", rater="ann")
+    store.record_judgement(y, x, "b", rater="ann")  # x wins again, sides swapped
+    store.record_judgement(x, z, "a", rater="bob")
+    store.record_judgement(y, z, "tie", rater="bob")
+    store.record_judgement(z, w, "skip", rater="bob")
+    store.record_judgement(y, w, "both_bad", rater="bob")
+    store.record_judgement(z, w, "a", rater="bob")
     store.undo_last("bob")
     store.mark_broken(w)
     s = store.stats(top=3)
@@ -49,14 +49,14 @@ def test_counts_tie_rate_and_ranking(store):
 
 def test_self_consistency_counts_repeats_against_the_first_judgement(store):
     x, y, z = add_images(store, 3)
-    store.record_comparison(x, y, "a", rater="r")  # x > y
-    store.record_comparison(y, x, "b", rater="r")  # x > y again: agrees
-    store.record_comparison(x, y, "b", rater="r")  # y > x: disagrees
-    store.record_comparison(x, z, "tie", rater="r")
-    store.record_comparison(z, x, "tie", rater="r")  # tie again: agrees
-    store.record_comparison(x, y, "b", rater="other")  # another rater's first judgement: not a repeat
-    store.record_comparison(y, z, "skip", rater="r")
-    store.record_comparison(y, z, "a", rater="r")  # skips don't count as a first judgement
+    store.record_judgement(x, y, "a", rater="r")  # x > y
+    store.record_judgement(y, x, "b", rater="r")  # x > y again: agrees
+    store.record_judgement(x, y, "b", rater="r")  # y > x: disagrees
+    store.record_judgement(x, z, "tie", rater="r")
+    store.record_judgement(z, x, "tie", rater="r")  # tie again: agrees
+    store.record_judgement(x, y, "b", rater="other")  # another rater's first judgement: not a repeat
+    store.record_judgement(y, z, "skip", rater="r")
+    store.record_judgement(y, z, "a", rater="r")  # skips don't count as a first judgement
     s = store.stats()["self_consistency"]
     assert s == {"agreement": pytest.approx(2 / 3), "count": 3}
     assert store.stats(rater="other")["self_consistency"]["count"] == 0
@@ -66,10 +66,10 @@ def test_fit_scores_and_score_table(store):
     shas = add_images(store, 4)
     for k in range(3):
         for _ in range(k + 1):
-            store.record_comparison(shas[k + 1], shas[k], "a", rater="r", client_vote_id=None)
+            store.record_judgement(shas[k + 1], shas[k], "a", rater="r", client_vote_id=None)
     scores = store.fit_scores()
     assert sorted(scores, key=scores.get) == shas
-    table = bt_score_table(store)
+    table = bt_score_table(store.engine)
     means, stds = table([store.get_image(s) for s in shas])
     assert np.argsort(means).tolist() == [0, 1, 2, 3]
     assert stds[0] == pytest.approx(1 / np.sqrt(2))  # one judgement
@@ -81,7 +81,7 @@ def record_mixed_votes(store):
     for a, b, outcome, rater in [(x, y, "a", "ann"), (y, x, "b", "ann"), (x, y, "b", "ann"), (x, z, "a", "bob"),
                                  (y, z, "tie", "bob"), (z, x, "tie", "bob"), (z, w, "skip", "bob"),
                                  (y, w, "both_bad", "bob"), (z, w, "a", "bob"), (x, y, "b", "cy")]:
-        store.record_comparison(a, b, outcome, rater=rater)
+        store.record_judgement(a, b, outcome, rater=rater)
     store.undo_last("cy")
 
 

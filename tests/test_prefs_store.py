@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 import prefs
 from prefs.errors import NotFoundError, UserError
-from prefs.models import Comparison, Rater
+from prefs.models import JudgementRow, Rater
 from prefs.pool import ImageError, Limits
 from prefs.store import ConflictError
 
@@ -22,7 +22,7 @@ def store():
         yield s
 
 
-def n_rows(store, model=Comparison):
+def n_rows(store, model=JudgementRow):
     with store.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(model)).scalar_one()
 
@@ -88,10 +88,10 @@ def test_decompression_bomb_is_refused_from_the_header(store):
 
 def test_record_comparison_stores_every_field(store):
     a, b = add_images(store, 2)
-    j = store.record_comparison(a, b, "b", rater="alice", shown_left="b", client_vote_id="v1", decision_ms=1200,
+    j = store.record_judgement(a, b, "b", rater="alice", shown_left="b", client_vote_id="v1", decision_ms=1200,
                                 strategy="random", predicted_p=0.25, round="r1")
     assert (j.image_a, j.image_b, j.outcome, j.rater, j.shown_left, j.winner) == (a, b, "b", "alice", "b", b)
-    [back] = list(store.comparisons())
+    [back] = list(store.judgements())
     assert back == j
     assert (back.decision_ms, back.strategy, back.predicted_p, back.round) == (1200, "random", 0.25, "r1")
     assert back.created_at.tzinfo is not None
@@ -118,7 +118,7 @@ def test_bad_judgements_are_refused_and_nothing_is_written(store, kwargs, error,
     if kwargs.pop("missing", False):
         b = "f" * 64
     with pytest.raises(error, match=message):
-        store.record_comparison(a, b, outcome, **kwargs)
+        store.record_judgement(a, b, outcome, **kwargs)
     assert n_rows(store) == 0 and n_rows(store, Rater) == 0
     assert store.get_image(a).n_judgements == 0
 
@@ -126,37 +126,37 @@ def test_bad_judgements_are_refused_and_nothing_is_written(store, kwargs, error,
 def test_same_image_by_prefix_and_full_hash_is_refused(store):
     a, _ = add_images(store, 2)
     with pytest.raises(UserError, match="itself"):
-        store.record_comparison(a, a[:12], "a")
+        store.record_judgement(a, a[:12], "a")
     assert n_rows(store) == 0
 
 
 def test_client_vote_id_makes_a_vote_idempotent(store):
     a, b, c = add_images(store, 3)
-    first = store.record_comparison(a, b, "a", rater="r", client_vote_id="vote-1")
-    again = store.record_comparison(a, b, "a", rater="r", client_vote_id="vote-1")
+    first = store.record_judgement(a, b, "a", rater="r", client_vote_id="vote-1")
+    again = store.record_judgement(a, b, "a", rater="r", client_vote_id="vote-1")
     assert again == first and n_rows(store) == 1
     assert store.get_image(a).n_judgements == 1  # the retry did not count twice
     with pytest.raises(ConflictError, match="already used for a different judgement"):
-        store.record_comparison(a, c, "a", rater="r", client_vote_id="vote-1")
+        store.record_judgement(a, c, "a", rater="r", client_vote_id="vote-1")
     assert n_rows(store) == 1
 
 
 def test_undo_last_is_a_soft_delete_in_reverse_order(store):
     a, b, c = add_images(store, 3)
-    j1 = store.record_comparison(a, b, "a", rater="r")
-    j2 = store.record_comparison(b, c, "tie", rater="r")
-    store.record_comparison(a, c, "b", rater="other")
+    j1 = store.record_judgement(a, b, "a", rater="r")
+    j2 = store.record_judgement(b, c, "tie", rater="r")
+    store.record_judgement(a, c, "b", rater="other")
     undone = store.undo_last("r")
     assert undone.id == j2.id and undone.undone_at is not None
     assert store.undo_last("r").id == j1.id
     assert store.undo_last("r") is None
     assert store.undo_last("nobody") is None
     assert n_rows(store) == 3  # nothing deleted
-    assert [j.rater for j in store.comparisons()] == ["other"]
-    assert len(list(store.comparisons(include_undone=True))) == 3
+    assert [j.rater for j in store.judgements()] == ["other"]
+    assert len(list(store.judgements(include_undone=True))) == 3
     assert [store.get_image(s).n_judgements for s in (a, b, c)] == [1, 0, 1]
     # An undone pair may be judged again.
-    assert store.record_comparison(a, b, "b", rater="r").outcome == "b"
+    assert store.record_judgement(a, b, "b", rater="r").outcome == "b"
 
 
 def test_mark_broken_round_trip(store):
@@ -180,24 +180,24 @@ def test_unsupported_database_url_is_a_user_error():
 
 def test_record_comparisons_writes_a_batch_all_or_nothing(store):
     x, y, z = add_images(store, 3)
-    store.record_comparison(x, y, "a", rater="r", client_vote_id="v1")
+    store.record_judgement(x, y, "a", rater="r", client_vote_id="v1")
     votes = [
         {"image_a": x, "image_b": y, "outcome": "a", "rater": "r", "client_vote_id": "v1"},  # already there
         {"image_a": y, "image_b": z, "outcome": "tie", "rater": "r", "client_vote_id": "v2", "decision_ms": 5},
         {"image_a": z, "image_b": x, "outcome": "b", "rater": "s", "undone_at": None},
     ]
-    out = store.record_comparisons(votes)
+    out = store.record_judgements(votes)
     assert [new for _, new in out] == [False, True, True]
     assert out[1][0].outcome == "tie" and out[1][0].decision_ms == 5 and out[2][0].rater == "s"
     assert n_rows(store) == 3
     bad_late = [{"image_a": x, "image_b": z, "outcome": "a", "client_vote_id": "v3"},
                 {"image_a": x, "image_b": "f" * 64, "outcome": "a"}]  # second image not in the pool
     with pytest.raises(NotFoundError):
-        store.record_comparisons(bad_late)
+        store.record_judgements(bad_late)
     conflict = [{"image_a": x, "image_b": z, "outcome": "a", "client_vote_id": "v4"},
                 {"image_a": y, "image_b": z, "outcome": "b", "rater": "r", "client_vote_id": "v2"}]
     with pytest.raises(ConflictError):
-        store.record_comparisons(conflict)
+        store.record_judgements(conflict)
     with pytest.raises(UserError, match="invalid outcome"):  # checked before anything is written
-        store.record_comparisons([{"image_a": x, "image_b": z, "outcome": "a"}, {"image_a": x, "image_b": z, "outcome": "?"}])
-    assert n_rows(store) == 3 and store.record_comparisons([]) == []
+        store.record_judgements([{"image_a": x, "image_b": z, "outcome": "a"}, {"image_a": x, "image_b": z, "outcome": "?"}])
+    assert n_rows(store) == 3 and store.record_judgements([]) == []

@@ -77,6 +77,7 @@ def test_cli_embed_from_dir_writes_the_extension_format(tmp_path):
 
 def test_cli_embed_from_reward(tmp_path):
     from reward_util import train_small_reward
+
     from rlft.cli import main
 
     train_small_reward()
@@ -90,9 +91,10 @@ def test_cli_embed_from_reward(tmp_path):
 
 
 def test_cli_embed_min_score_uses_only_images_scoring_at_least_that(tmp_path):
+    from reward_util import own_member_scores, train_small_reward
+
     import prefs
     import reward
-    from reward_util import own_member_scores, train_small_reward
     from rlft.cli import main
 
     train_small_reward()
@@ -108,7 +110,7 @@ def test_cli_embed_min_score_uses_only_images_scoring_at_least_that(tmp_path):
     assert f"({k} images, clip toy)" in res.output
     prov = json.loads(out.with_suffix(".json").read_text())
     assert prov["selection"] == {"top_k": None, "min_score": threshold}
-    assert {i["sha256"] for i in prov["images"]} == {im.sha256 for im, s in zip(images, scores) if s >= threshold}
+    assert {i["sha256"] for i in prov["images"]} == {im.sha256 for im, s in zip(images, scores, strict=False) if s >= threshold}
     assert len(prov["images"]) == k and all(i["score"] >= threshold for i in prov["images"])
 
     none, too_high = tmp_path / "none.pt", round(float(best[0]) + 1, 2)
@@ -147,7 +149,7 @@ def test_mismatched_dims_are_refused(tmp_path):
 
 def test_red_embedding_makes_toy_generations_redder(tmp_path):
     from reward.aesthetic import build_from_dir
-    from rlft.generate import generate
+    from rlft.models.generate import generate
     from rlft.models.pipeline import load_pipeline
 
     emb, _ = build_from_dir(_red_images(tmp_path / "red"), "toy", progress=False)

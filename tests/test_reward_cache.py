@@ -19,7 +19,7 @@ def _files(tmp_path, n):
     from rlft.toy.world import samples
 
     items = []
-    for k, s in zip(range(n), samples(3)):
+    for k, s in zip(range(n), samples(3), strict=False):
         p = tmp_path / f"{k}.png"
         s.image.save(p)
         items.append((hashlib.sha256(p.read_bytes()).hexdigest(), p))

@@ -122,9 +122,10 @@ def test_steps_must_be_a_whole_number_at_least_zero():
 
 
 def test_training_with_a_laion_prior_reports_it_as_a_baseline(tmp_path):
+    from reward_util import judged_store, tiny_clip_folder
+
     import reward
     from reward.training import TrainConfig
-    from reward_util import judged_store, tiny_clip_folder
 
     clip = str(tiny_clip_folder(tmp_path / "clip768", 768))
     prior = f"laion:{fake_laion(tmp_path / 'prior.pth')}"

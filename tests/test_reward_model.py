@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from reward_util import judged_store
 
 import reward
 from prefs.errors import NotFoundError, UserError
 from reward.fit import FitConfig
 from reward.training import TrainConfig
-from reward_util import judged_store
 
 FAST = FitConfig(ensemble=3, steps=80)
 
@@ -68,7 +68,7 @@ def test_train_versions_latest_and_api(store):
     # PIL input equals the tensor path
     from rlft.toy.world import samples
 
-    pil = [smp.image for _, smp in zip(range(2), samples(5))]
+    pil = [smp.image for _, smp in zip(range(2), samples(5), strict=False)]
     from reward.embeddings import pil_to_tensor
 
     assert torch.allclose(model.score(pil), model.score(torch.stack([pil_to_tensor(p) for p in pil])), atol=1e-5)
@@ -100,18 +100,18 @@ def test_image_split_holds_out_every_judgement_of_unseen_images():
 
 def test_only_a_b_and_tie_judgements_become_pairs():
     """skip and both_bad say nothing about which image is better: they never reach the Bradley-Terry loss."""
-    import prefs
     from prefs_util import add_images
 
+    import prefs
     from reward.data import load_pairs
 
     with prefs.open_store() as s:
         im = add_images(s, 6)
         votes = [(0, 1, "a"), (2, 3, "skip"), (1, 2, "b"), (4, 5, "both_bad"), (0, 2, "tie"), (3, 0, "skip")]
         for i, j, outcome in votes:
-            s.record_comparison(im[i], im[j], outcome)
+            s.record_judgement(im[i], im[j], outcome)
         data = load_pairs(s)
-    pairs = [(data.shas[a], data.shas[b], float(y)) for a, b, y in zip(data.ia, data.ib, data.y)]
+    pairs = [(data.shas[a], data.shas[b], float(y)) for a, b, y in zip(data.ia, data.ib, data.y, strict=False)]
     assert pairs == [(im[0], im[1], 1.0), (im[1], im[2], 0.0), (im[0], im[2], 0.5)]
     assert set(data.shas) == {im[0], im[1], im[2]}  # images judged only in skips and both_bads are left out
     assert [r.sha256 for r in data.images] == data.shas
@@ -121,20 +121,20 @@ def test_time_split_holds_out_the_newest_judgements():
     """`--split time` holds out the judgements made last, by their time, also when older ones were imported later."""
     import datetime as dt
 
-    import prefs
     from prefs_util import add_images
 
+    import prefs
     from reward.data import load_pairs, split
 
     t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
     with prefs.open_store() as s:
         im = add_images(s, 12)
         for k in range(8):  # rated here, one a day from day 10
-            s.record_comparison(im[k], im[k + 1], "a", created_at=t0 + dt.timedelta(days=10 + k))
+            s.record_judgement(im[k], im[k + 1], "a", created_at=t0 + dt.timedelta(days=10 + k))
         for k in range(2):  # then older judgements imported from elsewhere (days 0 and 1)
-            s.record_comparison(im[k + 9], im[k + 10], "b", created_at=t0 + dt.timedelta(days=k))
+            s.record_judgement(im[k + 9], im[k + 10], "b", created_at=t0 + dt.timedelta(days=k))
         data = load_pairs(s)
-        created = [j.created_at for j in s.comparisons()]
+        created = [j.created_at for j in s.judgements()]
     tr, va = split(len(data), 0.2, "time", seed=0, order=data.order)
     newest = sorted(range(10), key=lambda k: created[k])[-2:]
     assert va.tolist() == sorted(newest) == [6, 7]  # days 16 and 17, not the two imported last
@@ -207,7 +207,7 @@ def test_cli_train_list_show_score(store, tmp_path):
     from rlft.toy.world import samples
 
     files = []
-    for k, smp in zip(range(2), samples(9)):
+    for k, smp in zip(range(2), samples(9), strict=False):
         files.append(str(tmp_path / f"{k}.png"))
         smp.image.save(files[-1])
     out = runner.invoke(main, ["reward", "score", "--reward", "latest", *files, "--json"])

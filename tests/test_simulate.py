@@ -1,4 +1,4 @@
-"""Simulated raters: oracles on toy images, `rlft simulate` through next_pair + record_comparison."""
+"""Simulated raters: oracles on toy images, `rlft simulate` through next_pair + record_judgement."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from prefs_util import add_toy_images
 
 import prefs
 from prefs.errors import UserError
-from rlft import oracles
 from rlft.cli import main
+from rlft.sim import oracles
 from rlft.toy.world import Scene, draw
 
 
@@ -34,13 +34,13 @@ def test_oracles_rank_toy_images_as_named():
 
 def test_resolve_oracle():
     assert oracles.resolve_oracle("warm") is oracles.warm
-    assert oracles.resolve_oracle("rlft.oracles:big") is oracles.big
+    assert oracles.resolve_oracle("rlft.sim.oracles:big") is oracles.big
     with pytest.raises(UserError, match="unknown oracle 'tasty'; valid: big, bright, centered, cool, dark, small, warm"):
         oracles.resolve_oracle("tasty")
     with pytest.raises(UserError, match="cannot import oracle module"):
         oracles.resolve_oracle("no_such_module_xyz:f")
     with pytest.raises(UserError, match="has no function 'nope'"):
-        oracles.resolve_oracle("rlft.oracles:nope")
+        oracles.resolve_oracle("rlft.sim.oracles:nope")
 
 
 def sim(*args):
@@ -73,10 +73,10 @@ def test_noise_ties_mixes_and_custom_oracle():
     summary = json.loads(result.stdout)
     assert summary["by_outcome"] == {"tie": 60}
     with prefs.open_store() as store:
-        used = {j.strategy for j in store.comparisons()}
+        used = {j.strategy for j in store.judgements()}
         assert used == {"uncertain", "balanced"}
-        assert {j.rater for j in store.comparisons()} == {"bot"}
-        assert all(j.predicted_p is not None for j in store.comparisons() if j.strategy == "uncertain")
+        assert {j.rater for j in store.judgements()} == {"bot"}
+        assert all(j.predicted_p is not None for j in store.judgements() if j.strategy == "uncertain")
 
 
 def test_simulation_stops_when_pairs_run_out():
@@ -109,7 +109,7 @@ def test_bad_simulate_arguments_exit_2(args, message):
 def test_calibrate_noise_hits_the_requested_consistency():
     import numpy as np
 
-    from rlft.simulated_rater import calibrate_noise
+    from rlft.sim.rater import calibrate_noise
 
     u = np.array([0.0, 0.0, 1.0, 3.0])
     # Distinct-utility pairs: gaps 1 (x2), 3 (x2), 2, so E[sigmoid(gap/T)] over uniformly drawn pairs weights
@@ -168,7 +168,7 @@ def test_uncertain_asks_an_online_ensemble_refitted_every_50_votes():
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["refits"] == 1
     with prefs.open_store() as store:
-        used = {j.strategy for j in store.comparisons() if j.rater == "c"}
+        used = {j.strategy for j in store.judgements() if j.rater == "c"}
     assert used <= {"bald", "epig", "random"} and used & {"bald", "epig"}
 
 
@@ -193,7 +193,7 @@ def test_uncertain_with_a_saved_reward_version_records_its_predictions():
     summary = json.loads(result.stdout)
     assert summary["judged"] == 8 and summary["refits"] == 0  # the saved version, no ensemble fitted here
     with prefs.open_store() as store:
-        rows = [j for j in store.comparisons() if j.rater == "u"]
+        rows = [j for j in store.judgements() if j.rater == "u"]
         model = reward.load("r0001")
         assert len(rows) == 8 and {j.strategy for j in rows} == {"uncertain"}
         for j in rows:  # P(a beats b) recorded is r0001's: the mean over its members of sigmoid(r_a - r_b)
@@ -213,19 +213,19 @@ def test_online_scorer_learns_the_oracle_and_refits_only_on_new_votes():
         scorer = reward.OnlineScorer(store, rater="sim", refit_every=10)
         means, stds, members = scorer(images)
         assert members.shape == (5, len(images))  # the ensemble's members go along, for the joint BALD/EPIG
-        assert scorer.refits == 1 and scorer.fitted_on == store.count_comparisons(rater="sim", outcomes=["a", "b", "tie"])
+        assert scorer.refits == 1 and scorer.fitted_on == store.count_judgements(rater="sim", outcomes=["a", "b", "tie"])
         util = np.array([oracles.warm(Image.open(store.image_path(im))) for im in images])
         # Warm images score higher: the ensemble's mean tracks the oracle, and members disagree somewhat.
         assert np.corrcoef(util, means)[0, 1] > 0.6
         assert min(stds) > 0
         assert scorer.refresh() is False  # no new votes
         for k in range(10):
-            store.record_comparison(images[k], images[k + 1], "a", rater="sim")
+            store.record_judgement(images[k], images[k + 1], "a", rater="sim")
         assert scorer.refresh() is True and scorer.refits == 2
-        store.record_comparison(images[0], images[1], "skip", rater="sim")
-        assert store.count_comparisons(rater="sim") == 131 and store.count_comparisons(rater="sim", outcomes=["skip"]) == 1
+        store.record_judgement(images[0], images[1], "skip", rater="sim")
+        assert store.count_judgements(rater="sim") == 131 and store.count_judgements(rater="sim", outcomes=["skip"]) == 1
         store.undo_last("sim")
-        assert store.count_comparisons(rater="sim") == 130 and store.count_comparisons(rater="nobody") == 0
+        assert store.count_judgements(rater="sim") == 130 and store.count_judgements(rater="nobody") == 0
         with pytest.raises(UserError, match="refit_every"):
             reward.OnlineScorer(store, refit_every=0)
     finally:
@@ -239,4 +239,4 @@ def test_simulating_again_with_the_same_seed_adds_judgements():
         result = sim("--oracle", "big", "--n", "10", "--strategy", "random", "--rater", rater, "--json")
         assert result.exit_code == 0, result.output
     with prefs.open_store() as store:
-        assert store.count_comparisons(rater="a") == 20 and store.count_comparisons(rater="b") == 10
+        assert store.count_judgements(rater="a") == 20 and store.count_judgements(rater="b") == 10

@@ -7,7 +7,7 @@ import json
 import pytest
 from transformers import CLIPTokenizer
 
-from rlft.tokenizer import EOS, MAX_LENGTH, VOCAB_SIZE, FtfyCLIPTokenizer, clip_tokenizer, vocab_and_merges
+from rlft.models.tokenizer import EOS, MAX_LENGTH, VOCAB_SIZE, FtfyCLIPTokenizer, clip_tokenizer, vocab_and_merges
 
 PROMPTS = [
     "a photo of a cat",
@@ -55,7 +55,7 @@ def test_ids_match_open_clip(tok, open_clip_tok, prompt):
 
 def test_batches_are_cleaned_too(tok, open_clip_tok):
     batch = tok(PROMPTS[:4], padding="max_length", max_length=MAX_LENGTH, truncation=True).input_ids
-    for ids, prompt in zip(batch, PROMPTS[:4]):
+    for ids, prompt in zip(batch, PROMPTS[:4], strict=False):
         expected = [i for i in open_clip_tok([prompt])[0].tolist() if i != 0]
         assert ids[: len(expected)] == expected
 

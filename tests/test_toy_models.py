@@ -5,15 +5,28 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from prefs.errors import UserError
 from rlft.toy import checker, world
 from rlft.toy.convert import text_model_from_open_clip, text_with_projection_from_open_clip
-from prefs.errors import UserError
-from rlft.toy.pretrain import (ClipConfig, PretrainConfig, UnetConfig, VaeConfig, VisionConfig, WorldData, clip_model_cfg, encode_dataset,
-                               extend_context, finetune_vision, random_crops, train_clip, train_unet, train_vae)
+from rlft.toy.pretrain import (
+    ClipConfig,
+    PretrainConfig,
+    UnetConfig,
+    VaeConfig,
+    VisionConfig,
+    WorldData,
+    clip_model_cfg,
+    encode_dataset,
+    extend_context,
+    finetune_vision,
+    random_crops,
+    train_clip,
+    train_unet,
+    train_vae,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "rlft" / "assets" / "toy"
 PROMPTS = ["a large red circle on a blue background", "", "star, top; yellow", "naïve façade – “quotes” " * 3]
@@ -29,7 +42,7 @@ def tiny_clip_cfg(**kw) -> ClipConfig:
 def test_text_tower_conversion_is_exact():
     import open_clip
 
-    from rlft.tokenizer import clip_tokenizer
+    from rlft.models.tokenizer import clip_tokenizer
 
     torch.manual_seed(0)
     clip = open_clip.model.CLIP(**clip_model_cfg(tiny_clip_cfg(), 77)).eval()
@@ -73,7 +86,7 @@ def test_clip_pretraining_resumes_exactly(tmp_path):
     run(tmp_path / "b", 2)
     assert (tmp_path / "b" / "clip.ckpt").exists()
     resumed = run(tmp_path / "b", None)
-    for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+    for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=False):
         assert torch.equal(p, q), n
     assert "stopped_early" not in (tmp_path / "a" / "clip.log.jsonl").read_text()
 
@@ -95,7 +108,7 @@ def test_vision_finetune_moves_only_the_image_tower_and_resumes_exactly(tmp_path
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("visual.") for k in changed)
     assert any(k.startswith("visual.transformer") for k in changed)
-    for (n, p), (_, q) in zip(after.items(), resumed.state_dict().items()):
+    for (n, p), (_, q) in zip(after.items(), resumed.state_dict().items(), strict=False):
         assert torch.equal(p, q), n
     assert (tmp_path / "a" / "clip" / "vision_finetuned.json").is_file()
 
@@ -117,7 +130,7 @@ def test_vae_on_random_crops_resumes_exactly_and_counts_time_across_runs(tmp_pat
     ck = torch.load(tmp_path / "b" / "vae.ckpt", weights_only=False)
     assert ck["step"] == 2 and ck["elapsed"] > 0
     resumed = run(tmp_path / "b", None)
-    for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+    for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=False):
         assert torch.equal(p, q), n
     import json
 
@@ -137,9 +150,10 @@ def test_random_crops_cut_the_same_window_from_each_tensor():
 
 
 def test_unet_on_cached_latents_matches_the_encoder_and_resumes_exactly(tmp_path):
+    import open_clip
+
     from rlft.toy.convert import text_model_from_open_clip
     from rlft.toy.pretrain import build_vae
-    import open_clip
 
     torch.manual_seed(0)
     data = WorldData(16, 3)
@@ -164,7 +178,7 @@ def test_unet_on_cached_latents_matches_the_encoder_and_resumes_exactly(tmp_path
     straight = run(tmp_path / "a", None)
     run(tmp_path / "b", 2)
     resumed = run(tmp_path / "b", None)
-    for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+    for (n, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=False):
         assert torch.equal(p, q), n
 
 
@@ -244,7 +258,7 @@ def test_toy_pipeline_text_encoder_is_the_clip_text_tower(toy_clip):
 def test_toy_generation_follows_the_prompt(tmp_path):
     from PIL import Image
 
-    from rlft.generate import GenerateSettings, generate
+    from rlft.models.generate import GenerateSettings, generate
     from rlft.models.pipeline import load_pipeline
 
     pipe = load_pipeline("toy", device="cpu")

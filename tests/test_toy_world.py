@@ -18,10 +18,10 @@ def test_draw_is_deterministic_per_seed():
 
 
 def test_sample_stream_is_deterministic():
-    s1 = [(s.caption, s.scene, s.seed) for _, s in zip(range(50), world.samples(3))]
-    s2 = [(s.caption, s.scene, s.seed) for _, s in zip(range(50), world.samples(3))]
+    s1 = [(s.caption, s.scene, s.seed) for _, s in zip(range(50), world.samples(3), strict=False)]
+    s2 = [(s.caption, s.scene, s.seed) for _, s in zip(range(50), world.samples(3), strict=False)]
     assert s1 == s2
-    assert s1 != [(s.caption, s.scene, s.seed) for _, s in zip(range(50), world.samples(4))]
+    assert s1 != [(s.caption, s.scene, s.seed) for _, s in zip(range(50), world.samples(4), strict=False)]
 
 
 @pytest.mark.parametrize("shape", world.SHAPES)
@@ -52,7 +52,7 @@ def test_palette_constants():
 def test_pixels_match_scene_by_checker():
     hits = {k: 0 for k in ("background", "color", "size", "position")}
     n = 400
-    for _, s in zip(range(n), world.samples(11)):
+    for _, s in zip(range(n), world.samples(11), strict=False):
         for k, v in checker.read(s.image).matches(s.scene).items():
             hits[k] += v
     assert hits["background"] == n and hits["color"] == n and hits["position"] == n
@@ -93,8 +93,8 @@ def test_heldout_split():
     assert len(scenes) == 5 * 8 * 7 * 3 * 5
     held = world.heldout_scenes()
     assert 0.07 < len(held) / len(scenes) < 0.13
-    assert not any(world.is_heldout(s.scene) for _, s in zip(range(300), world.samples(5)))
-    assert all(world.is_heldout(s.scene) for _, s in zip(range(50), world.samples(5, heldout=True)))
+    assert not any(world.is_heldout(s.scene) for _, s in zip(range(300), world.samples(5), strict=False))
+    assert all(world.is_heldout(s.scene) for _, s in zip(range(50), world.samples(5, heldout=True), strict=False))
 
 
 @pytest.mark.parametrize("attr", ["shape", "color", "background", "size", "position", "swap"])

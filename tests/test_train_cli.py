@@ -39,8 +39,8 @@ def _judged_pool():
     with open_store() as store:
         red = store.add_image(Image.new("RGB", (64, 64), (230, 30, 30)), prompt="a circle")
         blue = store.add_image(Image.new("RGB", (64, 64), (30, 30, 230)), prompt="a circle")
-        store.record_comparison(red, blue, "a")
-        store.record_comparison(blue, red, "b")
+        store.record_judgement(red, blue, "a")
+        store.record_judgement(blue, red, "b")
 
 
 def _runs(home):
@@ -219,8 +219,8 @@ def test_loop_runs_two_rounds_generating_with_the_last_round_s_lora(model_folder
     assert config["seed"] == 1 and config["algo"] == "dpo" and config["sample"]["steps"] == TINY["sample"]["steps"]
     with open_store() as store:
         images = list(store.images())
-        assert len(images) == 8 and store.count_comparisons(rater="sim-big") == 10
-        assert {c.strategy for c in store.comparisons()} <= {"uncertain", "balanced", "random"}
+        assert len(images) == 8 and store.count_judgements(rater="sim-big") == 10
+        assert {c.strategy for c in store.judgements()} <= {"uncertain", "balanced", "random"}
         # Round 2 generated with round 1's LoRA, and recorded which one in the pool, on round 1's seeds: the
         # Gallery's compare view pairs every base image with its tuned twin.
         assert [im.lora for im in images] == [None] * 4 + ["t0001"] * 4
@@ -267,8 +267,8 @@ def test_load_judgements_keeps_each_image_s_own_prompt(tmp_path, rlft_home):
         red = store.add_image(paths[0], prompt="a red circle", model="toy")
         blue = store.add_image(paths[1], prompt="a blue square", model="toy")
         green = store.add_image(paths[2], prompt="a green star", model="toy")
-        store.record_comparison(red, blue, "b", rater="r")  # blue wins a pair of two prompts
-        store.record_comparison(red, green, "tie", rater="r")  # ties teach dpo nothing
+        store.record_judgement(red, blue, "b", rater="r")  # blue wins a pair of two prompts
+        store.record_judgement(red, green, "tie", rater="r")  # ties teach dpo nothing
         out, _ = load_judgements(store)
     assert len(out) == 1
     win, lose, win_prompt, lose_prompt = out[0]
@@ -356,7 +356,7 @@ def test_dpo_resume_trains_on_the_judgements_the_run_started_from(model_folder, 
     with open_store() as store:
         red, blue = (im.sha256 for im in store.images())
         for _ in range(6):
-            store.record_comparison(blue, red, "a")
+            store.record_judgement(blue, red, "a")
     resumed = invoke("train", "--resume", "t0002", "--epochs", "2", "-q")
     assert resumed.exit_code == 0, resumed.output
     assert _same_lora(rlft_home / "runs" / "t0001", rlft_home / "runs" / "t0002")

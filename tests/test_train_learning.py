@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import PROMPTS, judgements, redness, tiny_config
 
 from rlft.models.tiny import tiny_pipeline
 from rlft.train.ddim import encode_prompts
 from rlft.train.trainer import Trainer
-from train_helpers import PROMPTS, judgements, redness, tiny_config
 
 torch.set_num_threads(2)
 
@@ -27,7 +27,7 @@ def test_learning_changes_only_lora_parameters(algo):
     base = {k: v.clone() for k, v in tr.pipe.unet.named_parameters() if "lora" not in k}
     lora = [p.detach().clone() for p in tr.params]
     metrics = tr.train()
-    assert any(not torch.equal(a, b) for a, b in zip(lora, tr.params))  # learning happened
+    assert any(not torch.equal(a, b) for a, b in zip(lora, tr.params, strict=False))  # learning happened
     now = dict(tr.pipe.unet.named_parameters())
     assert all(torch.equal(v, now[k]) for k, v in base.items())  # the base stays frozen
     m = metrics[0]
@@ -97,7 +97,7 @@ def test_ddpo_trains_the_chosen_steps_with_the_temporal_discount(monkeypatch, ch
     if choice == "first":
         assert seen == [0, 1]  # the earliest, noisiest steps
     accum = tr.config.optim.gradient_accumulation_steps
-    weights = [s * 2 * accum / r for s, r in zip(sent, raw)]
+    weights = [s * 2 * accum / r for s, r in zip(sent, raw, strict=False)]
     expected = [0.5**k for k in seen]
     expected = [w * len(expected) / sum(expected) for w in expected]  # mean 1 over the trained steps
     assert weights == pytest.approx(expected, rel=1e-4)
@@ -130,7 +130,7 @@ def test_dpo_conditions_each_image_of_a_cross_prompt_pair_on_its_own_prompt():
     assert seen and all(len(p) % 2 == 0 for p in seen)
     for prompts in seen:  # winners' prompts, then the losers' own prompts, pair by pair
         half = len(prompts) // 2
-        for w, l in zip(prompts[:half], prompts[half:]):
+        for w, l in zip(prompts[:half], prompts[half:], strict=False):
             assert (w, l) in {("a red circle", "a blue square"), ("a blue square", "a blue square")}
     assert any(p[: len(p) // 2] != p[len(p) // 2:] for p in seen)  # the cross-prompt pair was drawn and kept apart
     # A (winner, loser, prompt) triple still means one prompt for both.
@@ -241,7 +241,7 @@ def test_rwr_baseline_takes_no_step_when_every_sample_is_as_good():
         tr = trainer(baseline)
         before = [p.detach().clone() for p in tr.params]
         tr.train()
-        assert any(not torch.equal(a, b) for a, b in zip(before, tr.params)) == moves
+        assert any(not torch.equal(a, b) for a, b in zip(before, tr.params, strict=False)) == moves
 
 
 @pytest.mark.parametrize("algo", ["ddpo", "rwr", "dpo"])
@@ -301,6 +301,6 @@ def test_kohya_key_layout(tmp_path):
     sd = load_file(str(tmp_path / "run" / "lora_kohya.safetensors"))
     key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
     assert {f"{key}.lora_down.weight", f"{key}.lora_up.weight", f"{key}.alpha"} <= set(sd)
-    assert f"lora_unet_up_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.lora_up.weight" in sd
+    assert "lora_unet_up_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0.lora_up.weight" in sd
     assert sd[f"{key}.lora_down.weight"].shape[0] == 2 and float(sd[f"{key}.alpha"]) == 2.0
     assert all(k.startswith("lora_unet_") and k.count(".") in (1, 2) for k in sd)

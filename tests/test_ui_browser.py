@@ -14,7 +14,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from ui_helpers import module_pool, running
 
 pytestmark = pytest.mark.browser
@@ -103,7 +102,7 @@ class Page:
 
 
 def judgements(store, rater, include_undone=False):
-    return [j for j in store.comparisons(include_undone=include_undone) if j.rater == rater]
+    return [j for j in store.judgements(include_undone=include_undone) if j.rater == rater]
 
 
 def test_vote_by_click_and_every_key_then_undo(browser, server, store):

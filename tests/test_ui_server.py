@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from click.testing import CliRunner
+from ui_helpers import module_pool, running
 
 import prefs
-from ui_helpers import module_pool, running, toy_pool
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +98,10 @@ def test_api_votes_and_idempotence(server, store):
     assert out[2] != tok and "**1** vote" in out[3]
     again = c.predict(tok, "carol", api_name="/vote_right")  # double submit of the same pair
     assert "Already recorded" in again[3]
-    rows = [j for j in store.comparisons() if j.rater == "carol"]
+    rows = [j for j in store.judgements() if j.rater == "carol"]
     assert [(j.client_vote_id, j.outcome) for j in rows] == [(tok, "b")]
     undone = c.predict("carol", api_name="/undo")
-    assert "Undid" in undone[3] and not [j for j in store.comparisons() if j.rater == "carol"]
+    assert "Undid" in undone[3] and not [j for j in store.judgements() if j.rater == "carol"]
     assert app.timings  # vote -> next pair timings are recorded
 
 
@@ -111,8 +111,8 @@ def test_gallery_compare_and_progress_handlers(store):
     app = RatingApp(store, AppConfig())
     try:
         shas = [im.sha256 for im in store.images()]
-        store.record_comparison(shas[0], shas[1], "a", rater="dave")
-        store.record_comparison(shas[0], shas[2], "a", rater="dave")
+        store.record_judgement(shas[0], shas[1], "a", rater="dave")
+        store.record_judgement(shas[0], shas[2], "a", rater="dave")
         grid, note = app.gallery(None, "", 100)
         assert "Bradley-Terry" in note and grid.index(shas[0]) < grid.index(shas[1])
         assert "2 judged" in grid
@@ -172,11 +172,12 @@ def test_toy_prompts_leave_something_open():
 
 def test_first_pool_generation_resumes(rlft_home, monkeypatch):
     """Generation is stubbed (no diffusion in tests): the plan, the marker and the resume are what is tested."""
-    import rlft.generate
+    import random
+
+    import rlft.models.generate
     import rlft.models.pipeline
     from rlft.cli.ui import PLAN_NAME, SEEDS_PER_PROMPT, ensure_pool
     from rlft.toy.world import draw, random_scene
-    import random
 
     calls = []
 
@@ -188,7 +189,7 @@ def test_first_pool_generation_resumes(rlft_home, monkeypatch):
             store.add_image(draw(random_scene(random.Random(seed + i)), seed + i), prompt=prompts[0], seed=seed + i,
                             model="toy")
 
-    monkeypatch.setattr(rlft.generate, "generate", fake_generate)
+    monkeypatch.setattr(rlft.models.generate, "generate", fake_generate)
     monkeypatch.setattr(rlft.models.pipeline, "load_pipeline", lambda spec: object())
     store = prefs.open_store()
     with pytest.raises(KeyboardInterrupt):

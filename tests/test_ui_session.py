@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from ui_helpers import toy_pool
 
 import prefs
 from prefs.errors import UserError
-from ui_helpers import toy_pool
 from ui.session import RateSession
 
 
@@ -27,7 +27,7 @@ def store():
 
 
 def rows(store, include_undone=True):
-    return list(store.comparisons(include_undone=include_undone))
+    return list(store.judgements(include_undone=include_undone))
 
 
 def session(store, rater="alice", **kw):
@@ -103,7 +103,7 @@ def test_vote_for_an_image_gone_from_the_pool_writes_nothing(store, monkeypatch)
     def gone(*a, **k):
         raise prefs.NotFoundError("no image")
 
-    monkeypatch.setattr(store, "record_comparison", gone)
+    monkeypatch.setattr(store, "record_judgement", gone)
     v = s.vote(tok, "left")
     assert not v.ok and "left the pool" in v.message and v.shown.token != tok
 

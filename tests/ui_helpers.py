@@ -7,8 +7,9 @@ import contextlib
 
 def toy_pool(store, prompts: int = 4, per_prompt: int = 3, runs: tuple = ((None,),)) -> list[str]:
     """Drawn toy-world images (no diffusion): `prompts` captions x `per_prompt` seeds, model "toy"."""
-    from rlft.toy.world import draw, random_scene, caption, full_plan
     import random
+
+    from rlft.toy.world import caption, draw, full_plan, random_scene
 
     rng = random.Random(0)
     shas = []

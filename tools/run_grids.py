@@ -5,8 +5,10 @@
 Made docs/train-grids.png from the README walk's run (`rlft simulate --oracle big`, then `rlft train` at the toy
 defaults).
 """
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 from PIL import Image, ImageDraw, ImageFont
 
 run, out, epochs = Path(sys.argv[1]), Path(sys.argv[2]), [int(e) for e in sys.argv[3].split(",")]
@@ -24,7 +26,7 @@ row_h = grids[0].height // len(meta["rows"])
 for i, prompt in enumerate(meta["rows"]):
     d.text((8, head_h + i * row_h + row_h // 2 - 10), prompt, fill="black", font=font)
 x = label_w
-for e, g in zip(epochs, grids):
+for e, g in zip(epochs, grids, strict=False):
     d.text((x + 6, 8), "base (epoch 0)" if e == 0 else f"tuned, epoch {e}", fill="black", font=font)
     canvas.paste(g, (x, head_h))
     x += g.width + gap

@@ -8,7 +8,7 @@ import dataclasses
 import pandas as pd
 from sqlalchemy import select
 
-from prefs.models import OUTCOMES, Comparison, Rater
+from prefs.models import OUTCOMES, JudgementRow, Rater
 
 OUTCOME_LABELS = {"a": "A better", "b": "B better", "tie": "tie", "both_bad": "both bad", "skip": "skip"}
 MAX_POINTS = 400  # points per line of the time plot: enough to see the shape, cheap to draw
@@ -25,9 +25,9 @@ class Progress:
 
 def judgements_frame(store) -> pd.DataFrame:
     """Standing judgements: created_at, outcome, rater, decision_ms (recording order)."""
-    q = (select(Comparison.created_at, Comparison.outcome, Rater.name, Comparison.decision_ms)
-         .join(Rater, Rater.id == Comparison.rater_id)
-         .where(Comparison.undone_at.is_(None)).order_by(Comparison.id))
+    q = (select(JudgementRow.created_at, JudgementRow.outcome, Rater.name, JudgementRow.decision_ms)
+         .join(Rater, Rater.id == JudgementRow.rater_id)
+         .where(JudgementRow.undone_at.is_(None)).order_by(JudgementRow.id))
     with store.engine.connect() as conn:
         rows = conn.execute(q).all()
     return pd.DataFrame(rows, columns=["created_at", "outcome", "rater", "decision_ms"])
@@ -39,12 +39,12 @@ def compute(store, versions: list[dict] | None = None) -> Progress:
     from ui.scoring import val_accuracy
 
     df = judgements_frame(store)
-    st = stats(store, top=0)
+    st = stats(store.engine, top=0)
     outcomes = pd.DataFrame({"outcome": [OUTCOME_LABELS[o] for o in OUTCOMES],
                              "count": [st["by_outcome"][o] for o in OUTCOMES]})
     rater_rows = []
     for name, g in df.groupby("rater", sort=True):
-        consistency = stats(store, top=0, rater=name)["self_consistency"]
+        consistency = stats(store.engine, top=0, rater=name)["self_consistency"]
         counts = g["outcome"].value_counts()
         dm = g["decision_ms"].dropna()
         rater_rows.append({

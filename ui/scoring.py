@@ -76,7 +76,7 @@ class Scores:
         now = time.monotonic()
         with self._lock:
             if self._bt is None or now - self._bt[0] > max_age:
-                self._bt = (now, bt_score_table(self.store))
+                self._bt = (now, bt_score_table(self.store.engine))
             return self._bt[1]
 
     def pair_scorer(self):
@@ -90,7 +90,7 @@ class Scores:
         if scorer is not None and images:
             try:
                 means = scorer(list(images))[0]
-                return {im.sha256: float(m) for im, m in zip(images, means)}, f"reward {vid}"
+                return {im.sha256: float(m) for im, m in zip(images, means, strict=False)}, f"reward {vid}"
             except Exception:
                 log.exception("reward scoring failed; ranking by Bradley-Terry")
         return self.store.fit_scores(), "Bradley-Terry"

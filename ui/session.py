@@ -1,7 +1,7 @@
 """One rater's stream of pairs in one browser session: what is shown, the prefetched next pair, votes, undo.
 
 No Gradio here, so the rules are unit-tested without a server. Every vote goes through
-`Store.record_comparison`; the browser only ever sends back the token of the pair it shows (the pair's
+`Store.record_judgement`; the browser only ever sends back the token of the pair it shows (the pair's
 `client_vote_id`), never image ids, so nothing it sends can write anything else.
 
 Why tokens: the token identifies the pair on screen. A vote whose token is not the pair this session shows
@@ -177,7 +177,7 @@ class RateSession:
             pair = shown.pair
             outcome = SIDES[side]
             try:
-                self.store.record_comparison(
+                self.store.record_judgement(
                     pair.a, pair.b, outcome, rater=self.rater, shown_left="a", client_vote_id=shown.token,
                     decision_ms=decision_ms, strategy=pair.strategy, predicted_p=pair.predicted_p,
                 )

@@ -15,7 +15,8 @@ def upgrade() -> None:
     """Apply pending schema migrations (creates the database if it does not exist)."""
     from prefs.engine import make_engine
     from prefs.home import db_url
-    from prefs.migrate import ensure_current, upgrade as run_upgrade
+    from prefs.migrate import ensure_current
+    from prefs.migrate import upgrade as run_upgrade
 
     engine = make_engine(db_url())
     try:

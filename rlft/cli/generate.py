@@ -41,7 +41,8 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
     give the same pixels.
     """
     from prefs.errors import UserError
-    from rlft.generate import GenerateSettings, generate as run, validate_prompts
+    from rlft.models.generate import GenerateSettings, validate_prompts
+    from rlft.models.generate import generate as run
     from rlft.models.pipeline import load_pipeline, quiet_libraries, recommended_settings, resolve_model
     from rlft.models.schedulers import resolve as resolve_sampler
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import click
 
 
-
 @click.command("loop")
 @click.option("--model", "-m", default="toy", show_default=True, help="Model spec.")
 @click.option("--prompts", "prompts_source", required=True, help="Prompt file or named set (generation and training).")
@@ -54,7 +53,7 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
 
         parse_mix(strategy, {})  # an unknown name or bad weight fails now, listing the valid names
     from rlft.cli.train import _build_config, _read_config_file
-    from rlft.simulated_rater import SimulationConfig
+    from rlft.sim.rater import SimulationConfig
     from rlft.train.tracking import check_trackers
 
     log_with = check_trackers(log_with)

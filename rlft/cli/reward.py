@@ -129,7 +129,7 @@ def score_cmd(images, spec, prompt, as_json):
         member = model.member_scores(emb, model.text_embed(prompt, len(emb)))
     mean = member.mean(0)
     std = member.std(0, unbiased=False) if len(member) > 1 else torch.zeros_like(mean)
-    for path, s, sd in zip(images, mean.tolist(), std.tolist()):
+    for path, s, sd in zip(images, mean.tolist(), std.tolist(), strict=False):
         if as_json:
             click.echo(json.dumps({"path": path, "score": s, "std": sd, "reward": model.version}))
         else:

@@ -26,8 +26,9 @@ def simulate(oracle: str, n: int, noise: float | None, consistency: float | None
     """Judge N pairs with an oracle utility, P(a wins) = sigmoid((u_a - u_b) / T)."""
     from prefs import open_store
     from prefs.errors import UserError
-    from rlft.oracles import resolve_oracle
-    from rlft.simulated_rater import SimulationConfig, simulate as run
+    from rlft.sim.oracles import resolve_oracle
+    from rlft.sim.rater import SimulationConfig
+    from rlft.sim.rater import simulate as run
 
     if noise is not None and consistency is not None:
         raise UserError("give --noise or --consistency, not both")

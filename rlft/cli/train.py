@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-
 # CLI flag -> dotted config field; only flags the user actually typed override the defaults (or a resumed run).
 FLAG_FIELDS = {
     "algo": "algo", "epochs": "epochs", "samples_per_epoch": "sample.samples_per_epoch", "lora_rank": "lora.rank",
@@ -426,7 +425,7 @@ def load_judgements(store, rater: str | None = None, through: int | None = None,
         return cache[sha]
 
     last = 0
-    for j in store.comparisons(rater=rater):
+    for j in store.judgements(rater=rater):
         if (through is not None and j.id > through) or (limit is not None and len(out) >= limit):
             break
         if j.outcome not in ("a", "b"):

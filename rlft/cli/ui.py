@@ -13,7 +13,6 @@ import sys
 
 import click
 
-
 SEEDS_PER_PROMPT = 4  # several images per prompt: pairs of one prompt compare the model, not the prompt
 PLAN_NAME = "ui-first-pool.json"  # in the home, while the first pool is incomplete
 TOY_GUIDANCE = 3.0  # the toy model's best classifier-free guidance
@@ -63,7 +62,7 @@ def ensure_pool(store, pool_size: int) -> int:
         click.echo(f"rlft ui: the pool is empty; generating {n} images on the toy world (once)...", err=True)
         from tqdm.auto import tqdm
 
-        from rlft.generate import generate
+        from rlft.models.generate import generate
         from rlft.models.pipeline import load_pipeline, quiet_libraries
 
         quiet_libraries()

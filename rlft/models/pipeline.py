@@ -146,7 +146,7 @@ def load_pipeline(
             pipe = _from_single_file(source, config, dtype)
         else:
             pipe = _from_pretrained(source, dtype, is_offline(offline))
-    from rlft.tokenizer import use_ftfy_tokenizer
+    from rlft.models.tokenizer import use_ftfy_tokenizer
 
     use_ftfy_tokenizer(pipe)
     set_scheduler(pipe, scheduler)

@@ -84,7 +84,7 @@ def tiny_pipeline(seed: int = 0):
     """
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from rlft.tokenizer import clip_tokenizer, use_ftfy_tokenizer
+    from rlft.models.tokenizer import clip_tokenizer, use_ftfy_tokenizer
 
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",  # SD 1.x's noise schedule

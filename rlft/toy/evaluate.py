@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from rlft.toy import checker, world
 
+
 # Zero-shot prompts per attribute, ensembled over the attributes not being asked about (as CLIP's paper
 # ensembles templates): the class embedding is the mean of the normalised text features.
 def _class_prompts(attribute: str, value: str) -> list[str]:
@@ -73,7 +74,7 @@ def clip_zero_shot(zs: ZeroShot, n: int = 1000, seed: int = 1234) -> dict[str, f
     out = {}
     for attr in CLASSES:
         pred = zs.predict(imgs, attr)
-        out[attr] = float(np.mean([p == getattr(s, attr) for p, s in zip(pred, scenes)]))
+        out[attr] = float(np.mean([p == getattr(s, attr) for p, s in zip(pred, scenes, strict=False)]))
     return out
 
 
@@ -97,7 +98,7 @@ def generation_adherence(pipe, zs: ZeroShot, n: int = 200, seed: int = 0, steps:
         images.extend((out.images * 255).round().astype(np.uint8))
     hits = {k: [] for k in ("background", "color", "size", "position", "shape")}
     shapes = zs.predict(to_tensor(images), "shape")
-    for (scene, _), img, shape in zip(items, images, shapes):
+    for (scene, _), img, shape in zip(items, images, shapes, strict=False):
         for k, v in checker.read(img).matches(scene).items():
             hits[k].append(v)
         hits["shape"].append(shape == scene.shape)

@@ -191,7 +191,7 @@ class WorldData:
 
 def training_tokenizer():
     """A plain (Rust) CLIPTokenizer: world captions are ASCII, so ftfy normalisation is a no-op there."""
-    from rlft.tokenizer import plain_clip_tokenizer
+    from rlft.models.tokenizer import plain_clip_tokenizer
 
     return plain_clip_tokenizer()
 
@@ -477,7 +477,7 @@ def random_crops(tensors, side: int, gen: torch.Generator):
     n, _, h, wd = tensors[0].shape
     ys = torch.randint(0, h - side + 1, (n,), generator=gen).tolist()
     xs = torch.randint(0, wd - side + 1, (n,), generator=gen).tolist()
-    return tuple(torch.stack([t[i, :, y : y + side, x : x + side] for i, (y, x) in enumerate(zip(ys, xs))]) for t in tensors)
+    return tuple(torch.stack([t[i, :, y : y + side, x : x + side] for i, (y, x) in enumerate(zip(ys, xs, strict=False))]) for t in tensors)
 
 
 def train_vae(cfg: PretrainConfig, data: WorldData, out: Path, device: torch.device, deadline: float | None = None):

@@ -162,7 +162,7 @@ class DDPO(Algorithm):
             if cfg.kl_weight > 0:
                 pos, neg = t.base_embed(sub.prompts, cfg.sample.guidance, sub.prompt_embeds, sub.negative_embeds)
                 ref_sub = dataclasses.replace(sub, prompt_embeds=pos, negative_embeds=neg)
-            for k, wk in zip(steps.tolist(), step_w):
+            for k, wk in zip(steps.tolist(), step_w, strict=False):
                 if cfg.lora.train_text_encoder:  # a fresh text-encoder graph for each step's backward
                     sub.prompt_embeds, sub.negative_embeds = t.embed(sub.prompts, cfg.sample.guidance)
                 with t.autocast():

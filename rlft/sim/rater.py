@@ -1,6 +1,6 @@
 """Simulated raters: judge pairs from the pool with an oracle utility and Bradley-Terry noise.
 
-They go through exactly the path a person's votes take (`Store.next_pair` then `Store.record_comparison`),
+They go through exactly the path a person's votes take (`Store.next_pair` then `Store.record_judgement`),
 so tests and benchmarks exercise the whole loop without a person. With the `uncertain` strategy the pairs come
 from a reward ensemble refitted in memory every REFRESH_EVERY votes (`scorer="online"`, active learning), from
 the Bradley-Terry item scores (`"bt"`), or from a saved reward version (`"latest"`, `"r0003"`, a path). P(a wins) = sigmoid((u_a - u_b) / T);
@@ -142,7 +142,7 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
         elif scored and config.scorer in ("online", "bt") and k % REFRESH_EVERY == 0:
             from prefs.stats import bt_score_table
 
-            scorer = bt_score_table(store)  # the item scores; the online ensemble's fallback until it has data
+            scorer = bt_score_table(store.engine)  # the item scores; the online ensemble's fallback until it has data
             if online is not None:
                 online.fallback, scorer = scorer, online
         try:
@@ -158,7 +158,7 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
         else:
             z = max(min((ua - ub) / noise, 50.0), -50.0)
             outcome = "a" if rng.random() < 1 / (1 + math.exp(-z)) else "b"
-        store.record_comparison(pair.a, pair.b, outcome, rater=config.rater, shown_left="a",
+        store.record_judgement(pair.a, pair.b, outcome, rater=config.rater, shown_left="a",
                                 client_vote_id=_vote_id(rng),
                                 strategy=pair.strategy, predicted_p=pair.predicted_p)
         outcomes[outcome] += 1

@@ -177,7 +177,7 @@ def generate(
                     latents=latents,
                     output_type="pil",
                 ).images
-            for (prompt, seed), image in zip(batch, images):
+            for (prompt, seed), image in zip(batch, images, strict=False):
                 text = format_parameters(
                     prompt, settings.negative_prompt, steps=settings.steps, sampler=params["sampler"],
                     cfg_scale=settings.guidance, seed=seed, width=width, height=height, model=model_name,
