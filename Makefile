@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch and torchvision are pinned as a matched pair: an unpinned torchvision drags in another torch.
 PIP_INSTALL := $(BIN)/pip install -q -c constraints.txt
 
-.PHONY: venv test-deps demo test bench clean
+.PHONY: venv test-deps demo lint test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,10 @@ test-deps: venv
 demo: venv
 	$(BIN)/rlft ui --open
 
-test: test-deps
+lint: test-deps
+	$(BIN)/ruff check .
+
+test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: test-deps
