@@ -185,12 +185,12 @@ def test_unet_on_cached_latents_matches_the_encoder_and_resumes_exactly(tmp_path
 def test_presets():
     cpu = PretrainConfig.from_preset("cpu", seed=5)
     assert cpu.seed == 5 and cpu.preset == "cpu" and cpu.vae.crop == 32 and cpu.unet.cache_latents
-    h200 = PretrainConfig()
-    assert (cpu.clip, cpu.vision) == (h200.clip, h200.vision)  # the CLIP recipe is the first weights' one
-    assert cpu.unet.stop_at == h200.unet.stop_at and cpu.unet.steps == h200.unet.steps
-    assert PretrainConfig.from_preset("h200") == PretrainConfig()  # the first weights' schedule is the config default
-    with pytest.raises(UserError, match="unknown pretraining preset 'gpu'"):
-        PretrainConfig.from_preset("gpu")
+    gpu = PretrainConfig()
+    assert (cpu.clip, cpu.vision) == (gpu.clip, gpu.vision)  # the CLIP recipe is the first weights' one
+    assert cpu.unet.stop_at == gpu.unet.stop_at and cpu.unet.steps == gpu.unet.steps
+    assert PretrainConfig.from_preset("gpu") == PretrainConfig()  # the first weights' schedule is the config default
+    with pytest.raises(UserError, match="unknown pretraining preset 'tpu'"):
+        PretrainConfig.from_preset("tpu")
 
 
 def test_pretrain_cli_picks_the_cpu_preset_on_a_cpu(monkeypatch, tmp_path):
@@ -200,10 +200,10 @@ def test_pretrain_cli_picks_the_cpu_preset_on_a_cpu(monkeypatch, tmp_path):
 
     seen = []
     monkeypatch.setattr("rlft.toy.pretrain.pretrain", lambda out, cfg, device=None, deadline=None: seen.append((cfg.preset, device)) or Path(out))
-    for args in (["--device", "cpu"], ["--device", "cuda:1"], ["--device", "cpu", "--preset", "h200"]):
+    for args in (["--device", "cpu"], ["--device", "cuda:1"], ["--device", "cpu", "--preset", "gpu"]):
         r = CliRunner().invoke(main, ["toy", "pretrain", "--out", str(tmp_path), *args], prog_name="rlft")
         assert r.exit_code == 0, r.output
-    assert seen == [("cpu", "cpu"), ("h200", "cuda:1"), ("h200", "cpu")]
+    assert seen == [("cpu", "cpu"), ("gpu", "cuda:1"), ("gpu", "cpu")]
 
 
 # ---------------------------------------------------------------------------------------------------------

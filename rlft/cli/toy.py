@@ -23,11 +23,11 @@ def toy() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Working folder (checkpoints, logs, results); rerun to resume.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--preset", default=None, type=click.Choice(["h200", "cpu"]),
-              help="Step schedule: cpu = the shipped weights' run, under 3 hours on a 2-core CPU; h200 = the first "
-                   "weights' run on a lent H200 (default: cpu when the device is the CPU, else h200).")
+@click.option("--preset", default=None, type=click.Choice(["gpu", "cpu"]),
+              help="Step schedule: cpu = the shipped weights' recipe, under 3 hours on a 2-core CPU; gpu = the first "
+                   "weights' recipe, minutes on a GPU (default: cpu when the device is the CPU, else gpu).")
 @click.option("--scale", default=1.0, show_default=True, type=float, help="Multiply every step count (0.01 for a smoke run).")
-@click.option("--deadline-min", default=None, type=float, help="Stop UNet training after this many minutes of wall time (for lent machines).")
+@click.option("--deadline-min", default=None, type=float, help="Stop training after this many minutes of wall time (each stage gets its share).")
 @click.option("--install", is_flag=True, help="Copy the result into the package (what load_pipeline('toy') loads).")
 def pretrain(out: str, device: str | None, seed: int, preset: str | None, scale: float, deadline_min: float | None, install: bool) -> None:
     """Train CLIP, VAE and UNet from seed, with checkpoints that resume across interruptions."""
@@ -37,7 +37,7 @@ def pretrain(out: str, device: str | None, seed: int, preset: str | None, scale:
     if scale <= 0:
         raise UserError("--scale must be positive")
     if preset is None:
-        preset = "cpu" if pretrain_device(device).type == "cpu" else "h200"
+        preset = "cpu" if pretrain_device(device).type == "cpu" else "gpu"
     cfg = PretrainConfig.from_preset(preset, seed=seed, scale=scale)
     deadline = time.time() + 60 * deadline_min if deadline_min else None
     folder = run(out, cfg, device=device, deadline=deadline)

@@ -48,7 +48,7 @@ class ClipConfig:
     steps: int = 4000
     batch_size: int = 512
     hard_negatives: int = 2  # extra captions per image, each with one attribute changed (position first)
-    stop_at: int | None = 434  # end here on the schedule planned for `steps`: where the first (H200) run stopped; the shipped run too
+    stop_at: int | None = 434  # end here on the schedule planned for `steps`: where both recipes (gpu and cpu) stop
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup: int = 200
@@ -62,7 +62,7 @@ class VisionConfig:
     side gets more steps, sharpening zero-shot shape recognition (the reward model's backbone).
     """
 
-    steps: int = 600  # both runs ran all 600 (on the 2-core CPU: 961 s for the shipped weights)
+    steps: int = 600  # both recipes run all 600 (on a 2-core CPU: 961 s for the shipped weights)
     batch_size: int = 256
     hard_negatives: int = 2
     lr: float = 3e-4
@@ -79,7 +79,7 @@ class VaeConfig:
     steps: int = 3000
     batch_size: int = 128
     lr: float = 1e-3
-    stop_at: int | None = 1565  # as above: the first VAE's last step (the cpu preset runs its full 1,000 on crops)
+    stop_at: int | None = 1565  # the gpu recipe's last VAE step (the cpu preset runs its full 1,000 on crops)
     kl_weight: float = 1e-6
     foreground_weight: float = 5.0  # the shape is a small share of pixels but all of what matters
     crop: int | None = None  # train on random crops of this side (the VAE is convolutional): 4x cheaper at 32
@@ -99,7 +99,7 @@ class UnetConfig:
     caption_dropout: float = 0.1  # empty caption 10% of the time, so classifier-free guidance works
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster, steadier convergence
     ema_decay: float = 0.999
-    stop_at: int | None = 1566  # as above: the last step of both UNets
+    stop_at: int | None = 1566  # the last UNet step of both recipes
     cache_latents: bool = False  # encode the training set once (posterior mean and std) instead of every step
 
 
@@ -114,7 +114,7 @@ class PretrainConfig:
     checkpoint_every: int = 500
     checkpoint_minutes: float = 5.0  # also checkpoint after this much wall time (a slow CPU loses little to a kill)
     scale: float = 1.0  # multiplies every step count (0.01 for a smoke run)
-    preset: str = "h200"
+    preset: str = "gpu"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,26 +127,26 @@ class PretrainConfig:
 
 
 def _cpu_preset() -> dict:
-    """The schedule of the shipped weights: the first (H200) recipe made to fit the 2-core CPU's 3 hours
-    (measured there: 2.59 h, `rlft/assets/toy/timings.json`).
+    """The schedule of the shipped weights: the `gpu` recipe made to fit 3 hours on a 2-core CPU
+    (measured: 2.59 h, `rlft/assets/toy/timings.json`; experiment toy-cpu-recipe in docs/experiments.md).
 
-    The CLIP stages are the h200 run's (stage 1 cut at step 434 of a 4,000-step schedule, learning rate
+    The CLIP stages are the gpu recipe's (stage 1 cut at step 434 of a 4,000-step schedule, learning rate
     still near its peak: a full cosine schedule over 450 steps ended at loss 2.04 instead of 1.73 and
-    never learned position words, zero-shot 21% = chance). The UNet is the h200 run's too, but trains on
+    never learned position words, zero-shot 21% = chance). The UNet is the gpu recipe's too, but trains on
     the VAE posteriors of the training set encoded once (the same sample distribution, 3.1 s instead of
     4.6 s per step). The VAE trains on random 32 px crops (it is convolutional; 1.6 s instead of 15 s per
     step at batch 128) for a full 1,000-step cosine schedule.
 
-    Measured seconds per step on the 2-core CPU: CLIP at batch 512 3.4 s; image tower at 256 1.6 s; VAE at
+    Measured seconds per step on a 2-core CPU: CLIP at batch 512 3.4 s; image tower at 256 1.6 s; VAE at
     128 crops 1.6 s; UNet at 256 on cached latents 3.1 s; encoding the 60,000 training images 7 minutes.
     """
     return {"vae": VaeConfig(steps=1000, crop=32, stop_at=None), "unet": UnetConfig(cache_latents=True)}
 
 
-# `cpu`: the schedule of the shipped weights, which fits the 2-core CPU's 3-hour budget (the CLI's default on
-# a CPU); `h200`: the schedule of the first weights (stages 1 to 3 on a lent H200, stage 1b on the 2-core
-# CPU), PretrainConfig()'s defaults and the CLI's default on a GPU.
-PRESETS = {"h200": dict, "cpu": _cpu_preset}
+# `cpu`: the schedule of the shipped weights, within 3 hours on a 2-core CPU (the CLI's default on a CPU);
+# `gpu`: the schedule of the first weights (the VAE on whole images, the UNet encoding every batch afresh:
+# minutes on a GPU, about 9 hours on a 2-core CPU), PretrainConfig()'s defaults and the CLI's default on a GPU.
+PRESETS = {"gpu": dict, "cpu": _cpu_preset}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class Stage:
             if self.stop_at is not None and step >= self.stop_at:
                 break
             if self.deadline is not None and time.time() > self.deadline:
-                # A wall-clock guard for lent machines; runs without a deadline always finish every step.
+                # A wall-clock guard (--deadline-min); runs without a deadline always finish every step.
                 self.stopped_at = step
                 break
             yield step, bar
@@ -710,10 +710,14 @@ def assemble(unet, vae, text_encoder, dest: Path, dtype=torch.float16) -> Path:
     )
     pipe.to(dtype=dtype)
     pipe.save_pretrained(dest, safe_serialization=True)
-    for config in Path(dest).glob("*/config.json"):  # components loaded from a checkpoint folder name it: drop it
+    for config in Path(dest).glob("*/config.json"):
         data = json.loads(config.read_text())
-        if data.pop("_name_or_path", None) is not None:
-            write_json(config, data)
+        # A checkpoint folder's name means nothing elsewhere; and a saved `dtype` makes transformers load the text
+        # encoder in fp16 while diffusers loads the UNet and VAE in fp32, so a plain `from_pretrained(folder)` would
+        # fail on mixed dtypes. Without it every part loads in fp32 (the fp16 weights upcast), as diffusers expects.
+        stale = [key for key in ("_name_or_path", "dtype", "torch_dtype") if key in data]
+        if stale:
+            write_json(config, {k: v for k, v in data.items() if k not in stale})
     write_json(Path(dest) / RECOMMENDED_FILE, RECOMMENDED_SAMPLING)
     return dest
 
@@ -737,7 +741,7 @@ def pretrain(out: str | os.PathLike, cfg: PretrainConfig | None = None, device: 
     write_json(out / "pretrain_config.json", cfg.to_dict())
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
     t0 = time.time()
-    # With a wall-clock deadline (lent machines only), each stage must end by its share of it.
+    # With a wall-clock deadline (--deadline-min), each stage must end by its share of it.
     stage_deadline = {k: None if deadline is None else t0 + f * (deadline - t0) for k, f in (("clip", 0.3), ("clip_vision", 0.4), ("vae", 0.55), ("unet", 1.0))}
     data = WorldData(cfg.dataset_size, cfg.seed)
     timings.setdefault("data_s", round(time.time() - t0, 1))  # a resumed run's reload is not the run's cost

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The benchmarks that need a GPU, run on the machine this script runs on: peak GPU memory and throughput of a
+# DDPO epoch on an SD 1.5-size model (bench/gpu_sd15_ddpo.py; random weights built from SD 1.5's published
+# configs, nothing is downloaded). The CPU benchmarks are `make bench`.
+#
+#   tools/gpu_bench.sh                       # -> bench/results/gpu_sd15_ddpo.json
+#   tools/gpu_bench.sh /tmp/results          # -> /tmp/results/gpu_sd15_ddpo.json
+#   PYTHON=python3 GPU_BENCH_TIMEOUT=600 tools/gpu_bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3
+DEST=${1:-bench/results}
+
+"$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA GPU visible to torch: tools/gpu_bench.sh needs one")'
+command -v nvidia-smi >/dev/null && nvidia-smi -L
+mkdir -p "$DEST"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+timeout "${GPU_BENCH_TIMEOUT:-900}" "$PYTHON" bench/gpu_sd15_ddpo.py "$DEST/gpu_sd15_ddpo.json"
+echo "wrote $DEST/gpu_sd15_ddpo.json"
