@@ -1,4 +1,4 @@
-"""Benchmark: tiny-pipeline generation throughput and model load time on this machine's CPU.
+"""Benchmark: tiny-pipeline generation throughput and model load time on the CPU it runs on.
 
 Targets (issue 2): >= 2 images/s end to end (64x64, 20 DDIM steps, CFG on, PNGs written) and model load
 < 1 s, for a UNet of ~1M parameters. Writes bench/results/generate.json.

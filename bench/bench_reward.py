@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 
 CHECKPOINTS = (50, 100, 200, 300, 400, 800)  # 300: the active-learning target is measured there, not interpolated
 REFIT = 50  # votes between refits of the uncertain strategy's ensemble (rlft simulate refreshes as often)
-WARMUP = 50  # random pairs before the first model exists (rlft simulate fits at 20; 20 here measured no better, session 19)
+WARMUP = 50  # random pairs before the first model exists (rlft simulate fits at 20; 20 here measured no better: reward-warmup-20)
 N_TEST = 3000
 TARGET_CONSISTENCY = 0.90
 WORK = ROOT / "tmp" / "bench_reward"

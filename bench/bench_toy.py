@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_toy.py --assets /work/pretrain-cpu --out bench/results/toy-cpu.json   # a pretrain run
 
 `--assets DIR` judges the `clip/` and `pipeline/` of a `rlft toy pretrain --out DIR` folder instead of the
-shipped ones; when that run was made on this CPU its `timings.json` is reported as the measured wall time.
+shipped ones; when that run was made on a CPU its `timings.json` is reported as the measured wall time.
 
 Measures: the toy CLIP's zero-shot accuracy on drawn world images; prompt adherence of generated images on
 200 held-out captions (pixel checker + CLIP zero-shot shape); the wall time of 8 images at 20 DDIM steps

@@ -43,11 +43,12 @@ Each scores `UNCERTAIN_CANDIDATES` random images per call and ranks their unjudg
   2023), from the members' joint predictions; with stds only it is `bald`.
 
 Why not the information-based rules by default: on the benchmark they tracked random pair selection rather
-than beating it (EPIG: 2 seeds, session 18). Their scores rest on the members' disagreement, and bootstrap
-heads fitted on a few hundred noisy votes disagree most where each has fitted different noise; the members'
-mean probability is the steadier signal. On oracles with two utility levels (`warm`, `cool`) every rule
-spends many questions on pairs of equally liked images, whose answers are coin flips: 19% of uncertain's
-pairs and 29% of EPIG's had distinct utilities on `warm`, against 45% of random pairs (`tools/active_sim.py`).
+than beating it (EPIG: 2 raters; experiment reward-epig in docs/experiments.md). Their scores rest on the
+members' disagreement, and bootstrap heads fitted on a few hundred noisy votes disagree most where each has
+fitted different noise; the members' mean probability is the steadier signal. On oracles with two utility
+levels (`warm`, `cool`) every rule spends many questions on pairs of equally liked images, whose answers are
+coin flips: 19% of uncertain's pairs and 29% of EPIG's had distinct utilities on `warm`, against 45% of
+random pairs (experiment reward-uncertainty-sampling).
 
 Without members or stds (point estimates) all three reduce to the pair closest to even odds. Wrap an
 expensive scorer in `ScoreCache` so each image is scored once; `ScoreTable` serves a precomputed

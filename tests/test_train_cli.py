@@ -393,7 +393,7 @@ def _edit_provenance(run, drop: str | None = None, **values) -> None:
 
 def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_home):
     """`torchrun -m rlft train` with two processes (the launcher `accelerate launch` uses on several GPUs; gloo on
-    this CPU): one run folder, config and `latest` written by the main process, each epoch's samples gathered."""
+    the CPU): one run folder, config and `latest` written by the main process, each epoch's samples gathered."""
     import os
     import subprocess
     import sys
