@@ -268,3 +268,34 @@ def test_toy_generation_follows_the_prompt(tmp_path):
     assert sum(r.background == "blue" for r in readings) >= 3
     assert sum(r.color == "red" for r in readings) >= 3
     assert sum(r.size == "large" for r in readings) >= 2
+
+
+def test_shipped_toy_folder_generates_in_plain_diffusers_with_its_defaults():
+    # A person who copies the folder into their own script calls exactly this, with no dtype: every part must load
+    # in one dtype (a saved fp16 `dtype` in the text encoder's config once made transformers load it in fp16 beside
+    # diffusers' fp32 UNet, and generation died on mixed dtypes). The pixels equal rlft's own load of the folder.
+    import numpy as np
+    from diffusers import StableDiffusionPipeline
+
+    from rlft.models.pipeline import ASSETS, load_pipeline
+
+    plain = StableDiffusionPipeline.from_pretrained(ASSETS / "toy" / "pipeline")
+    plain.set_progress_bar_config(disable=True)
+    assert {plain.text_encoder.dtype, plain.unet.dtype, plain.vae.dtype} == {torch.float32}
+    ours = load_pipeline("toy", device="cpu", scheduler="ddim")
+    images = [p("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np",
+                guidance_scale=3.0).images[0] for p in (plain, ours)]
+    assert np.isfinite(images[0]).all() and images[0].std() > 0.05
+    np.testing.assert_allclose(images[0], images[1], atol=1e-5)
+
+
+def test_assemble_saves_a_folder_that_loads_in_one_dtype(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from rlft.models.pipeline import load_pipeline
+    from rlft.toy.pretrain import assemble
+
+    toy = load_pipeline("toy", device="cpu")
+    assemble(toy.unet, toy.vae, toy.text_encoder, tmp_path / "p")
+    plain = StableDiffusionPipeline.from_pretrained(tmp_path / "p")
+    assert {plain.text_encoder.dtype, plain.unet.dtype, plain.vae.dtype} == {torch.float32}

@@ -712,12 +712,13 @@ def assemble(unet, vae, text_encoder, dest: Path, dtype=torch.float16) -> Path:
     pipe.save_pretrained(dest, safe_serialization=True)
     for config in Path(dest).glob("*/config.json"):
         data = json.loads(config.read_text())
-        # A checkpoint folder's name means nothing elsewhere; and a saved `dtype` makes transformers load the text
-        # encoder in fp16 while diffusers loads the UNet and VAE in fp32, so a plain `from_pretrained(folder)` would
-        # fail on mixed dtypes. Without it every part loads in fp32 (the fp16 weights upcast), as diffusers expects.
-        stale = [key for key in ("_name_or_path", "dtype", "torch_dtype") if key in data]
-        if stale:
-            write_json(config, {k: v for k, v in data.items() if k not in stale})
+        data.pop("_name_or_path", None)  # a checkpoint folder's name means nothing elsewhere
+        if "dtype" in data or "torch_dtype" in data:
+            # transformers loads a model in its saved dtype (fp16 here) while diffusers loads the UNet and VAE in
+            # fp32, so a plain `from_pretrained(folder)` would fail on mixed dtypes: every part loads in fp32.
+            data.pop("torch_dtype", None)
+            data["dtype"] = "float32"
+        write_json(config, data)
     write_json(Path(dest) / RECOMMENDED_FILE, RECOMMENDED_SAMPLING)
     return dest
 
