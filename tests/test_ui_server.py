@@ -87,6 +87,41 @@ def test_auth_gates_every_route(auth_server, store):
         assert c.get(f"{url}gradio_api/info").status_code == 200
 
 
+def test_a_pool_file_swapped_for_a_symlink_is_not_followed(tmp_path):
+    # The route once cached the resolved path after the first request: swapping the pool file for a symlink then
+    # made the same URL serve whatever the link pointed at. Every request now walks the pool without following links.
+    from ui_helpers import toy_pool
+
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0:secret")
+    with prefs.open_store(home=tmp_path / "h", seed=0) as s:
+        sha = toy_pool(s, prompts=1, per_prompt=2)[0]
+        with running(s, min_decision_ms=0) as (url, _):
+            assert httpx.get(f"{url}rlft/img/{sha}").status_code == 200  # served once: the path is known now
+            pool_file = s.image_path(sha)
+            pool_file.unlink()
+            pool_file.symlink_to(secret)
+            r = httpx.get(f"{url}rlft/img/{sha}")
+            assert r.status_code == 404 and b"root:" not in r.content
+            pool_file.unlink()
+            pool_file.parent.rename(pool_file.parent.with_name(pool_file.parent.name + "-moved"))
+            pool_file.parent.symlink_to(pool_file.parent.with_name(pool_file.parent.name + "-moved"))
+            assert httpx.get(f"{url}rlft/img/{sha}").status_code == 404  # a linked folder is not followed either
+
+
+def test_the_login_page_does_not_describe_the_api(auth_server):
+    url, _ = auth_server
+    page = httpx.get(url)
+    assert page.status_code == 200 and "gradio_config" in page.text  # the login page itself still works
+    assert "window.gradio_api_info = null;" in page.text
+    for secret in ("api_name", "code_snippets", "/vote_left", "gradio_client"):
+        assert secret not in page.text, secret
+    assert httpx.get(f"{url}gradio_api/info").status_code == 401
+    with httpx.Client() as c:  # after login the page is Gradio's own, the API description included
+        assert c.post(f"{url}login", data={"username": "alice", "password": "pw-a"}).status_code == 200
+        assert "/vote_left" in c.get(url).text
+
+
 def test_api_votes_and_idempotence(server, store):
     from gradio_client import Client
 

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import mimetypes
+import os
 import re
+import stat
+from pathlib import Path
 
 IMAGE_ROUTE = "/rlft/img"
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -62,9 +66,39 @@ class Gate:
         path = scope.get("path", "")
         if _BLOCKED.match(path) or "\x00" in path:
             return await _deny(scope, send, 404, "not served by rlft")
-        if self.auth_required and not _PUBLIC.match(path) and not _logged_in(scope) and not _launching(scope, path):
-            return await _deny(scope, send, 401, "Not authenticated")
+        if self.auth_required and not _logged_in(scope):
+            if not _PUBLIC.match(path) and not _launching(scope, path):
+                return await _deny(scope, send, 401, "Not authenticated")
+            if scope["type"] == "http" and path in ("/", ""):
+                # Gradio's login page embeds the whole API description (every endpoint, with example calls) even
+                # for a visitor who has not logged in, while /gradio_api/info answers 401: strip it from the page.
+                return await self.app(scope, receive, _without_api_info(send))
         return await self.app(scope, receive, send)
+
+
+_API_INFO = re.compile(rb"<script>window\.gradio_api_info = .*?;</script>", re.S)
+
+
+def _without_api_info(send):
+    """An ASGI `send` that buffers an HTML page and replaces its embedded API description with null."""
+    start, chunks = None, []
+
+    async def wrapped(message):
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+            return None
+        if message["type"] != "http.response.body" or start is None:
+            return await send(message)
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return None
+        body = _API_INFO.sub(b"<script>window.gradio_api_info = null;</script>", b"".join(chunks))
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+        return await send({"type": "http.response.body", "body": body})
+
+    return wrapped
 
 
 def _launching(scope, path: str) -> bool:
@@ -108,32 +142,59 @@ async def _deny(scope, send, status: int, detail: str) -> None:
 
 def image_endpoint(store):
     """A Starlette endpoint serving pool images by sha256: `GET /rlft/img/<sha256>`."""
-    from starlette.responses import FileResponse, JSONResponse
+    from starlette.responses import JSONResponse, Response
 
     from prefs.errors import UserError
 
     pool = store.pool_dir.resolve()
-    cache: dict[str, str] = {}  # sha -> path; content-addressed, so entries never go stale
+    # sha -> the file's path inside the pool (from the database, which names it). Only the name is cached: the
+    # file system is asked afresh on every request, so a pool file swapped for a symlink is never followed.
+    cache: dict[str, tuple[str, ...]] = {}
 
-    def find(sha: str):
-        path = cache.get(sha)
-        if path is None:
+    def parts_of(sha: str) -> tuple[str, ...] | None:
+        parts = cache.get(sha)
+        if parts is None:
             try:
                 row = store.get_image(sha)
             except UserError:
                 return None
-            resolved = store.image_path(row).resolve()
-            if pool not in resolved.parents or not resolved.is_file():
+            path = store.image_path(row)
+            try:
+                parts = cache[sha] = path.parent.resolve().relative_to(pool).parts + (path.name,)
+            except ValueError:  # outside the pool
                 return None
-            path = cache[sha] = str(resolved)
-        return path
+        return parts
 
     def endpoint(request):  # sync: Starlette runs it in a worker thread, off the event loop
         sha = request.path_params.get("sha", "")
-        path = find(sha) if _SHA.match(sha) else None
-        if path is None:
+        parts = parts_of(sha) if _SHA.match(sha) else None
+        body = _read_inside(pool, parts) if parts else None
+        if body is None:
             return JSONResponse({"detail": "no such image in the pool"}, status_code=404)
+        media = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
         # Content-addressed: the bytes behind a hash never change, so the browser may keep them for good.
-        return FileResponse(path, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+        return Response(body, media_type=media, headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
     return endpoint
+
+
+def _read_inside(root: Path, parts: tuple[str, ...]) -> bytes | None:
+    """The bytes of the regular file root/parts[0]/.../parts[-1], walking down with no symlink followed at any
+    step (each component opened relative to its parent with O_NOFOLLOW); None when any step is not there, is a
+    link, or the last is not a regular file."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fds = []
+    try:
+        fds.append(os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+        for name in parts[:-1]:
+            fds.append(os.open(name, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=fds[-1]))
+        fds.append(os.open(parts[-1], flags, dir_fd=fds[-1]))
+        if not stat.S_ISREG(os.fstat(fds[-1]).st_mode):
+            return None
+        with os.fdopen(fds.pop(), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
