@@ -77,3 +77,33 @@ def test_same_final_latents_as_plain_pipeline(pipe, guidance):
     with torch.no_grad():
         plain = pipe(PROMPTS, num_inference_steps=4, guidance_scale=guidance, eta=1.0, generator=gens, output_type="latent").images
     assert torch.equal(traj.final, plain)
+
+
+def test_last_step_is_finite_and_ddpo_pytorch_s_under_set_alpha_to_one():
+    # A DDIM scheduler made from many Euler / DPM++ configs has set_alpha_to_one=True: diffusers' last step then has
+    # alpha_prev = 1 and std 0, and the Gaussian log-prob was NaN. ddpo-pytorch clamps the previous timestep to 0
+    # (alpha_prev = alphas_cumprod[0]): the same numbers here, written from its formula in float64.
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                          set_alpha_to_one=True, steps_offset=1)
+    sched.set_timesteps(4)
+    assert float(sched.final_alpha_cumprod) == 1.0
+    t = sched.timesteps[-1]
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 3, 4, 8, 8, generator=g).unbind(0)
+    out = ddim_step_with_logprob(sched, eps, t, x, eta=1.0, generator=g)
+    assert torch.isfinite(out.log_prob).all() and float(out.std) > 0
+
+    a = sched.alphas_cumprod.double()
+    prev = max(int(t) - sched.config.num_train_timesteps // sched.num_inference_steps, 0)  # ddpo-pytorch's clamp
+    a_t, a_prev = a[int(t)], a[prev]
+    sigma = torch.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    x0 = (x.double() - torch.sqrt(1 - a_t) * eps.double()) / torch.sqrt(a_t)
+    mean = torch.sqrt(a_prev) * x0 + torch.sqrt(1 - a_prev - sigma**2) * eps.double()
+    expected = torch.distributions.Normal(mean, sigma).log_prob(out.prev_sample.double()).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out.std.double(), sigma, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out.log_prob.double(), expected, rtol=1e-5, atol=1e-4)
+    again = ddim_step_with_logprob(sched, eps, t, x, eta=1.0, prev_sample=out.prev_sample)
+    assert torch.equal(again.log_prob, out.log_prob)  # replayed exactly: importance ratio 1
+

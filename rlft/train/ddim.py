@@ -4,7 +4,8 @@
 posterior mean and std as well, so the log-probability of any given `prev_sample` can be recomputed after
 the weights change (DDPO's importance ratio). `sample_with_logprob` is `StableDiffusionPipeline.__call__`
 with that step: same prompt encoding, same initial latents, same noise draws from the same generators, so
-with the same generator it ends on the same latents as the plain pipeline (tested).
+with the same generator it ends on the same latents as the plain pipeline (tested) whenever the scheduler's
+`set_alpha_to_one` is off; with it on, the last step is ddpo-pytorch's (see `ddim_posterior`), not diffusers'.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ def ddim_posterior(scheduler, model_output: torch.Tensor, timestep: int, sample:
     if scheduler.config.thresholding or scheduler.config.clip_sample:
         raise ValueError("DDIM with thresholding or sample clipping is not a Gaussian policy; disable them")
     t = int(timestep)
-    prev_t = _prev_timestep(scheduler, t)
+    # The last step's previous timestep is negative. DDIMScheduler.step then takes `final_alpha_cumprod`, which is
+    # 1 under `set_alpha_to_one=True` (many Euler/DPM++ configs carry it): std 0, and a Gaussian log-prob of 0/0.
+    # ddpo-pytorch clamps the previous timestep to 0 instead, so alpha_prev = alphas_cumprod[0] and every step
+    # stays a proper Gaussian; so do we. With `set_alpha_to_one=False` (SD 1.x, the toy world) the two agree.
+    prev_t = max(_prev_timestep(scheduler, t), 0)
     # The same float32 operations, in the same order, as DDIMScheduler.step: bit-identical samples.
     alpha_t = scheduler.alphas_cumprod[t]
-    alpha_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
+    alpha_prev = scheduler.alphas_cumprod[prev_t]
     beta_t = 1 - alpha_t
     variance = ((1 - alpha_prev) / beta_t) * (1 - alpha_t / alpha_prev)
     std = (eta * variance ** 0.5).to(device=sample.device, dtype=sample.dtype)
