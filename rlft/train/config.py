@@ -212,37 +212,21 @@ class TrainConfig:
     @classmethod
     def toy(cls, **overrides) -> TrainConfig:
         """Defaults for the toy world on a 2-core CPU (the 20-minute budget), per algorithm (`TOY_ALGO_DEFAULTS`);
-        anything in `overrides` wins. The measurements behind them (bench/results/train.json, "trials"):
+        anything in `overrides` wins. Each default's reason, with the experiment behind it (docs/experiments.md):
 
-        - `ddpo` takes one optimizer step per epoch at lr 3e-3. With four PPO-clipped steps per epoch (four
-          micro-batches of 8, lr 1e-3 or 3e-3) the `warm` oracle's held-out win rate stayed at 60%: after the first
-          step the tiny clip range zeroes most of the later steps' gradient and what is left is noise. One
-          on-policy step per epoch reached 76% (ceiling 84%) in the same 60 epochs and the same time, but lost
-          7.9 points of prompt adherence; with the per-step KL to the base at weight 0.02 it reached 72.9% and
-          lost 1.25 points (weight 0.1 held the win rate at 61%, 1.0 at 52%).
-        - `ddpo` trains the first half of each trajectory's steps (`ddpo.timestep_choice = "first"`), not a
-          random half. A shape's colour, size and place are settled in the first, noisiest steps; the last ones
-          only refine it, and their gradients (the DDIM step at t=101 has 8x the log-prob gradient of the
-          others) are noise as far as those attributes go. Rewarded with the `warm` oracle itself, the warm
-          share of held-out images went 33% -> 77% in 10 epochs with the first steps, against 33% -> 38% with
-          random ones (65% after 60). Through a learned reward (fresh homes, so partly home-to-home spread):
-          `warm` 56.2% -> 69.8%, `centered` 49.0% -> 68.8% on the same homes. It steers faster, so it also
-          overrode more of what prompts said (`big`: 5.8 adherence points lost, 0.8 before); kl-weight 0.05
-          instead of 0.02 kept `big` at 94.8% and 2.9 points, `warm` at 65.6% and 0.8 points.
-        - `rwr` regresses onto the model's own samples. Fitting the plain conditional prediction to samples drawn
-          with guidance 3 distils the guidance into the model, and sampling with guidance on top of that drifts
-          a little further each epoch (the `small` oracle's win rate peaked at 78% and fell to 33%, with 7.1
-          points of adherence lost). So rwr fits the guided prediction, the policy that drew the samples
-          (`rwr.guided_loss`): on the same `small` home 81.2%, 0.4 points lost. Its toy kl-weight stays 1.0
-          (the guided regulariser): at 0.1 the `bright` run collapsed to one background colour. Guided rwr
-          still went its own way on `big` and `bright` (47.9% and 27.1%: shapes shrank, backgrounds darkened
-          whatever the reward said), so its weights carry a baseline (`rwr.baseline`: w - 1, signed, so
-          samples as good as their peers give no gradient): 83.3% on both homes.
-        - `rwr.shared_noise` with three passes per epoch (`optim.inner_epochs = 3`) stays off: on the same
-          homes it took `dark` from 54.2% to 83.3% but `big` from 83.3% to 72.9% and `small` from 64.6% to
-          53.1% (warm, centered, bright within 2 points), for 30% more time; no better on balance.
-        - `dpo` uses the paper's beta of 5000: on the `bright` home 100% win rate and no adherence lost in
-          60 epochs (beta 2000 over 20 epochs: 72.9%)."""
+        - `ddpo` takes one optimizer step per epoch at lr 3e-3: later PPO-clipped steps find most ratios outside
+          the tiny clip range and learn nothing (ddpo-one-step).
+        - `ddpo` trains the first, noisiest half of each trajectory's steps, where colour, size and place are
+          decided, at kl-weight 0.05, which keeps prompt adherence within the 5-point bound (ddpo-first-steps).
+        - `rwr` fits the guided prediction (`rwr.guided_loss`), the policy that drew the samples, because fitting
+          the conditional one distils the guidance and drifts each epoch (rwr-guided-loss).
+        - `rwr` centres its weights (`rwr.baseline`), so samples as good as their peers give no gradient and the
+          model does not drift toward its own output where the reward is silent (rwr-centred-weights).
+        - `rwr` keeps kl-weight 1.0: lower weights lost adherence or collapsed (rwr-warm-fixed-rater, rwr-guided-loss).
+        - `rwr.shared_noise`, `optim.inner_epochs > 1`, `rwr.clip_range` and `min_timestep` stay off: none was better
+          on balance across oracles and seeds (rwr-shared-noise, rwr-clip-range-seeds, min-timestep-half).
+        - `dpo` uses the paper's beta of 5000: 100% on `bright` without adherence loss, where 2000 reached 72.9%
+          (dpo-beta-5000)."""
         algo = overrides.get("algo", cls.algo)
         base = from_dict(TOY_ALGO_DEFAULTS.get(algo, {}), base=cls(algo=algo)) if algo in ALGORITHMS else cls()
         return from_dict(overrides, base=base)
