@@ -32,10 +32,27 @@ def test_oracles_rank_toy_images_as_named():
     assert oracles.bright(scene(background="white")) > oracles.bright(scene(background="black", color="red"))
 
 
+def test_composite_oracles_add_two_tastes():
+    warm_big, warm_small = scene(color="orange", size="large"), scene(color="orange", size="small")
+    cold_big = scene(color="green", size="large")
+    for img in (warm_big, warm_small, cold_big):
+        assert oracles.ORACLES["warm+big"](img) == pytest.approx(oracles.warm(img) + oracles.big(img))
+        assert oracles.ORACLES["cool+centered"](img) == pytest.approx(oracles.cool(img) + oracles.centered(img))
+    # it wants both: warm and big beats warm alone and big alone
+    assert oracles.ORACLES["warm+big"](warm_big) > max(oracles.ORACLES["warm+big"](warm_small),
+                                                       oracles.ORACLES["warm+big"](cold_big))
+    any_two = oracles.resolve_oracle("dark+small")
+    assert any_two(warm_small) == pytest.approx(oracles.dark(warm_small) + oracles.small(warm_small))
+    for bad in ("warm+tasty", "warm+warm", "warm+big+big", "warm+"):
+        with pytest.raises(UserError, match="cannot combine"):
+            oracles.resolve_oracle(bad)
+
+
 def test_resolve_oracle():
     assert oracles.resolve_oracle("warm") is oracles.warm
     assert oracles.resolve_oracle("rlft.sim.oracles:big") is oracles.big
-    with pytest.raises(UserError, match="unknown oracle 'tasty'; valid: big, bright, centered, cool, dark, small, warm"):
+    with pytest.raises(UserError, match="unknown oracle 'tasty'; valid: big, bright, centered, cool, cool\\+centered, dark, "
+                                        "small, warm, warm\\+big"):
         oracles.resolve_oracle("tasty")
     with pytest.raises(UserError, match="cannot import oracle module"):
         oracles.resolve_oracle("no_such_module_xyz:f")
