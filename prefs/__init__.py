@@ -4,7 +4,8 @@ Knows nothing of torch. Names below are imported lazily, so `import prefs.errors
 
     store = prefs.open_store()                      # RLFT_DB, else SQLite in RLFT_HOME
     img = store.add_image("a.png", prompt="a red circle", seed=1, model="toy")
-    pair = store.next_pair("alice", strategy="uncertain:0.7,balanced:0.25,repeat:0.05", scorer=my_scorer)
+    mix = prefs.parse_mix("uncertain:0.7,balanced:0.25,repeat:0.05")   # a StrategyMix, checked once
+    pair = store.next_pair("alice", strategy=mix, scorer=my_scorer)
     store.record_judgement(pair.a.sha256, pair.b.sha256, "a", rater="alice", shown_left="a",
                             client_vote_id=vote_uuid, strategy=pair.strategy, predicted_p=pair.predicted_p)
     store.undo_last("alice")
@@ -13,8 +14,8 @@ Knows nothing of torch. Names below are imported lazily, so `import prefs.errors
     for im in store.images(): ...                   # prefs.models.Image rows
 
 Main names: `open_store`, `Store`, `Judgement`, `Pair`, `Image` (row), `OUTCOMES`, `register_strategy`,
-`ScoreTable`, `ScoreCache`, `NoPairError`, `ImageError`, `SchemaError`, `ConflictError`, `UserError`,
-`NotFoundError`. The scorer protocol for the `uncertain` strategy is documented in `prefs.samplers`.
+`StrategyMix`, `parse_mix`, `ScoreTable`, `ScoreCache`, `NoPairError`, `ImageError`, `SchemaError`,
+`ConflictError`, `UserError`, `NotFoundError`. The scorer protocol for the `uncertain` strategy is documented in `prefs.samplers`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ _LAZY = {
     "OUTCOMES": "prefs.models",
     "register_strategy": "prefs.samplers",
     "STRATEGIES": "prefs.samplers",
+    "StrategyMix": "prefs.samplers",
+    "parse_mix": "prefs.samplers",
     "ScoreTable": "prefs.samplers",
     "ScoreCache": "prefs.samplers",
     "NoPairError": "prefs.samplers",

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 OUTCOMES = ("a", "b", "tie", "both_bad", "skip")
-"""Valid comparison outcomes: `a`/`b` won, `tie` (equally good), `both_bad`, `skip` (no judgement)."""
+"""Valid judgement outcomes: `a`/`b` won, `tie` (equally good), `both_bad`, `skip` (no judgement)."""
 ORIGINS = ("generated", "imported")
 """Where an image came from: written by `rlft generate`, or added by `rlft import` / a file import."""
 SIDES = ("a", "b")

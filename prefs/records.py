@@ -14,7 +14,7 @@ from prefs.models import Image
 
 @dataclasses.dataclass(frozen=True)
 class Judgement:
-    """One recorded comparison. `outcome` refers to `image_a`/`image_b` (roles), not screen sides."""
+    """One recorded judgement. `outcome` refers to `image_a`/`image_b` (roles), not screen sides."""
 
     id: int
     client_vote_id: str

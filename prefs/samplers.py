@@ -366,12 +366,11 @@ def pair_epig(pa: np.ndarray, pt: np.ndarray) -> np.ndarray:
     return np.maximum(info, 0.0)
 
 
-def needs_scorer(strategy: str | Mapping[str, float] | None) -> bool:
-    """Does a strategy name, mix text ("uncertain:0.7,balanced:0.3") or mix dict use a scored strategy?"""
-    if not strategy:
-        return False
-    names = strategy if not isinstance(strategy, str) else [p.partition(":")[0].strip() for p in strategy.split(",")]
-    return any(n in SCORED_STRATEGIES for n in names)
+def needs_scorer(strategy: StrategyMix | str | Mapping[str, float] | None) -> bool:
+    """Does a mix use a scored strategy? None (the store's default mix) never does. A name, mix text or dict
+    is read with `parse_mix`, so an unknown name raises UserError; callers that ask per pair pass the
+    `StrategyMix` they parsed once."""
+    return bool(strategy) and parse_mix(strategy).needs_scorer
 
 
 EPIG_TARGETS = 256  # target pairs (random pairs of the candidates) EPIG averages over
@@ -488,30 +487,86 @@ def repeat_pair(ctx: PairContext) -> Candidate | None:
 # Mixing
 
 
-def parse_mix(spec: str | Mapping[str, float] | None, default: Mapping[str, float]) -> dict[str, float]:
-    """Turn `"uncertain:0.7,balanced:0.25,repeat:0.05"`, `"random"` or a dict into normalised weights.
+class StrategyMix(Mapping[str, float]):
+    """A checked pair-strategy mix: registered strategy names -> weights summing to 1, in the order given.
+
+    Immutable and hashable. It is made once where a mix enters (the CLI's `--strategy`, `parse_mix`) and then
+    passed as it is to `Store.next_pair`, `needs_scorer`, the rating session and the simulated rater, so no
+    pair re-reads the text. `str(mix)` is mix text that `parse_mix` reads back to the same mix.
+    Raises UserError for an empty mix, an unknown name (listing the valid ones) or a weight that is not a
+    positive number.
+    """
+
+    __slots__ = ("_weights",)
+
+    def __init__(self, weights: Mapping[str, float]):
+        weights = {str(k): float(v) for k, v in weights.items()}
+        if not weights:
+            raise UserError(f"no pair strategy given; valid: {', '.join(sorted(STRATEGIES))}")
+        unknown = [n for n in weights if n not in STRATEGIES]
+        if unknown:
+            raise UserError(f"unknown pair strategy {unknown[0]!r}; valid: {', '.join(sorted(STRATEGIES))}")
+        if any(not math.isfinite(w) or w <= 0 for w in weights.values()):
+            raise UserError(f"strategy weights must be positive numbers, got {weights}")
+        total = sum(weights.values())
+        object.__setattr__(self, "_weights", {n: w / total for n, w in weights.items()})
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a StrategyMix is immutable")
+
+    def __getitem__(self, name: str) -> float:
+        return self._weights[name]
+
+    def __iter__(self):
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._weights.items()))
+
+    def __reduce__(self):  # copy and pickle through __init__ (the slot is read-only)
+        return StrategyMix, (dict(self._weights),)
+
+    def __repr__(self) -> str:
+        return f"StrategyMix({self._weights!r})"
+
+    def __str__(self) -> str:
+        if len(self._weights) == 1:
+            return next(iter(self._weights))
+        return ",".join(f"{n}:{w!r}" for n, w in self._weights.items())
+
+    @property
+    def needs_scorer(self) -> bool:
+        """Whether a strategy of the mix reads `ctx.scorer` (looked up now: registration may change)."""
+        return any(n in SCORED_STRATEGIES for n in self._weights)
+
+
+def parse_mix(spec: StrategyMix | str | Mapping[str, float] | None,
+              default: Mapping[str, float] | None = None) -> StrategyMix:
+    """Read `"uncertain:0.7,balanced:0.25,repeat:0.05"`, `"random"` or a dict as a `StrategyMix` (weights
+    normalised; a name without a weight weighs 1). A StrategyMix comes back as it is. An empty spec gives
+    `default`, or UserError when there is none.
 
     Unknown names and non-positive or non-numeric weights raise UserError listing the valid names.
     """
-    if spec is None or spec == "":
-        return dict(default)
-    if isinstance(spec, str):
-        weights: dict[str, float] = {}
-        for part in spec.split(","):
-            name, _, w = part.strip().partition(":")
-            try:
-                weights[name.strip()] = float(w) if w else 1.0
-            except ValueError:
-                raise UserError(f"bad weight {w!r} for strategy {name!r}: write NAME:WEIGHT, e.g. uncertain:0.7") from None
-    else:
-        weights = {str(k): float(v) for k, v in spec.items()}
-    unknown = [n for n in weights if n not in STRATEGIES]
-    if unknown:
-        raise UserError(f"unknown pair strategy {unknown[0]!r}; valid: {', '.join(sorted(STRATEGIES))}")
-    if any(not math.isfinite(w) or w <= 0 for w in weights.values()):
-        raise UserError(f"strategy weights must be positive numbers, got {weights}")
-    total = sum(weights.values())
-    return {n: w / total for n, w in weights.items()}
+    if isinstance(spec, StrategyMix):
+        return spec
+    if not spec or (isinstance(spec, str) and not spec.strip()):
+        if default is None:
+            raise UserError(f"no pair strategy given; valid: {', '.join(sorted(STRATEGIES))}")
+        return parse_mix(default)
+    if not isinstance(spec, str):
+        return StrategyMix(spec)
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        name, _, w = part.strip().partition(":")
+        try:
+            weights[name.strip()] = float(w) if w else 1.0
+        except ValueError:
+            raise UserError(f"bad weight {w!r} for strategy {name!r}: write NAME:WEIGHT, e.g. uncertain:0.7") from None
+    return StrategyMix(weights)
 
 
 def choose(ctx: PairContext, mix: Mapping[str, float]) -> tuple[str, Candidate]:

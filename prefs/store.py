@@ -443,33 +443,35 @@ class Store:
             return list(s.scalars(select(Rater.name).order_by(Rater.id)))
 
     # -- pair selection ---------------------------------------------------------------------------------
-    def default_strategy(self) -> dict[str, float]:
+    def default_strategy(self) -> samplers.StrategyMix:
         """`same_prompt` when some prompt has several images, else `random`; plus the 5% `repeat` share."""
         with self.engine.connect() as conn:
             shared = conn.execute(
                 select(Image.prompt_hash).group_by(Image.prompt_hash).having(func.count(Image.id) > 1).limit(1)
             ).first()
         main = "same_prompt" if shared else "random"
-        return {main: 1 - samplers.DEFAULT_REPEAT_SHARE, "repeat": samplers.DEFAULT_REPEAT_SHARE}
+        return samplers.StrategyMix({main: 1 - samplers.DEFAULT_REPEAT_SHARE, "repeat": samplers.DEFAULT_REPEAT_SHARE})
 
     def next_pair(
         self,
         rater: str = DEFAULT_RATER,
-        strategy: str | Mapping[str, float] | None = None,
+        strategy: samplers.StrategyMix | str | Mapping[str, float] | None = None,
         *,
         scorer: samplers.Scorer | None = None,
         rng: random.Random | None = None,
     ) -> Pair:
         """Choose the next two images for `rater`, sides randomised (show `pair.a` left, `pair.b` right).
 
-        `strategy`: a name (`random`, `same_prompt`, `balanced`, `uncertain`, `repeat`, or any registered
-        with `prefs.samplers.register_strategy`), a weighted mix as text ("uncertain:0.7,balanced:0.25,
-        repeat:0.05") or a dict; default `default_strategy()`. `scorer`: needed by `uncertain` (see
+        `strategy`: a `prefs.samplers.StrategyMix` (from `parse_mix`), used as it is; or, read here with
+        `parse_mix` on every call, a name (`random`, `same_prompt`, `balanced`, `uncertain`, `repeat`, or any
+        registered with `prefs.samplers.register_strategy`), a weighted mix as text ("uncertain:0.7,
+        balanced:0.25,repeat:0.05") or a dict: a caller asking for many pairs parses once and passes the
+        mix. Default `default_strategy()`. `scorer`: needed by `uncertain` (see
         `prefs.samplers` for the protocol). Never returns an image against itself, a broken image, or a
         pair the rater already judged (except a `repeat`, flagged `pair.repeat`). Raises NoPairError
         (a UserError) when nothing is left to show, UserError for an unknown strategy.
         """
-        mix = samplers.parse_mix(strategy, self.default_strategy() if not strategy else {})
+        mix = samplers.parse_mix(strategy) if strategy else self.default_strategy()
         rng = rng or self._rng
         with self.engine.connect() as conn:
             rid = conn.execute(select(Rater.id).where(Rater.name == rater)).scalar()

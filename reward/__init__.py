@@ -14,7 +14,7 @@
     reward.versions.list_versions(); reward.versions.resolve("latest"); reward.versions.latest()
 
     scorer = reward.make_scorer(store, "latest")  # for prefs' `uncertain` pair strategy (active learning)
-    result = reward.train(store, reward.TrainConfig(clip="toy", fit=reward.FitConfig(head="mlp", ensemble=5)))
+    result = reward.train(store, reward.RewardTrainConfig(clip="toy", fit=reward.FitConfig(head="mlp", ensemble=5)))
 
 Utilities are on the Bradley-Terry logit scale: P(a beats b) = sigmoid(r(a) - r(b)), centred on the training
 pool. Modules: `clip` (CLIP specs, differentiable preprocessing), `embeddings` (the on-disk cache), `heads`,
@@ -35,7 +35,7 @@ _LAZY = {
     "OnlineScorer": "reward.scorer",
     "RewardScorer": "reward.scorer",
     "train": "reward.training",
-    "TrainConfig": "reward.training",
+    "RewardTrainConfig": "reward.training",
     "FitConfig": "reward.fit",
     "EmbeddingCache": "reward.embeddings",
     "load_laion": "reward.laion",

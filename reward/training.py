@@ -15,7 +15,7 @@ from reward.fit import FitConfig, fit_ensemble
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class RewardTrainConfig:
     """Everything `train` needs besides the store; saved in the version's reward.json."""
 
     clip: str = "toy"  # CLIP spec for the embeddings (ViT-L-14/openai for SD 1.x)
@@ -50,7 +50,7 @@ def embedded_pairs(store, cache, rater: str | None = None, prompt: bool = False,
     return data, x, t
 
 
-def train(store, config: TrainConfig | None = None, progress: bool = True, home=None, save: bool = True) -> TrainResult:
+def train(store, config: RewardTrainConfig | None = None, progress: bool = True, home=None, save: bool = True) -> TrainResult:
     """Fit a reward on the store's judgements and write it as the next version (`r0001`, ...)."""
     from reward.clip import resolve_clip
     from reward.embeddings import EmbeddingCache
@@ -58,7 +58,7 @@ def train(store, config: TrainConfig | None = None, progress: bool = True, home=
     from reward.model import save_weights
     from reward.versions import write_version
 
-    config = config or TrainConfig()
+    config = config or RewardTrainConfig()
     prior_path = parse_prior(config.prior)
     resolve_clip(config.clip)  # an unknown spec fails before any work
     prior = load_laion(prior_path) if prior_path else None

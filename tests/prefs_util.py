@@ -31,3 +31,18 @@ def add_toy_images(store, n: int, seed: int = 0) -> list[str]:
     for s, _ in zip(samples(seed), range(n), strict=False):
         shas.append(store.add_image(s.image, prompt=s.caption, seed=s.seed, model="toy").sha256)
     return shas
+
+
+def count_strategy_parses(monkeypatch) -> list[dict]:
+    """Record every `StrategyMix` built (each parse of a --strategy text or dict builds one) while a test runs."""
+    from prefs.samplers import StrategyMix
+
+    built: list[dict] = []
+    init = StrategyMix.__init__
+
+    def counting(self, weights):
+        built.append(dict(weights))
+        init(self, weights)
+
+    monkeypatch.setattr(StrategyMix, "__init__", counting)
+    return built

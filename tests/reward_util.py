@@ -19,14 +19,14 @@ def judged_store(n_images: int = 40, n_judgements: int = 120, oracle: str = "war
 
 def train_small_reward(n_images: int = 20, n_judgements: int = 40, ensemble: int = 2, steps: int = 40, **config):
     """Train the next reward version (r0001 in a fresh home) on a judged toy store left in the home; returns the
-    TrainResult. `config`: more TrainConfig fields (default val_frac 0)."""
+    TrainResult. `config`: more RewardTrainConfig fields (default val_frac 0)."""
     import reward
     from reward.fit import FitConfig
-    from reward.training import TrainConfig
+    from reward.training import RewardTrainConfig
 
     config.setdefault("val_frac", 0)
     with judged_store(n_images=n_images, n_judgements=n_judgements) as store:
-        return reward.train(store, TrainConfig(fit=FitConfig(ensemble=ensemble, steps=steps), **config), progress=False)
+        return reward.train(store, RewardTrainConfig(fit=FitConfig(ensemble=ensemble, steps=steps), **config), progress=False)
 
 
 def own_member_scores(model, store, images):

@@ -7,11 +7,20 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from prefs_util import add_images
+from prefs_util import add_images, count_strategy_parses
 
 import prefs
 from prefs.errors import UserError
-from prefs.samplers import STRATEGIES, NoPairError, ScoreCache, ScoreTable, moderated_p, pair_epig, parse_mix
+from prefs.samplers import (
+    STRATEGIES,
+    NoPairError,
+    ScoreCache,
+    ScoreTable,
+    StrategyMix,
+    moderated_p,
+    pair_epig,
+    parse_mix,
+)
 
 
 @pytest.fixture
@@ -187,6 +196,34 @@ def test_parse_mix_normalises():
     assert parse_mix(None, {"random": 1.0}) == {"random": 1.0}
 
 
+def test_strategy_mix_is_a_checked_immutable_value():
+    mix = parse_mix("uncertain:7,balanced:2.5,repeat:0.5")
+    assert isinstance(mix, StrategyMix) and list(mix) == ["uncertain", "balanced", "repeat"]
+    assert dict(mix) == pytest.approx({"uncertain": 0.7, "balanced": 0.25, "repeat": 0.05})
+    assert parse_mix(mix) is mix  # already parsed: passed through, not read again
+    assert str(mix) == "uncertain:0.7,balanced:0.25,repeat:0.05" and parse_mix(str(mix)) == mix
+    assert hash(parse_mix(str(mix))) == hash(mix) and str(parse_mix("random")) == "random"
+    assert mix.needs_scorer and not parse_mix("balanced,repeat:0.05").needs_scorer
+    with pytest.raises(AttributeError, match="immutable"):
+        mix._weights = {}
+    with pytest.raises(UserError, match="no pair strategy given; valid: balanced, bald, epig, random, repeat"):
+        parse_mix("")
+    with pytest.raises(UserError, match="unknown pair strategy 'best'; valid: balanced, bald, epig"):
+        StrategyMix({"best": 1.0})
+
+
+def test_next_pair_uses_a_parsed_mix_as_it_is(store, monkeypatch):
+    add_images(store, 12, prompts=3)
+    mix = parse_mix("random:0.5,balanced:0.5")
+    parses = count_strategy_parses(monkeypatch)
+    for _ in range(25):
+        pair = store.next_pair("r", mix)
+        store.record_judgement(pair.a, pair.b, "a", rater="r", strategy=pair.strategy)
+    assert parses == []  # no pair read the mix again
+    store.next_pair("r", "random")  # mix text from a library caller is still read, once for this call
+    assert parses == [{"random": 1.0}]
+
+
 def test_custom_strategy_can_be_registered(store):
     shas = add_images(store, 4)
 
@@ -274,7 +311,10 @@ def test_needs_scorer_follows_registration():
     from prefs.samplers import needs_scorer, register_strategy
 
     assert needs_scorer("uncertain") and needs_scorer("bald:0.5,balanced:0.5") and needs_scorer({"epig": 1.0})
-    assert not needs_scorer("balanced,repeat:0.05") and not needs_scorer(None) and not needs_scorer("uncertainty")
+    assert not needs_scorer("balanced,repeat:0.05") and not needs_scorer(None)
+    assert needs_scorer(parse_mix("uncertain:0.5,balanced:0.5")) and not needs_scorer(parse_mix("repeat"))
+    with pytest.raises(UserError, match="unknown pair strategy 'uncertainty'"):  # one parser: no silent False
+        needs_scorer("uncertainty")
     try:
         register_strategy("my_scored", needs_scorer=True)(lambda ctx: None)
         register_strategy("my_plain")(lambda ctx: None)

@@ -125,14 +125,14 @@ def test_training_with_a_laion_prior_reports_it_as_a_baseline(tmp_path):
     from reward_util import judged_store, tiny_clip_folder
 
     import reward
-    from reward.training import TrainConfig
+    from reward.training import RewardTrainConfig
 
     clip = str(tiny_clip_folder(tmp_path / "clip768", 768))
     prior = f"laion:{fake_laion(tmp_path / 'prior.pth')}"
     zero = FitConfig(ensemble=2, steps=0)
     with judged_store(n_images=20, n_judgements=60) as store:
-        m = reward.train(store, TrainConfig(clip=clip, prior=prior, fit=zero), progress=False).metrics
-        plain = reward.train(store, TrainConfig(clip=clip, fit=zero), progress=False).metrics
+        m = reward.train(store, RewardTrainConfig(clip=clip, prior=prior, fit=zero), progress=False).metrics
+        plain = reward.train(store, RewardTrainConfig(clip=clip, fit=zero), progress=False).metrics
     base = m["baselines"]["laion_prior"]
     assert base["n"] == m["n_val"] == 12
     # No steps: the reward is the prior, so it scores the held-out pairs exactly as the baseline does.

@@ -14,7 +14,7 @@ from reward_util import judged_store
 import reward
 from prefs.errors import NotFoundError, UserError
 from reward.fit import FitConfig
-from reward.training import TrainConfig
+from reward.training import RewardTrainConfig
 
 FAST = FitConfig(ensemble=3, steps=80)
 
@@ -37,12 +37,12 @@ def test_no_judgements_yet_is_a_clear_error():
     import prefs
 
     with prefs.open_store() as s, pytest.raises(UserError, match="no judgements"):
-        reward.train(s, TrainConfig(fit=FAST), progress=False)
+        reward.train(s, RewardTrainConfig(fit=FAST), progress=False)
 
 
 def test_train_versions_latest_and_api(store):
-    r1 = reward.train(store, TrainConfig(fit=FAST), progress=False)
-    r2 = reward.train(store, TrainConfig(fit=FAST, val_frac=0.0, seed=1), progress=False)
+    r1 = reward.train(store, RewardTrainConfig(fit=FAST), progress=False)
+    r2 = reward.train(store, RewardTrainConfig(fit=FAST, val_frac=0.0, seed=1), progress=False)
     assert (r1.version, r2.version) == ("r0001", "r0002")
     assert [v["id"] for v in reward.versions.list_versions()] == ["r0001", "r0002"]
     assert reward.versions.resolve("latest") == r2.path == reward.versions.latest()
@@ -145,7 +145,7 @@ def test_time_split_holds_out_the_newest_judgements():
 
 
 def test_train_with_the_image_split(store):
-    m = reward.train(store, TrainConfig(fit=FAST, split="image"), progress=False).metrics
+    m = reward.train(store, RewardTrainConfig(fit=FAST, split="image"), progress=False).metrics
     assert m["n_val"] > 0 and m["n_train"] + m["n_val"] == 120
     assert "bt_items" not in m["baselines"]  # no val pair has both images seen in training
     assert m["val_accuracy"] > 0.6
@@ -154,7 +154,7 @@ def test_train_with_the_image_split(store):
 def test_warm_reward_prefers_warm_shapes(store):
     from rlft.toy.world import Scene, draw
 
-    reward.train(store, TrainConfig(fit=FAST, val_frac=0), progress=False)
+    reward.train(store, RewardTrainConfig(fit=FAST, val_frac=0), progress=False)
     model = reward.load()
     warm = [draw(Scene("circle", c, "green" if c != "green" else "blue", "medium", "center"), 1) for c in ("red", "orange", "yellow")]
     cold = [draw(Scene("circle", c, "white", "medium", "center"), 1) for c in ("blue", "green", "purple")]
@@ -162,7 +162,7 @@ def test_warm_reward_prefers_warm_shapes(store):
 
 
 def test_uncertain_strategy_uses_the_reward(store):
-    reward.train(store, TrainConfig(fit=FAST, val_frac=0), progress=False)
+    reward.train(store, RewardTrainConfig(fit=FAST, val_frac=0), progress=False)
     scorer = reward.make_scorer(store, "latest")
     pair = store.next_pair("someone-new", "uncertain", scorer=scorer)
     assert pair.strategy == "uncertain" and 0 <= pair.predicted_p <= 1
@@ -175,7 +175,7 @@ def test_uncertain_strategy_uses_the_reward(store):
 
 
 def test_prompt_conditioned_and_rao_kupper(store):
-    cfg = TrainConfig(fit=FitConfig(ensemble=2, steps=50, prompt=True, ties="rao-kupper"))
+    cfg = RewardTrainConfig(fit=FitConfig(ensemble=2, steps=50, prompt=True, ties="rao-kupper"))
     reward.train(store, cfg, progress=False)
     model = reward.load()
     assert model.prompt_conditioned and model.log_theta is not None
@@ -190,7 +190,7 @@ def test_laion_prior_needs_matching_dims(store):
     if not path.is_file():
         pytest.skip("shared LAION heads not present")
     with pytest.raises(UserError, match="768-d"):
-        reward.train(store, TrainConfig(fit=FAST, prior=f"laion:{path}"), progress=False)
+        reward.train(store, RewardTrainConfig(fit=FAST, prior=f"laion:{path}"), progress=False)
 
 
 def test_cli_train_list_show_score(store, tmp_path):
@@ -266,7 +266,7 @@ def test_a_version_refuses_clip_weights_changed_since_training(store, tmp_path):
     for f in folder.iterdir():
         os.utime(f, (1_000_000_000, 1_000_000_000))  # as a fresh clone or copy: same bytes, other mtimes
     assert resolve_clip(str(folder)).fingerprint() == key
-    r = reward.train(store, TrainConfig(clip=str(folder), fit=FAST), progress=False)
+    r = reward.train(store, RewardTrainConfig(clip=str(folder), fit=FAST), progress=False)
     assert reward.load(r.version).clip_spec == str(folder)
     weights = folder / "open_clip_model.safetensors"
     state = load_file(str(weights))

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from prefs_util import add_toy_images
+from prefs_util import add_toy_images, count_strategy_parses
 
 import prefs
 from prefs.errors import UserError
@@ -121,6 +121,15 @@ def test_bad_simulate_arguments_exit_2(args, message):
     assert result.exit_code == 2 and message in result.stderr
     with prefs.open_store() as store:
         assert store.stats()["judgements"] == 0
+
+
+def test_simulate_parses_the_strategy_once_for_the_whole_run(monkeypatch):
+    with prefs.open_store() as store:
+        add_toy_images(store, 10)
+    parses = count_strategy_parses(monkeypatch)
+    result = sim("--oracle", "warm", "--n", "30", "--noise", "0", "--strategy", "random:0.5,balanced:0.5", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["judged"] == 30
+    assert parses == [{"random": 0.5, "balanced": 0.5}]  # at the command line, not once per pair
 
 
 def test_calibrate_noise_hits_the_requested_consistency():

@@ -189,6 +189,21 @@ def test_exposure_warning_and_auth_parsing():
         parse_auth(["nopass"])
 
 
+def test_app_config_parses_the_strategy_once_for_every_session(store, monkeypatch):
+    from prefs_util import count_strategy_parses
+
+    from ui.app import AppConfig, RatingApp
+
+    parses = count_strategy_parses(monkeypatch)
+    app = RatingApp(store, AppConfig(strategy="uncertain:0.5,same_prompt:0.5"))
+    try:
+        assert app._scorer == app.scores.pair_scorer  # a scored strategy in the mix: sessions get the reward's scorer
+        sessions = [app.new_session(name) for name in ("erin", "frank")]
+        assert all(s.strategy is app.config.strategy for s in sessions) and len(parses) == 1
+    finally:
+        app.close()
+
+
 def test_cli_bad_input_is_one_line():
     from rlft.cli import main
 

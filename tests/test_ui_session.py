@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prefs_util import count_strategy_parses
 from ui_helpers import toy_pool
 
 import prefs
@@ -192,3 +193,17 @@ def test_pair_scorer_of_a_saved_reward_matches_the_models_own_scores():
     np.testing.assert_allclose(members, own, atol=1e-4)
     np.testing.assert_allclose(means, own.mean(0), atol=1e-4)
     np.testing.assert_allclose(stds, own.std(0), atol=1e-4)
+
+
+def test_the_strategy_is_parsed_once_per_session_not_per_pair(store, monkeypatch):
+    parses = count_strategy_parses(monkeypatch)
+    s, clock = session(store, strategy="random:0.5,same_prompt:0.5")
+    view = s.start()
+    for _ in range(12):
+        clock.t += 1
+        view = s.vote(view.shown.token, "left")
+        assert view.ok
+    assert len(parses) == 1 and len(rows(store)) == 12
+    assert {j.strategy for j in rows(store)} <= {"random", "same_prompt"}
+    mix = s.strategy
+    assert session(store, "bob", strategy=mix)[0].strategy is mix and len(parses) == 1  # a parsed mix as it is

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import gradio as gr
 
 from prefs.errors import UserError
-from prefs.samplers import needs_scorer
+from prefs.samplers import StrategyMix, needs_scorer, parse_mix
 from ui import gallery, html, progress
 from ui.scoring import Scores, reward_versions
 from ui.session import MIN_DECISION_MS, RateSession, View
@@ -46,12 +46,16 @@ BUTTONS = (  # (side, elem_id, label)
 class AppConfig:
     """How the app behaves (the CLI fills it from flags)."""
 
-    strategy: str | None = None  # pair strategy for every rater (None: the store's default mix)
+    strategy: StrategyMix | None = None  # pair strategy mix for every rater (None: the store's default mix)
     rater: str | None = None  # a fixed rater name for every browser (--rater); else asked once per browser
     auth: bool = False  # raters are the --auth login names
     min_decision_ms: int = MIN_DECISION_MS  # faster votes are treated as double clicks
     gallery_limit: int = 200  # images shown in the gallery by default
     prefetch_threads: int = 4  # background pair selection, shared by all sessions
+
+    def __post_init__(self):
+        # Mix text or a dict from a library caller is read once, here; a StrategyMix stays as it is.
+        self.strategy = parse_mix(self.strategy) if self.strategy else None
 
 
 class RatingApp:

@@ -24,6 +24,7 @@ from typing import Callable
 
 from prefs.errors import NotFoundError, UserError
 from prefs.records import Pair
+from prefs.samplers import NoPairError, StrategyMix, parse_mix
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,15 @@ def pair_key(pair: Pair) -> frozenset[str]:
 class RateSession:
     """A rater's pair stream with one pair prefetched in the background.
 
-    `store`: a `prefs.Store`; `rater`: whose votes; `strategy`: passed to `next_pair`; `scorer`: a
+    `store`: a `prefs.Store`; `rater`: whose votes; `strategy`: the `StrategyMix` passed to every `next_pair`
+    (mix text or a dict is parsed once, here; None: the store's default mix); `scorer`: a
     callable returning the current scorer for `uncertain` (or None); `executor`: where prefetching runs
     (None: synchronously, for tests); `on_timing`: called with the milliseconds from a vote's arrival to
     the next pair being ready; `clock`: monotonic seconds (tests pass a fake).
     """
 
-    def __init__(self, store, rater: str, *, strategy: str | None = None, scorer: Callable[[], object] | None = None,
+    def __init__(self, store, rater: str, *, strategy: StrategyMix | str | None = None,
+                 scorer: Callable[[], object] | None = None,
                  executor: Executor | None = None, min_decision_ms: int = MIN_DECISION_MS,
                  on_timing: Callable[[float], None] | None = None, clock: Callable[[], float] = time.monotonic,
                  seed: int | None = None):
@@ -74,7 +77,7 @@ class RateSession:
             raise UserError("rater name must not be empty")
         self.store = store
         self.rater = rater.strip()
-        self.strategy = strategy
+        self.strategy = parse_mix(strategy) if strategy else None
         self.scorer = scorer or (lambda: None)
         self.executor = executor
         self.min_decision_ms = min_decision_ms
@@ -93,8 +96,6 @@ class RateSession:
 
     # -- pairs ------------------------------------------------------------------------------------------
     def _draw(self) -> Pair | None:
-        from prefs.samplers import NoPairError
-
         try:
             return self.store.next_pair(self.rater, self.strategy, scorer=self.scorer(), rng=self.rng)
         except NoPairError:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import click
 
+from rlft.cli.params import STRATEGY
+
 
 @click.command("loop")
 @click.option("--model", "-m", default="toy", show_default=True, help="Model spec.")
@@ -22,7 +24,7 @@ import click
 @click.option("--judgements", type=int, default=300, show_default=True, help="Pairs the simulated rater judges per round.")
 @click.option("--consistency", type=float, default=None,
               help="The simulated rater agrees with the oracle on this share of pairs (its noise calibrated; default: T = 1).")
-@click.option("--strategy", default=None,
+@click.option("--strategy", type=STRATEGY, default=None,
               help="Pair strategy of the simulated rater, e.g. 'uncertain' (active learning: the pairs a reward ensemble "
                    "finds closest to even odds) or 'uncertain:0.7,balanced:0.25,repeat:0.05'; default: the pool's.")
 @click.option("--clip", default="toy", show_default=True, help="CLIP for the reward model.")
@@ -48,10 +50,6 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
         raise UserError("--consistency sets the simulated rater's noise; it needs --oracle")
     if strategy and not oracle:
         raise UserError("--strategy picks the simulated rater's pairs; it needs --oracle (in `rlft ui`, pass --strategy there)")
-    if strategy:
-        from prefs.samplers import parse_mix
-
-        parse_mix(strategy, {})  # an unknown name or bad weight fails now, listing the valid names
     from rlft.cli.train import _build_config, _read_config_file
     from rlft.sim.rater import SimulationConfig
     from rlft.train.tracking import check_trackers

@@ -31,12 +31,12 @@ def train_cmd(clip, head, ensemble, val_frac, split, prior, prompt_conditioned, 
     """Fit a reward on the stored judgements and save it as the next version (then `latest`)."""
     from prefs import open_store
     from reward.fit import FitConfig
-    from reward.training import TrainConfig, metrics_table, train
+    from reward.training import RewardTrainConfig, metrics_table, train
     from reward.versions import resolve
 
-    config = TrainConfig(clip=clip, fit=FitConfig(head=head, ensemble=ensemble, prompt=prompt_conditioned, ties=ties,
-                                                  l2=l2, steps=steps),
-                         val_frac=val_frac, split=split, prior=prior, rater=rater, seed=seed)
+    config = RewardTrainConfig(clip=clip, fit=FitConfig(head=head, ensemble=ensemble, prompt=prompt_conditioned,
+                                                        ties=ties, l2=l2, steps=steps),
+                               val_frac=val_frac, split=split, prior=prior, rater=rater, seed=seed)
     with open_store() as store:
         result = train(store, config, progress=not as_json)
     if as_json:

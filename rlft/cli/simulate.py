@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
+
+from rlft.cli.params import STRATEGY
+
+if TYPE_CHECKING:
+    from prefs.samplers import StrategyMix
 
 
 @click.command()
@@ -15,13 +21,13 @@ import click
               help="Calibrate T instead: the rater agrees with the noiseless oracle on this share of random pool pairs (e.g. 0.9).")
 @click.option("--tie-prob", type=float, default=0.0, show_default=True, help="Chance of answering tie.")
 @click.option("--rater", default=None, help="Rater name (default: sim-ORACLE).")
-@click.option("--strategy", default=None, help="Pair strategy or mix, e.g. 'balanced' or 'uncertain:0.7,balanced:0.25,repeat:0.05'.")
+@click.option("--strategy", type=STRATEGY, default=None, help="Pair strategy or mix, e.g. 'balanced' or 'uncertain:0.7,balanced:0.25,repeat:0.05'.")
 @click.option("--scorer", default="online", show_default=True,
               help="What 'uncertain' asks: online (a reward ensemble fitted at 20 votes, refitted every 50), bt (item scores), or a reward version (latest, r0003, path).")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP spec for the online ensemble.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as a JSON object.")
-def simulate(oracle: str, n: int, noise: float | None, consistency: float | None, tie_prob: float, rater: str | None, strategy: str | None, scorer: str, clip_spec: str,
+def simulate(oracle: str, n: int, noise: float | None, consistency: float | None, tie_prob: float, rater: str | None, strategy: StrategyMix | None, scorer: str, clip_spec: str,
              seed: int, as_json: bool) -> None:
     """Judge N pairs with an oracle utility, P(a wins) = sigmoid((u_a - u_b) / T)."""
     from prefs import open_store

@@ -13,6 +13,8 @@ import sys
 
 import click
 
+from rlft.cli.params import STRATEGY
+
 SEEDS_PER_PROMPT = 4  # several images per prompt: pairs of one prompt compare the model, not the prompt
 PLAN_NAME = "ui-first-pool.json"  # in the home, while the first pool is incomplete
 TOY_GUIDANCE = 3.0  # the toy model's best classifier-free guidance
@@ -81,7 +83,7 @@ def ensure_pool(store, pool_size: int) -> int:
 @click.option("--port", type=int, default=7860, show_default=True, help="Port (0: any free port).")
 @click.option("--auth", "auth", multiple=True, metavar="USER:PASS", help="Require a login; repeat for several raters. Votes go to the login name.")
 @click.option("--rater", default=None, help="Rate as this name in every browser (default: ask once per browser).")
-@click.option("--strategy", default=None, help="Pair strategy or mix, e.g. 'uncertain:0.7,balanced:0.25,repeat:0.05' (default: same_prompt + 5% repeats).")
+@click.option("--strategy", type=STRATEGY, default=None, help="Pair strategy or mix, e.g. 'uncertain:0.7,balanced:0.25,repeat:0.05' (default: same_prompt + 5% repeats).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in a browser when one is available (else print the URL).")
 @click.option("--pool-size", type=click.IntRange(2, 10000), default=48, show_default=True, help="Images to generate on the toy world when the pool is empty.")
 @click.option("--no-generate", is_flag=True, help="Never generate a first pool, even when the pool is empty.")
@@ -89,13 +91,10 @@ def ui(host, port, auth, rater, strategy, open_browser, pool_size, no_generate):
     """Rate pairs of images in the browser, see the gallery and your progress."""
     import prefs
     from prefs.errors import UserError
-    from prefs.samplers import parse_mix
     from ui.app import AppConfig
     from ui.server import ServeOptions, parse_auth, serve
 
-    pairs = parse_auth(auth)
-    if strategy:
-        parse_mix(strategy, {})  # fail on a bad name before anything slow
+    pairs = parse_auth(auth)  # --strategy is already a checked StrategyMix (or None): see rlft.cli.params
     if rater is not None and not rater.strip():
         raise UserError("--rater must not be empty")
     if not 0 <= port <= 65535:

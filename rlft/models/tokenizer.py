@@ -113,33 +113,6 @@ def _clean(text):
     return [_clean(t) for t in text]  # a batch of strings, or of (text, pair) tuples
 
 
-def write_tokenizer_files(folder: str | os.PathLike) -> Path:
-    """Write `vocab.json`, `merges.txt` and the special-token config that `CLIPTokenizer` loads from."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = _vocab_and_merges_cached()
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps({"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}), encoding="utf-8"
-    )
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "CLIPTokenizer",
-                "model_max_length": MAX_LENGTH,
-                "bos_token": BOS,
-                "eos_token": EOS,
-                "unk_token": EOS,
-                "pad_token": EOS,  # SD 1.x convention: pad with <|endoftext|>
-                "do_lower_case": True,
-            }
-        ),
-        encoding="utf-8",
-    )
-    return folder
-
-
 def plain_clip_tokenizer(model_max_length: int = MAX_LENGTH) -> CLIPTokenizer:
     """The stock `CLIPTokenizer` with OpenAI CLIP's 49,408 ids, built offline, without ftfy cleaning.
 

@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from prefs.errors import UserError
-from prefs.samplers import NoPairError, needs_scorer, parse_mix
+from prefs.samplers import NoPairError, StrategyMix, parse_mix
 from prefs.store import Store
 
 REFRESH_EVERY = 50  # votes between refits of the score table (or ensemble) that `uncertain`, `bald` and `epig` use
@@ -42,7 +42,7 @@ class SimulationConfig:
     consistency: float | None = None  # when set, T is calibrated on the pool to this agreement with the oracle
     tie_prob: float = 0.0  # chance of answering "tie" regardless of the images
     rater: str = "sim"  # rater name recorded with each vote
-    strategy: str | None = None  # pair strategy or mix (default: the store's default)
+    strategy: StrategyMix | None = None  # pair strategy mix (None: the store's default); text is parsed once, here
     seed: int = 0  # makes the pairs and the noise reproducible
     scorer: str = "online"  # what `uncertain` asks: online (an ensemble refitted every REFRESH_EVERY votes), bt, or a reward version
     clip: str = "toy"  # CLIP spec of the online ensemble's embeddings
@@ -50,6 +50,7 @@ class SimulationConfig:
     def __post_init__(self):
         if self.n < 0:
             raise UserError(f"--n must be >= 0, got {self.n}")
+        self.strategy = parse_mix(self.strategy) if self.strategy else None
         if not (self.noise >= 0 and math.isfinite(self.noise)):
             raise UserError(f"--noise must be a finite number >= 0, got {self.noise}")
         if self.consistency is not None and not 0.5 < self.consistency < 1:
@@ -106,11 +107,11 @@ def _vote_id(rng: random.Random) -> str:
 
 def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: SimulationConfig, progress: bool = False) -> dict:
     """Judge `config.n` pairs; returns {"judged", "by_outcome", "agreement" (with the noiseless oracle), "stopped"}."""
-    mix = parse_mix(config.strategy, store.default_strategy())
+    mix = config.strategy or store.default_strategy()  # chosen once: every pair of the run uses this mix
     rng = random.Random(config.seed)
     utilities: dict[str, float] = {}
     scorer = online = None
-    scored = needs_scorer(mix)
+    scored = mix.needs_scorer
     if scored and config.scorer not in ("online", "bt"):
         import reward
 
