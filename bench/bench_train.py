@@ -360,9 +360,9 @@ def oracle_reward(args) -> None:
     import torch
     import torchvision.transforms.functional as TF
 
-    from rlft.cli.train import _build_config
     from rlft.models.pipeline import load_pipeline, quiet_libraries
     from rlft.sim.oracles import resolve_oracle
+    from rlft.train.configure import build_config
     from rlft.train.trainer import Trainer
 
     torch.set_num_threads(args.threads)
@@ -375,7 +375,7 @@ def oracle_reward(args) -> None:
             overrides[key] = json.loads(value)  # numbers, true/false, lists
         except json.JSONDecodeError:
             overrides[key] = value  # a plain string: first, random, ...
-    config = _build_config("toy", {}, {"algo": args.algo, "epochs": args.epochs or 60, **overrides})
+    config = build_config("toy", {}, {"algo": args.algo, "epochs": args.epochs or 60, **overrides})
     pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
 
     def reward_fn(images, prompts, metadata=None):

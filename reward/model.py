@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -189,16 +188,17 @@ def check_clip(meta: dict, folder: Path) -> None:
                         f"`rlft reward train --clip {meta['clip_spec']}`")
 
 
-def load(spec: str | os.PathLike = "latest", device=None, home=None) -> RewardModel:
-    """Load a reward version: `latest`, an id like `r0003`, or a version folder.
+def load(spec: str | os.PathLike | versions.RewardRef = "latest", device=None, home=None) -> RewardModel:
+    """Load a reward version: `latest`, an id like `r0003`, a version folder, or a `versions.RewardRef` (resolved
+    already: loaded from its folder with its metadata, nothing looked up again).
 
     Raises NotFoundError listing the versions for an unknown name, and one telling the user to run
     `rlft reward train` when there are none; UserError when the CLIP weights it was trained on have changed.
     """
     from safetensors.torch import load_file
 
-    folder = versions.resolve(spec, home)
-    meta = json.loads((folder / versions.META_NAME).read_text())
+    ref = spec if isinstance(spec, versions.RewardRef) else versions.ref(spec, home)
+    folder, meta = ref.folder, dict(ref.metadata)
     check_clip(meta, folder)
     tensors = load_file(str(folder / versions.WEIGHTS_NAME))
     heads = []

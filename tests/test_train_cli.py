@@ -257,7 +257,7 @@ def test_load_judgements_keeps_each_image_s_own_prompt(tmp_path, rlft_home):
     from PIL import Image
 
     from prefs import open_store
-    from rlft.cli.train import load_judgements
+    from rlft.train.data import load_judgements
 
     paths = []
     for name, colour in (("red", (230, 30, 30)), ("blue", (30, 30, 230)), ("green", (30, 230, 30))):

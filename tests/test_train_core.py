@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -87,7 +88,7 @@ def test_stat_tracker_per_prompt_and_fallback():
 
 
 def test_toy_defaults_per_algorithm_and_give_way_to_given_ones():
-    from rlft.cli.train import _build_config
+    from rlft.train.configure import build_config
 
     assert [TrainConfig.toy(algo=a).kl_weight for a in ("ddpo", "rwr", "dpo")] == [0.05, 1.0, 0.0]
     assert TrainConfig.toy(kl_weight=0.0).kl_weight == 0.0 and TrainConfig.toy(algo="rwr", kl_weight=0.2).kl_weight == 0.2
@@ -96,11 +97,11 @@ def test_toy_defaults_per_algorithm_and_give_way_to_given_ones():
     assert (ddpo.inner_epochs, rwr.inner_epochs) == (1, 1) and not TrainConfig.toy(algo="rwr").rwr.shared_noise
     given = TrainConfig.toy(optim={"learning_rate": 1e-4}).optim  # a given value wins, the rest of the section stays
     assert (given.learning_rate, given.gradient_accumulation_steps) == (1e-4, 4)
-    assert _build_config("toy", {}, {"algo": "rwr"}).kl_weight == 1.0
-    assert _build_config("toy", {"algo": "rwr"}, {}).kl_weight == 1.0
-    assert _build_config("toy", {"algo": "rwr", "kl_weight": 0.0}, {}).kl_weight == 0.0
-    assert _build_config("toy", {"algo": "rwr"}, {"kl_weight": 0.5}).kl_weight == 0.5
-    assert _build_config("toy", {}, {}).kl_weight == 0.05 and _build_config("toy", {}, {"algo": "dpo"}).kl_weight == 0.0
+    assert build_config("toy", {}, {"algo": "rwr"}).kl_weight == 1.0
+    assert build_config("toy", {"algo": "rwr"}, {}).kl_weight == 1.0
+    assert build_config("toy", {"algo": "rwr", "kl_weight": 0.0}, {}).kl_weight == 0.0
+    assert build_config("toy", {"algo": "rwr"}, {"kl_weight": 0.5}).kl_weight == 0.5
+    assert build_config("toy", {}, {}).kl_weight == 0.05 and build_config("toy", {}, {"algo": "dpo"}).kl_weight == 0.0
     with pytest.raises(UserError, match="ddpo, rwr, dpo"):
         TrainConfig.toy(algo="ppo")
 
@@ -116,10 +117,10 @@ def test_config_defaults_and_validation():
                        ({"nope": 1}, "valid"), ({"rwr.weighting": "soft"}, "exp or topk"), ({"ddpo.bogus": 1}, "clip_range"),
                        ({"rwr.guided_loss": "no"}, "true or false"), ({"ddpo.timestep_choice": "last"}, "random or first"),
                        ({"ddpo.discount": 0.0}, "discount must be a number > 0.0 and <= 1.0"), ({"ddpo.discount": 1.5}, "discount"),
-                       ({"rwr.min_timestep": 1.0}, "below 1"), ({"dpo.min_timestep": -0.1}, "min-timestep"),
-                       ({"rwr.shared_noise": 1}, "rwr.shared-noise must be true or false"),
-                       ({"rwr.clip_range": 1.0}, "rwr.clip-range must be a number >= 0.0 and below 1.0"),
-                       ({"rwr.clip_range": 0.1, "rwr.baseline": False}, "rwr.clip-range bounds the signed")]:
+                       ({"rwr.min_timestep": 1.0}, "below 1"), ({"dpo.min_timestep": -0.1}, "dpo.min_timestep must"),
+                       ({"rwr.shared_noise": 1}, "rwr.shared_noise must be true or false"),
+                       ({"rwr.clip_range": 1.0}, "rwr.clip_range must be a number >= 0.0 and below 1.0"),
+                       ({"rwr.clip_range": 0.1, "rwr.baseline": False}, "rwr.clip_range bounds the signed")]:
         with pytest.raises(UserError, match=match):
             from_dict(bad)
     assert from_dict(TrainConfig.sd().to_dict()) == TrainConfig.sd()
@@ -134,6 +135,39 @@ def test_a_run_saved_before_a_field_existed_resumes_as_it_started():
     del saved["ddpo"]["timestep_choice"]  # a ddpo run from before it trained the first steps
     assert from_saved(saved).ddpo.timestep_choice == "random" and TrainConfig.toy().ddpo.timestep_choice == "first"
     assert TrainConfig.sd().ddpo.timestep_choice == "random"  # ddpo-pytorch's: every step (timestep_fraction 1)
+
+
+def test_config_errors_name_the_exact_key():
+    for bad, message in [({"sample": {"batch_size": 0}}, "sample.batch_size must be a whole number >= 1, got 0"),
+                         ({"optim.mixed_precision": "fp8"}, "optim.mixed_precision must be one of no, fp16, bf16"),
+                         ({"lora": {"target_modules": []}}, "lora.target_modules must name at least one module"),
+                         ({"rwr.mix_top_rated": -1}, "rwr.mix_top_rated must be a whole number >= 0"),
+                         ({"dpo.beta": 0}, "dpo.beta must be a number > 0.0"),
+                         ({"algo": "ppo"}, "algo must be one of: ddpo, rwr, dpo, got 'ppo'"),
+                         ({"nope.x": 1}, "unknown config field nope.x; valid: algo,"),
+                         ({"ddpo": {"bogus": 1}}, "unknown config field ddpo.bogus; DDPOConfig has:")]:
+        with pytest.raises(UserError) as e:
+            from_dict(bad)
+        assert str(e.value).startswith(message), (bad, str(e.value))
+
+
+def test_dpo_rater_is_gone_refused_in_a_config_and_dropped_from_saved_runs(tmp_path):
+    from rlft.train.configure import read_config_file
+
+    for bad in ({"dpo": {"rater": "alice"}}, {"dpo.rater": None}):
+        with pytest.raises(UserError, match=r"^unknown config field dpo\.rater \(never read; `rlft train --rater NAME`"):
+            from_dict(bad)
+    saved = TrainConfig.toy(algo="dpo").to_dict()
+    saved["dpo"]["rater"] = "alice"  # an older run's config.json or checkpoint: the field never changed its result
+    assert from_saved(saved) == TrainConfig.toy(algo="dpo")
+    run_config = tmp_path / "config.json"  # an older run's config.json as a config file: its unset rater goes
+    saved["dpo"]["rater"] = None
+    run_config.write_text(json.dumps({"config": saved, "provenance": {}}))
+    assert from_dict(read_config_file(run_config)) == TrainConfig.toy(algo="dpo")
+    saved["dpo"]["rater"] = "alice"  # one that set it is refused, as the file it came from would be now
+    run_config.write_text(json.dumps({"config": saved, "provenance": {}}))
+    with pytest.raises(UserError, match=r"dpo\.rater"):
+        from_dict(read_config_file(run_config))
 
 
 def test_clip_compatibility():

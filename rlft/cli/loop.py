@@ -1,4 +1,5 @@
-"""`rlft loop`: rounds of generate -> rate -> reward train -> train, each step the ordinary command.
+"""`rlft loop`: rounds of generate -> rate -> reward train -> train, each step what the ordinary command does
+(the train step through the same library call, `rlft.train.session.start_run`).
 
 The same as running, per round (the same generation seed each round, so the Gallery compares the rounds' models
 on the same noise):
@@ -50,8 +51,8 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
         raise UserError("--consistency sets the simulated rater's noise; it needs --oracle")
     if strategy and not oracle:
         raise UserError("--strategy picks the simulated rater's pairs; it needs --oracle (in `rlft ui`, pass --strategy there)")
-    from rlft.cli.train import _build_config, _read_config_file
     from rlft.sim.rater import SimulationConfig
+    from rlft.train.configure import build_config, image_size_of, read_config_file
     from rlft.train.tracking import check_trackers
 
     log_with = check_trackers(log_with)
@@ -59,12 +60,12 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
     SimulationConfig(n=0, consistency=consistency)  # checks --consistency up front, as simulate would
 
     # Resolve (and so check) the training config before the first round: a bad file fails now, not an hour in.
-    algo = _build_config(model, _read_config_file(config_file) if config_file else {}, {"algo": algo} if algo else {}).algo
+    file_values = read_config_file(config_file) if config_file else {}
+    algo = build_config(model, file_values, {"algo": algo} if algo else {}).algo
     if algo != "dpo":  # the reward's CLIP must see the model's images: a toy CLIP cannot judge SD's, nor the reverse
-        from rlft.cli.train import _image_size_of
         from rlft.train.rewards import check_compatible
 
-        check_compatible(clip, _image_size_of(model), model)
+        check_compatible(clip, image_size_of(model), model)
 
     def run(*args):
         click.echo(f"$ rlft {' '.join(map(str, args))}", err=True)
@@ -87,14 +88,26 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
             click.pause(info="")
         if algo != "dpo":
             run("reward", "train", "--clip", clip)
-        train_args = ["train", "--model", model, "--prompts", prompts_source, "--algo", algo, "--seed", seed + r]
-        if epochs:
-            train_args += ["--epochs", epochs]
-        if config_file:
-            train_args += ["--config", config_file]
-        for name in log_with:
-            train_args += ["--log-with", name]
-        run(*train_args)
+        flags = {"algo": algo, "seed": seed + r, **({"epochs": epochs} if epochs else {})}
+        _train(model, prompts_source, config_file, file_values, flags, log_with)
+
+
+def _train(model, prompts_source, config_file, file_values: dict, flags: dict, log_with) -> None:
+    """A round's `rlft train --reward latest`: the same library call the command makes, shown as the command."""
+    from rlft.train.configure import build_config
+    from rlft.train.session import done_message, start_run
+
+    shown = ["train", "--model", model, "--prompts", prompts_source, "--algo", flags["algo"], "--seed", flags["seed"]]
+    shown += ["--epochs", flags["epochs"]] if "epochs" in flags else []
+    shown += ["--config", config_file] if config_file else []
+    for name in log_with:
+        shown += ["--log-with", name]
+    click.echo(f"$ rlft {' '.join(map(str, shown))}", err=True)
+    done = start_run(build_config(model, file_values, flags), model=model, prompts_source=prompts_source,
+                     log_with=log_with, progress=True, report=lambda line: click.echo(line, err=True),
+                     notice=lambda message: click.echo(f"notice: {message}", err=True))
+    if done.main_process:
+        click.echo(done_message(done.run_dir))
 
 
 def _has_runs() -> bool:

@@ -28,7 +28,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 
 def _positive_int(owner: str, name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"{owner}{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        raise UserError(f"{owner}{name} must be a whole number >= 1, got {value!r}")
 
 
 def _finite(owner: str, name: str, value, low: float | None = None, high: float | None = None, low_open=False,
@@ -42,7 +42,7 @@ def _finite(owner: str, name: str, value, low: float | None = None, high: float 
         bound = f"{'>' if low_open else '>='} {low}" if low is not None else "finite"
         if high is not None:
             bound += f" and below {high}" if high_open else f" and <= {high}"
-        raise UserError(f"{owner}{name.replace('_', '-')} must be a number {bound}, got {value!r}")
+        raise UserError(f"{owner}{name} must be a number {bound}, got {value!r}")
 
 
 @dataclass
@@ -80,7 +80,7 @@ class LoRAConfig:
         _finite("lora.", "alpha", self.alpha, 0.0, low_open=True)
         self.target_modules = tuple(self.target_modules)
         if not self.target_modules:
-            raise UserError("lora.target-modules must name at least one module")
+            raise UserError("lora.target_modules must name at least one module")
 
 
 @dataclass
@@ -103,7 +103,7 @@ class OptimConfig:
         for name in ("train_batch_size", "gradient_accumulation_steps", "inner_epochs"):
             _positive_int("optim.", name, getattr(self, name))
         if self.mixed_precision not in MIXED_PRECISION:
-            raise UserError(f"optim.mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+            raise UserError(f"optim.mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
 
 
 @dataclass
@@ -124,7 +124,7 @@ class DDPOConfig:
         _finite("ddpo.", "adv_clip_max", self.adv_clip_max, 0.0, low_open=True)
         _finite("ddpo.", "timestep_fraction", self.timestep_fraction, 0.0, 1.0, low_open=True)
         if self.timestep_choice not in ("random", "first"):
-            raise UserError(f"ddpo.timestep-choice must be random or first, got {self.timestep_choice!r}")
+            raise UserError(f"ddpo.timestep_choice must be random or first, got {self.timestep_choice!r}")
         _finite("ddpo.", "discount", self.discount, 0.0, 1.0, low_open=True)
         _positive_int("ddpo.", "stat_buffer_size", self.stat_buffer_size)
         _positive_int("ddpo.", "stat_min_count", self.stat_min_count)
@@ -153,15 +153,15 @@ class RWRConfig:
         _positive_int("rwr.", "top_k", self.top_k)
         _finite("rwr.", "max_weight", self.max_weight, 0.0, low_open=True)
         if not isinstance(self.mix_top_rated, int) or self.mix_top_rated < 0:
-            raise UserError(f"rwr.mix-top-rated must be a whole number >= 0, got {self.mix_top_rated!r}")
+            raise UserError(f"rwr.mix_top_rated must be a whole number >= 0, got {self.mix_top_rated!r}")
         _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
         _finite("rwr.", "min_timestep", self.min_timestep, 0.0, 1.0, high_open=True)
         _finite("rwr.", "clip_range", self.clip_range, 0.0, 1.0, high_open=True)
         if self.clip_range > 0 and self.baseline is False:
-            raise UserError("rwr.clip-range bounds the signed (baseline) loss: set rwr.baseline = true or clip-range = 0")
+            raise UserError("rwr.clip_range bounds the signed (baseline) loss: set rwr.baseline = true or rwr.clip_range = 0")
         for name in ("guided_loss", "baseline", "shared_noise"):
             if not isinstance(getattr(self, name), bool):
-                raise UserError(f"rwr.{name.replace('_', '-')} must be true or false, got {getattr(self, name)!r}")
+                raise UserError(f"rwr.{name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -170,7 +170,6 @@ class DPOConfig:
 
     beta: float = 5000.0  # KL strength beta_dpo: the paper's SD 1.5 value (2500 in its SDXL runs), and the toy world's (TrainConfig.toy)
     pairs_per_epoch: int = 64  # judgements (winner, loser) drawn per epoch
-    rater: str | None = None  # only this rater's judgements (default: all)
     min_timestep: float = 0.0  # train on noise levels t >= min_timestep * T only (0: all, as the paper)
 
     def __post_init__(self):
@@ -198,7 +197,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.algo not in ALGORITHMS:
-            raise UserError(f"unknown algorithm {self.algo!r}; choose one of: {', '.join(ALGORITHMS)}")
+            raise UserError(f"algo must be one of: {', '.join(ALGORITHMS)}, got {self.algo!r}")
         _positive_int("", "epochs", self.epochs)
         _positive_int("", "checkpoint_every", self.checkpoint_every)
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -265,7 +264,9 @@ def _build(cls, values: dict, prefix: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise UserError(f"unknown config field {prefix}{unknown[0]}; {cls.__name__} has: {', '.join(sorted(names))}")
+        key = f"{prefix}{unknown[0]}"
+        hint = f" ({REMOVED_FIELDS[key]})" if key in REMOVED_FIELDS else ""
+        raise UserError(f"unknown config field {key}{hint}; {cls.__name__} has: {', '.join(sorted(names))}")
     return cls(**values)
 
 
@@ -273,11 +274,26 @@ def _build(cls, values: dict, prefix: str):
 # saved without the field resumes as it started.
 LEGACY_FIELDS: dict[tuple[str, str], Any] = {("rwr", "guided_loss"): False, ("rwr", "baseline"): False,
                                              ("ddpo", "timestep_choice"): "random"}
+# Fields older runs saved that rlft no longer has (none of them changed a result), with what to use instead.
+REMOVED_FIELDS: dict[str, str] = {"dpo.rater": "never read; `rlft train --rater NAME` picks whose judgements dpo trains on"}
+
+
+def without_removed(values: dict, unset_only: bool = False) -> dict:
+    """`values` (a saved config) without `REMOVED_FIELDS`; with `unset_only`, only those left at None (a value
+    that was set stays, to be refused as an unknown field)."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for key in REMOVED_FIELDS:
+        section, _, name = key.partition(".")
+        if isinstance(values.get(section), dict) and name in values[section]:
+            if not unset_only or values[section][name] is None:
+                del values[section][name]
+    return values
 
 
 def from_saved(values: dict) -> TrainConfig:
-    """The config of a saved run (`config.json` or a checkpoint), older runs included (`LEGACY_FIELDS`)."""
-    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    """The config of a saved run (`config.json` or a checkpoint), older runs included (`LEGACY_FIELDS`,
+    `REMOVED_FIELDS`)."""
+    values = without_removed(values)
     for (section, name), old in LEGACY_FIELDS.items():
         if isinstance(values.get(section), dict):
             values[section].setdefault(name, old)
@@ -292,9 +308,11 @@ def from_dict(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     (`{"ddpo.clip_range": 2e-4}`). Unknown fields raise UserError naming the valid ones.
     """
     merged = (base or TrainConfig()).to_dict()
+    typed = {}  # top-level name -> the key as given (`nope.x`), for the error
     for key, value in values.items():
         if "." in key:
             section, _, name = key.partition(".")
+            typed.setdefault(section, key)
             value, key = {name: value}, section
         if key in _SECTIONS:
             if not isinstance(value, dict):
@@ -307,7 +325,7 @@ def from_dict(values: dict, base: TrainConfig | None = None) -> TrainConfig:
     top = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(merged) - top)
     if unknown:
-        raise UserError(f"unknown config field {unknown[0]}; valid: {', '.join(sorted(top))}")
+        raise UserError(f"unknown config field {typed.get(unknown[0], unknown[0])}; valid: {', '.join(sorted(top))}")
     return TrainConfig(**merged)
 
 

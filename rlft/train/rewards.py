@@ -1,11 +1,13 @@
-"""The training reward and the held-out reward from a reward version, and the model/CLIP compatibility check."""
+"""The reward a run trains on: its version resolved once (fresh or resumed), the model/CLIP compatibility check,
+and the training and held-out reward functions loaded from that version."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
-from prefs.errors import UserError
+from prefs.errors import NotFoundError, UserError
 
 TOY_IMAGE_SIZE = 64  # the toy world's pixels; its CLIP knows nothing else, and a real CLIP nothing of it
 
@@ -32,12 +34,61 @@ def check_compatible(clip_spec: str, image_size: int, model: str) -> None:
             "model; train the reward with `--clip toy` for it")
 
 
-def load_rewards(spec: str, image_size: int, model: str, heldout: bool = True, device=None):
-    """(train_fn, heldout_fn or None, info) from reward version `spec`; the last ensemble member is held out."""
+def resolve_reward(spec, image_size: int, model: str):
+    """Reward version `spec` (`latest`, an id, a folder, or a `RewardRef` already resolved) as a `RewardRef`, looked
+    up once and checked once against the model's images; the run loads and records exactly this version."""
+    from reward import versions
+
+    ref = spec if isinstance(spec, versions.RewardRef) else versions.ref(spec)
+    check_compatible(ref.clip_spec, image_size, model)
+    return ref
+
+
+def resumed_reward(provenance: dict, asked: str | None = None, notice: Callable[[str], None] | None = None):
+    """The `RewardRef` of the reward version a resumed run trained on (not what `latest` means now): its recorded
+    folder, else a `--reward` typed on resume (a moved folder named again), else this home's version of the
+    recorded id (a moved home); each only when its creation time is the recorded one, and looked up only when
+    the ones before it do not fit. UserError when none is, or when `asked` names another version."""
+    from reward import versions
+
+    recorded = provenance.get("reward") or provenance.get("reward_spec", "latest")
+    path, created = provenance.get("reward_path"), provenance.get("reward_created_at")
+
+    def lookup(spec):
+        try:
+            hit = versions.ref(spec)
+        except NotFoundError:
+            return None
+        return dataclasses.replace(hit, folder=hit.folder.resolve())
+
+    typed = lookup(asked) if asked is not None else None
+    # (the candidate, looked up when reached; trusted when the run recorded no time: its own folder or id, never a
+    # typed one)
+    candidates = ((lambda: lookup(path) if path and Path(path).is_dir() else None, True), (lambda: typed, False),
+                  (lambda: lookup(recorded), True))
+    found = None
+    for get, own in candidates:
+        ref = get()
+        if ref is not None and (ref.created_at == created if created else own):
+            found = ref
+            break
+    if found is None:
+        raise UserError(f"cannot resume: the reward version {recorded} this run trains on ({path or 'this home'}, "
+                        f"created {created or 'at an unrecorded time'}) is not here; start a new run")
+    if not created and path and found.folder != Path(path).resolve() and notice is not None:
+        notice(f"this run did not record its reward's creation time; it resumes on this home's {recorded}")
+    if asked is not None and (typed is None or typed.folder != found.folder):
+        raise UserError(f"cannot resume with a different --reward ({asked}; the run trains on {recorded}); "
+                        "resume without --reward, or start a new run")
+    return found
+
+
+def load_rewards(ref, heldout: bool = True, device=None):
+    """(train_fn, heldout_fn or None, info) from the resolved reward version `ref` (a `RewardRef`, checked by
+    `resolve_reward`); the last ensemble member is held out."""
     import reward
 
-    rm = reward.load(spec, device=device)
-    check_compatible(rm.clip_spec, image_size, model)
+    rm = reward.load(ref, device=device)
     k = rm.members
     if heldout and k >= 2:
         train, held = rm.subset(list(range(k - 1))), rm.subset([k - 1])
@@ -47,12 +98,3 @@ def load_rewards(spec: str, image_size: int, model: str, heldout: bool = True, d
             "clip_spec": rm.clip_spec, "members": k,
             "heldout_member": k - 1 if held is not None else None}
     return reward.as_reward_fn(train), (reward.as_reward_fn(held) if held is not None else None), info
-
-
-def reward_clip_spec(spec: str) -> tuple[str, str]:
-    """(version id, clip spec) of a reward version, read from its metadata without loading weights."""
-    from reward import versions
-
-    folder = Path(versions.resolve(spec))
-    meta = json.loads((folder / versions.META_NAME).read_text(encoding="utf-8"))
-    return folder.name, meta.get("clip_spec", "")

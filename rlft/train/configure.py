@@ -1,0 +1,76 @@
+"""A run's config from what it is told: the model's world's defaults, a config file, then flags; a resumed run's.
+
+    config = build_config("toy", read_config_file("tiny.toml"), {"algo": "rwr", "sample.steps": 4})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from prefs.errors import UserError
+from rlft.train.config import TrainConfig, diff, from_dict, from_saved, without_removed
+from rlft.train.rewards import TOY_IMAGE_SIZE
+
+# Fields a resume may change without changing the result of the epochs already run.
+RESUMABLE = ("epochs", "checkpoint_every")
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The fields of a JSON or TOML config file (nested sections or dotted keys), for `build_config`. A run's
+    `config.json` works too (its `config` part; fields rlft no longer has, left unset by that run, are dropped).
+    UserError when it is missing, unreadable or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no config file {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read config {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must hold a mapping of fields")
+    if isinstance(data.get("config"), dict):  # a run's config.json
+        return without_removed(data["config"], unset_only=True)
+    return data
+
+
+def build_config(model: str, file_values: dict | None = None, flags: dict | None = None) -> TrainConfig:
+    """A new run's config: the defaults of the model's world (`TrainConfig.toy(algo=...)` for a toy-world model,
+    `TrainConfig.sd()` otherwise), then `file_values` (a config file's), then `flags` (dotted keys) on top.
+    UserError naming the exact key for an unknown field or a bad value."""
+    file_values, flags = file_values or {}, flags or {}
+    algo = flags.get("algo") or file_values.get("algo") or TrainConfig.algo
+    base = TrainConfig.toy(algo=algo) if image_size_of(model) == TOY_IMAGE_SIZE else TrainConfig.sd()
+    return from_dict(flags, base=from_dict(file_values, base=base))
+
+
+def config_for_resume(saved: dict, flags: dict | None = None) -> TrainConfig:
+    """A resumed run's config: the one it saved (`config.json`), with `flags` laid over it. Only `RESUMABLE`
+    fields may change; UserError naming the others."""
+    old = from_saved(saved["config"])
+    new = from_dict(flags or {}, base=old)
+    changed = diff(old, new, ignore=RESUMABLE)
+    if changed:
+        raise UserError(f"cannot resume with a different config ({'; '.join(changed)}); resume without those flags, "
+                        "or start a new run")
+    return new
+
+
+def image_size_of(model: str) -> int:
+    """The model's image size from its UNet and VAE configs (no weights loaded); 512 when they cannot be read
+    (single files and hub models). NotFoundError for an unknown model."""
+    from rlft.models.pipeline import resolve_model
+
+    source = resolve_model(model)
+    unet, vae = (Path(source.location) / part / "config.json" for part in ("unet", "vae"))
+    if source.kind in ("builtin", "folder") and unet.is_file() and vae.is_file():
+        levels = len(json.loads(vae.read_text())["block_out_channels"])
+        return int(json.loads(unet.read_text())["sample_size"]) * 2 ** (levels - 1)
+    return 512
