@@ -29,7 +29,7 @@ class GenerateSettings:
     steps: int = 20  # denoising steps (A1111's default)
     guidance: float = 7.5  # classifier-free guidance scale; <= 1 turns CFG off
     negative_prompt: str = ""
-    width: int | None = None  # pixels, a multiple of 8; None: the model's native size
+    width: int | None = None  # pixels, a multiple of 8 (SDXL: of 64); None: the model's native size (SDXL: 1024)
     height: int | None = None
     batch_size: int = 4  # images per forward pass: speed and memory only, never the pixels
 
@@ -62,6 +62,7 @@ class GeneratedImage:
     lora: str | None
     params: dict = field(default_factory=dict)  # steps, sampler, cfg_scale, width, height
     sha256: str | None = None  # the image's id in the preference pool, when it was added
+    model_hash: str | None = None  # A1111's `Model hash` (rlft.models.hashing), when the model's files are local
 
     def to_json(self) -> dict:
         record = asdict(self)
@@ -122,8 +123,13 @@ def generate(
         store: a `prefs` store to add every image to (origin "generated"); None adds nothing.
         progress: show a tqdm bar on stderr.
         on_image: called with each record as soon as its file is written (e.g. to stream JSON lines).
-        conditioner: `fn(prompts) -> prompt_embeds` replacing the text encoder's output (e.g. the aesthetic-
-            gradients `reward.aesthetic.AestheticConditioner`); its `parameters` dict is recorded with each image.
+        conditioner: `fn(prompts)` replacing the text encoders' output: a `prompt_embeds` tensor (SD 1.x, e.g. the
+            aesthetic-gradients `reward.aesthetic.AestheticConditioner`) or a dict of the pipeline's embedding
+            arguments (SDXL: `prompt_embeds` and `pooled_prompt_embeds`); its `parameters` dict is recorded with
+            each image.
+
+    Sizes are checked against the model's family (SDXL: multiples of 64, see `rlft.models.sizes`) before anything
+    is written.
     """
     import torch
     from tqdm.auto import tqdm
@@ -131,16 +137,19 @@ def generate(
     from prefs.atomic import atomic_path
     from prefs.pngmeta import format_parameters, pnginfo
     from rlft import __version__
+    from rlft.models.adapters import adapter_for
+    from rlft.models.hashing import model_hash
     from rlft.models.schedulers import a1111_name
+    from rlft.models.sizes import check_size
 
     settings = GenerateSettings(**{**(asdict(settings) if settings else {}), **overrides})
     prompts = validate_prompts(prompts)
     source = getattr(pipe, "model_source", None)
     model = model or (source.spec if source else None)
     model_name = source.name if source else model
-    scale = getattr(pipe, "vae_scale_factor", 8)
-    width = settings.width or pipe.unet.config.sample_size * scale
-    height = settings.height or pipe.unet.config.sample_size * scale
+    adapter = adapter_for(pipe)
+    check_size(adapter.info, settings.width, settings.height)
+    height, width = settings.height or adapter.image_size[0], settings.width or adapter.image_size[1]
     params = {
         "steps": settings.steps, "sampler": a1111_name(pipe.scheduler), "cfg_scale": settings.guidance,
         "width": width, "height": height,
@@ -148,6 +157,7 @@ def generate(
     extra_params = dict(getattr(conditioner, "parameters", None) or {})
     if extra_params:
         params["conditioning"] = extra_params
+    hash_ = model_hash(source, progress) if source is not None else None
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     number = _next_number(out_dir)
@@ -164,7 +174,7 @@ def generate(
             latents = _initial_latents(pipe, generators, height, width, device)
             texts = [p for p, _ in batch]
             # A conditioner may need gradients (aesthetic gradients), so it runs outside inference mode.
-            text_kwargs = {"prompt": texts} if conditioner is None else {"prompt_embeds": conditioner(texts)}
+            text_kwargs = {"prompt": texts} if conditioner is None else _embedding_kwargs(conditioner(texts))
             with torch.inference_mode():
                 images = pipe(
                     **text_kwargs,
@@ -181,13 +191,14 @@ def generate(
                 text = format_parameters(
                     prompt, settings.negative_prompt, steps=settings.steps, sampler=params["sampler"],
                     cfg_scale=settings.guidance, seed=seed, width=width, height=height, model=model_name,
-                    extra={"Lora": lora, **extra_params, "Version": f"rlft {__version__}"},
+                    extra={"Model hash": hash_, "Lora": lora, **extra_params, "Version": f"rlft {__version__}"},
                 )
                 path = out_dir / f"{number:05d}-{seed}.png"
                 number += 1
                 with atomic_path(path) as tmp:
                     image.save(tmp, format="PNG", pnginfo=pnginfo(text))
-                record = GeneratedImage(path, prompt, settings.negative_prompt, seed, model, lora, dict(params))
+                record = GeneratedImage(path, prompt, settings.negative_prompt, seed, model, lora, dict(params),
+                                        model_hash=hash_)
                 if store is not None:
                     record.sha256 = store.add_image(
                         path, prompt=prompt, negative_prompt=settings.negative_prompt, seed=seed, model=model,
@@ -200,6 +211,11 @@ def generate(
     finally:
         bar.close()
     return records
+
+
+def _embedding_kwargs(conditioning) -> dict:
+    """A conditioner's output as pipeline keyword arguments (a bare tensor is `prompt_embeds`)."""
+    return dict(conditioning) if isinstance(conditioning, dict) else {"prompt_embeds": conditioning}
 
 
 def _initial_latents(pipe, generators, height: int, width: int, device):

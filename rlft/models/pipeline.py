@@ -1,10 +1,14 @@
-"""Resolve a diffusion model spec to a diffusers `StableDiffusionPipeline`: the one place model names live.
+"""Resolve a diffusion model spec to a diffusers pipeline: the one place model names live.
 
 A spec is one of (tried in this order):
   - a built-in name (`toy`): a diffusers folder shipped inside the package;
-  - a local diffusers folder (holds `model_index.json`), e.g. a saved SD 1.5;
+  - a local diffusers folder (holds `model_index.json`), e.g. a saved SD 1.5 or SDXL;
   - a single-file checkpoint (`.safetensors`, `.ckpt`) as model sites share them;
   - a Hugging Face repo id (`org/name`), fetched only because the user named it.
+
+The family (SD 1.x -> `StableDiffusionPipeline`, SDXL -> `StableDiffusionXLPipeline`; see
+`rlft.models.families`) is told from the files, never from a flag: a folder's `model_index.json`, a single
+file's tensor names (checked against its `--config` folder), a hub repo's `model_index.json`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from prefs.errors import NotFoundError, UserError
 from rlft.models.device import default_device, default_dtype, parse_dtype
+from rlft.models.families import FAMILIES, Family, checkpoint_keys, family_of_folder, family_of_index, family_of_keys
 from rlft.models.single_file import SINGLE_FILE_SUFFIXES, config_dir_for
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -109,6 +114,52 @@ def is_offline(offline: bool | None = None) -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def model_family(source: ModelSource, config: str | os.PathLike | None = None) -> Family | None:
+    """The family of the model `source` points to, from its files alone (nothing is loaded); None when that
+    needs a download (a hub id not in the local cache).
+
+    A single file's tensor names decide; a `.ckpt` that cannot be read that way takes its config folder's.
+    UserError when a single file and its config folder are of different families.
+    """
+    if source.kind in ("builtin", "folder"):
+        return family_of_folder(source.location)
+    if source.kind == "hub":
+        try:
+            return family_of_index(_hub_index(source.location, offline=True), source.spec)
+        except (OSError, ValueError):
+            return None
+    config_dir = Path(config) if config else config_dir_for(source.location)
+    keys = checkpoint_keys(source.location)
+    family = family_of_keys(keys) if keys is not None else None
+    if (config_dir / "model_index.json").is_file():
+        config_family = family_of_folder(config_dir)
+        if family is not None and family is not config_family:
+            raise UserError(
+                f"{source.location} is an {family.title} checkpoint, but its config folder {config_dir} is an "
+                f"{config_family.title} model; pass the folder of an {family.title} diffusers model as config (`--config DIR`)"
+            )
+        return family or config_family
+    return family
+
+
+def native_image_size(source: ModelSource, config: str | os.PathLike | None = None) -> tuple[int, int]:
+    """(height, width) the model makes by default, from its configs alone (UNet sample size times the VAE's
+    downsampling; a single file's from its config folder); else its family's (SD 1.x 512, SDXL 1024)."""
+    folder = None
+    if source.kind in ("builtin", "folder"):
+        folder = Path(source.location)
+    elif source.kind == "file":
+        folder = Path(config) if config else config_dir_for(source.location)
+    unet, vae = ((folder / part / "config.json") if folder else None for part in ("unet", "vae"))
+    if unet is not None and unet.is_file() and vae.is_file():
+        size = json.loads(unet.read_text())["sample_size"]
+        factor = 2 ** (len(json.loads(vae.read_text())["block_out_channels"]) - 1)
+        h, w = (size, size) if isinstance(size, int) else size
+        return h * factor, w * factor
+    family = model_family(source, config) or FAMILIES["sd1"]
+    return family.native_size, family.native_size
+
+
 def load_pipeline(
     spec: str | os.PathLike,
     *,
@@ -118,7 +169,7 @@ def load_pipeline(
     config: str | os.PathLike | None = None,
     offline: bool | None = None,
 ):
-    """Load a `StableDiffusionPipeline` from a model spec (see the module docstring).
+    """Load a `StableDiffusionPipeline` or `StableDiffusionXLPipeline` from a model spec (see the module docstring).
 
     Args:
         spec: built-in name, diffusers folder, single-file checkpoint or hub repo id.
@@ -126,10 +177,11 @@ def load_pipeline(
         dtype: torch dtype or `fp32`/`fp16`/`bf16`; default: bf16/fp16 on accelerators, fp32 on CPU.
         scheduler: a sampler name from `rlft.models.schedulers.SAMPLERS`; default: the model's own.
         config: for a single file, the diffusers folder holding its configs (default: `<name>.config/`
-            beside the file).
+            beside the file); it must be of the checkpoint's family.
         offline: forbid downloads; default from HF_HUB_OFFLINE. Only a hub repo id ever downloads.
 
-    The safety checker is never loaded. The tokenizer gets CLIP's ftfy text cleaning.
+    The safety checker and SDXL's invisible watermark are never loaded. The tokenizers get CLIP's ftfy text
+    cleaning. `pipe.model_source` says what the spec resolved to.
     """
     from rlft.models.schedulers import resolve as resolve_sampler
     from rlft.models.schedulers import set_scheduler
@@ -146,25 +198,56 @@ def load_pipeline(
             pipe = _from_single_file(source, config, dtype)
         else:
             pipe = _from_pretrained(source, dtype, is_offline(offline))
-    from rlft.models.tokenizer import use_ftfy_tokenizer
-
-    use_ftfy_tokenizer(pipe)
+    use_ftfy_tokenizers(pipe)
     set_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)  # callers show their own progress
     pipe.model_source = source  # what the spec resolved to, for provenance (PNG `Model:`, JSON records)
     return pipe.to(device)
 
 
+def use_ftfy_tokenizers(pipe):
+    """`rlft.models.tokenizer.use_ftfy_tokenizer` for every CLIP tokenizer of the pipeline (SDXL has two)."""
+    from transformers import CLIPTokenizer
+
+    from rlft.models.tokenizer import as_ftfy_tokenizer, use_ftfy_tokenizer
+
+    use_ftfy_tokenizer(pipe)
+    tokenizer_2 = getattr(pipe, "tokenizer_2", None)
+    if isinstance(tokenizer_2, CLIPTokenizer):
+        as_ftfy_tokenizer(tokenizer_2)
+        pipe.register_to_config(tokenizer_2=("transformers", "CLIPTokenizer"))  # saved folders load without rlft
+    return pipe
+
+
 _NO_SAFETY = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+_EXTRA_KWARGS = {"sd1": _NO_SAFETY, "sdxl": {"add_watermarker": False}}
+
+
+def _hub_index(repo_id: str, offline: bool) -> dict:
+    """A hub repo's `model_index.json` (from the local cache when offline; OSError when it is not there)."""
+    from diffusers import DiffusionPipeline
+
+    with warnings.catch_warnings():  # diffusers passes huggingface_hub an argument it has deprecated
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks", category=UserWarning)
+        return DiffusionPipeline.load_config(repo_id, local_files_only=offline)
+
+
+def _pipeline_class(family: Family):
+    import diffusers
+
+    return getattr(diffusers, family.pipeline)
 
 
 def _from_pretrained(source: ModelSource, dtype, offline: bool):
-    from diffusers import StableDiffusionPipeline
-
     local = source.kind != "hub"
     try:
-        return StableDiffusionPipeline.from_pretrained(
-            source.location, torch_dtype=dtype, local_files_only=local or offline, **_NO_SAFETY
+        if local:
+            family = family_of_folder(source.location)
+        else:
+            # only the index is fetched first: it names the pipeline class to download the rest for
+            family = family_of_index(_hub_index(source.location, offline), source.spec)
+        return _pipeline_class(family).from_pretrained(
+            source.location, torch_dtype=dtype, local_files_only=local or offline, **_EXTRA_KWARGS[family.name]
         )
     except OSError as e:
         if local:
@@ -179,23 +262,25 @@ def _from_pretrained(source: ModelSource, dtype, offline: bool):
 
 
 def _from_single_file(source: ModelSource, config, dtype):
-    from diffusers import StableDiffusionPipeline
-
     config_dir = Path(config) if config else config_dir_for(source.location)
+    family = model_family(source, config)
     if not (config_dir / "model_index.json").is_file():
+        kind = f"an {family.title} model" if family else "a model with the same architecture"
+        example = "a saved SDXL base" if family is FAMILIES["sdxl"] else "a saved SD 1.5"
         raise NotFoundError(
             f"no diffusers config for the single file {source.location}: looked for {config_dir}/model_index.json. "
-            "Pass the folder of a diffusers model with the same architecture (e.g. a saved SD 1.5) as config "
-            "(`--config DIR`); it supplies the configs and tokenizer offline"
+            f"Pass the folder of {kind} (e.g. {example}) as config (`--config DIR`); it supplies the configs and "
+            "tokenizers offline"
         )
+    family = family or FAMILIES["sd1"]
     # from_single_file casts each part with `.to(dtype)`, which diffusers answers with a warning per part
     # that it has no fp32-only modules; the cast is what we want, so that logger is hushed for the call.
     logger = logging.getLogger("diffusers.models.modeling_utils")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        return StableDiffusionPipeline.from_single_file(
-            source.location, config=str(config_dir), local_files_only=True, torch_dtype=dtype, **_NO_SAFETY
+        return _pipeline_class(family).from_single_file(
+            source.location, config=str(config_dir), local_files_only=True, torch_dtype=dtype, **_EXTRA_KWARGS[family.name]
         )
     finally:
         logger.setLevel(level)
