@@ -58,6 +58,7 @@ class Conditioning:
         return self._map(lambda t: t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else None))
 
     def detach(self) -> Conditioning:
+        """The same tensors, cut from the autograd graph (to keep in a trajectory)."""
         return self._map(lambda t: t.detach())
 
     def repeat(self, n: int) -> Conditioning:

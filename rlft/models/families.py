@@ -61,6 +61,7 @@ def get_family(name: str) -> Family:
 
 
 def supported() -> str:
+    """The families rlft runs, for messages: `SD 1.x (StableDiffusionPipeline), SDXL (...)`."""
     return ", ".join(f"{f.title} ({f.pipeline})" for f in FAMILIES.values())
 
 
