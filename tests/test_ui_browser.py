@@ -1,5 +1,7 @@
 """End to end in Debian's Chromium (Playwright): vote by click and by every key, undo, double click, two
-raters at once, login; every vote checked in the database; no request may leave 127.0.0.1.
+raters at once, login; the rater kept across reloads and restarts; plain words when a vote cannot be recorded
+(server down, no name yet, nothing left to rate); the confirmation; the phone layout; Ctrl-C; every vote
+checked in the database; no request may leave 127.0.0.1.
 
 Locally these skip when /usr/bin/chromium is missing; in CI (RLFT_CI=1) a missing browser is a failure.
 """
@@ -59,14 +61,18 @@ def auth_server(store):
         yield url, app
 
 
-class Page:
-    """A browser tab on the app that records every request it makes."""
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 3}
 
-    def __init__(self, playwright, url):
+
+class Page:
+    """A browser tab on the app that records every request it makes (`device`: Playwright context options)."""
+
+    def __init__(self, playwright, url, **device):
         self.profile = tempfile.mkdtemp(prefix="rlft-chromium-")
+        device = device or {"viewport": {"width": 1100, "height": 800}}
         # Playwright passes the profile as --user-data-dir itself (it refuses the flag in `args`).
         self.context = playwright.chromium.launch_persistent_context(
-            self.profile, executable_path=CHROMIUM, args=ARGS, viewport={"width": 1100, "height": 800})
+            self.profile, executable_path=CHROMIUM, args=ARGS, **device)
         self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.hosts: set[str] = set()
@@ -93,6 +99,25 @@ class Page:
 
     def status(self) -> str:
         return self.page.locator("#rlft-status").inner_text()
+
+    def notice(self) -> str:
+        """The page's own notice at the bottom of the window (empty when none is shown)."""
+        return self.page.evaluate("() => (document.querySelector('#rlft-notice:not([hidden])') || {}).textContent || ''")
+
+    def wait_notice(self, text: str) -> str:
+        self.page.wait_for_function(
+            "t => ((document.querySelector('#rlft-notice:not([hidden])') || {}).textContent || '').includes(t)", arg=text)
+        return self.notice()
+
+    def toasts(self) -> list[str]:
+        return self.page.locator(".toast-body").all_inner_texts()
+
+    def wait_state(self, state: str):
+        self.page.wait_for_selector(f"#rlft-pair [data-state={state}]")
+
+    def vote_buttons_enabled(self) -> list[bool]:
+        return [self.page.locator(f"#{i}").is_enabled() for i in ("rlft-left", "rlft-tie", "rlft-bad", "rlft-skip",
+                                                                   "rlft-right")]
 
     def close(self):
         self.context.close()
@@ -225,3 +250,223 @@ def test_login_then_votes_go_to_the_login_name(browser, auth_server, store):
     tab.wait_new(tok)
     assert [(j.client_vote_id, j.outcome) for j in judgements(store, "erin")] == [(tok, "tie")]
     tab.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_reload_keeps_the_rater_and_keys_keep_voting(browser, server, store):
+    # Reloaded, the page showed the name box again with the cursor in it: "1" typed into it, and Enter then
+    # rated as a new rater named "1".
+    url, _ = server
+    tab = Page(browser, url).open("rina")
+    tok = tab.token()
+    tab.page.keyboard.press("1")
+    tab.wait_new(tok)
+    tab.page.reload(wait_until="domcontentloaded")
+    tab.page.wait_for_selector(".rlft-pair[data-token]")
+    assert tab.page.locator("#rlft-name").is_hidden()
+    assert tab.page.evaluate("() => document.activeElement.closest('#rlft-name') === null")
+    tok = tab.token()
+    tab.page.keyboard.press("1")
+    tab.wait_new(tok)
+    assert [j.outcome for j in judgements(store, "rina")] == ["a", "a"]
+    assert "1" not in store.raters() and "rating as rina" in tab.status()
+    tab.close()
+
+
+def test_the_name_survives_a_server_restart_and_matches_regardless_of_case(browser, store):
+    # After a restart the page reloads itself; Gradio's BrowserState could no longer read the name (its key
+    # changes with every server process), so the name box came back, and "Alice" vs "alice" split one person.
+    port = _free_port()
+    with running(store, port=port, min_decision_ms=0) as (url, _):
+        tab = Page(browser, url).open("Tess")
+        tok = tab.token()
+        tab.page.keyboard.press("2")
+        tok = tab.wait_new(tok)
+    tab.page.keyboard.press("1")  # the server is down: the page notices, and reloads itself once it is back
+    tab.wait_notice("Not recorded")
+    with running(store, port=port, min_decision_ms=0) as (url, _):
+        tab.page.wait_for_function(  # reloaded, it starts the remembered rater at once
+            "old => { const p = document.querySelector('.rlft-pair'); return p && p.dataset.token && p.dataset.token !== old; }",
+            arg=tok, timeout=60_000)
+        assert tab.page.locator("#rlft-name").is_hidden() and "rating as Tess" in tab.status()
+        tok = tab.token()
+        tab.page.keyboard.press("1")
+        tab.wait_new(tok)
+        other = Page(browser, url).open("  tESS ")  # another browser, the same person typing carelessly
+        assert "rating as Tess" in other.status()
+        tok = other.token()
+        other.page.keyboard.press("3")
+        other.wait_new(tok)
+        assert [j.outcome for j in judgements(store, "Tess")] == ["b", "a", "tie"]
+        assert not [r for r in store.raters() if r != "Tess" and r.casefold().strip() == "tess"]
+        tab.close()
+        other.close()
+
+
+def test_a_vote_while_the_server_is_down_is_reported_as_not_recorded(browser, store):
+    # It showed only Gradio's "Connection to the server was lost" and dropped the vote.
+    port = _free_port()
+    with running(store, port=port, min_decision_ms=0) as (url, _):
+        tab = Page(browser, url).open("uma")
+    before = len(judgements(store, "uma"))
+    tab.page.keyboard.press("ArrowRight")
+    text = tab.wait_notice("Not recorded")
+    assert "right better" in text
+    tab.page.keyboard.press("3")  # still down: said again at once, for this vote
+    tab.wait_notice("(tie)")
+    assert len(judgements(store, "uma")) == before
+    with running(store, port=port, min_decision_ms=0) as (url, _):
+        tab.page.wait_for_function(  # the page reloads by itself and says what happened to that vote
+            "() => ((document.querySelector('#rlft-notice:not([hidden])') || {}).textContent || '')"
+            ".includes('was not recorded')", timeout=60_000)
+        tab.page.wait_for_selector(".rlft-pair[data-token]")
+        assert "(tie) was not recorded" in tab.notice()
+        tok = tab.token()
+        tab.page.keyboard.press("1")
+        tab.wait_new(tok)
+        assert [j.outcome for j in judgements(store, "uma")][before:] == ["a"]
+        tab.close()
+
+
+def test_a_vote_key_before_a_name_asks_for_the_name(browser, server, store, capfd):
+    # It answered "This page is older than the server: reload it." and printed a traceback.
+    url, _ = server
+    tab = Page(browser, url)
+    tab.page.goto(url, wait_until="domcontentloaded")
+    tab.wait_state("need-name")
+    assert not any(tab.vote_buttons_enabled())
+    tab.page.mouse.click(5, 5)  # the cursor leaves the name box
+    tab.page.keyboard.press("1")
+    assert "Type your name first" in tab.wait_notice("Type your name")
+    assert tab.page.evaluate("() => !!document.activeElement.closest('#rlft-name')")  # and the cursor is put there
+    tab.page.keyboard.type("vic")
+    tab.page.keyboard.press("Enter")
+    tab.page.wait_for_selector(".rlft-pair[data-token]")
+    assert all(tab.vote_buttons_enabled()) and judgements(store, "vic") == []
+    assert not tab.toasts() and "Traceback" not in capfd.readouterr().err
+    tab.close()
+
+
+@pytest.fixture
+def tiny_store(tmp_path):
+    from ui_helpers import toy_pool
+
+    import prefs
+
+    s = prefs.open_store(home=tmp_path / "tiny", seed=0)
+    toy_pool(s, prompts=1, per_prompt=3)  # three pairs in all
+    yield s
+    s.close()
+
+
+def test_an_exhausted_pool_says_so_and_offers_new_images(browser, tiny_store):
+    # A key then claimed a restart ("That pair is no longer on offer ... Here is a fresh pair") and showed none.
+    from ui_helpers import toy_pool
+
+    with running(tiny_store, min_decision_ms=0) as (url, _):
+        tab = Page(browser, url).open("wes")
+        for _ in range(3):
+            tok = tab.token()
+            tab.page.keyboard.press("1")
+            tab.page.wait_for_function("old => { const p = document.querySelector('#rlft-pair .rlft-pair, "
+                                       "#rlft-pair .rlft-empty'); return p && p.dataset.token !== old; }", arg=tok)
+        tab.wait_state("exhausted")
+        text = tab.page.locator("#rlft-pair").inner_text()
+        assert "exhausted" in text and "rlft generate" in text
+        assert not any(tab.vote_buttons_enabled())
+        tab.page.keyboard.press("2")
+        assert "exhausted" in tab.wait_notice("exhausted")
+        assert "restart" not in tab.status() + tab.notice() and len(judgements(tiny_store, "wes")) == 3
+        toy_pool(tiny_store, prompts=2, per_prompt=1)  # new images arrive while the page is open
+        tab.page.wait_for_selector(".rlft-pair[data-token]", timeout=30_000)
+        assert "New images arrived" in tab.status() and "restart" not in tab.status()
+        assert all(tab.vote_buttons_enabled())
+        tok = tab.token()
+        tab.page.keyboard.press("2")
+        tab.wait_new(tok)
+        assert [j.outcome for j in judgements(tiny_store, "wes")] == ["a", "a", "a", "b"]
+        tab.close()
+
+
+def test_each_vote_is_confirmed_with_the_choice_and_the_pairs_left(browser, server, store):
+    # Nothing said which choice was recorded, nor how much was left.
+    import re
+
+    url, _ = server
+    tab = Page(browser, url).open("xia")
+
+    def left():
+        return int(re.search(r"([\d,]+) same-prompt pairs? left", tab.status()).group(1).replace(",", ""))
+
+    n0 = left()
+    tok = tab.token()
+    tab.page.keyboard.press("2")
+    tab.wait_new(tok)
+    assert "right better, saved" in tab.status() and left() == n0 - 1
+    tok = tab.token()
+    tab.page.keyboard.press("4")
+    tab.wait_new(tok)
+    assert "both bad, saved" in tab.status() and left() == n0 - 2
+    assert [j.outcome for j in judgements(store, "xia")] == ["b", "both_bad"]
+    tab.close()
+
+
+def test_on_a_phone_the_pair_and_the_buttons_fit_one_screen_and_a_tap_votes(browser, server, store):
+    # On 390x844 the buttons started below the fold, the images stacked top/bottom under left/right labels,
+    # the buttons wrapped 3+2, and after a tap the first image was scrolled away.
+    url, _ = server
+    tab = Page(browser, url, **PHONE).open("yan")
+    boxes = tab.page.evaluate("""() => Object.fromEntries(['#rlft-left-img img', '#rlft-right-img img', '#rlft-left',
+        '#rlft-tie', '#rlft-bad', '#rlft-skip', '#rlft-right'].map(s => { const r = document.querySelector(s)
+        .getBoundingClientRect(); return [s, [r.left, r.top, r.right, r.bottom]]; }))""")
+    left, right = boxes.pop("#rlft-left-img img"), boxes.pop("#rlft-right-img img")
+    assert left[2] <= right[0] and abs(left[1] - right[1]) < 2  # side by side: left is on the left
+    assert min(left[2] - left[0], right[2] - right[0]) >= 120  # still big enough to judge
+    tops = {round(b[1]) for b in boxes.values()}
+    assert len(tops) == 1, boxes  # the five buttons on one row
+    assert max(b[3] for b in [left, right, *boxes.values()]) <= 844 and min(b[0] for b in boxes.values()) >= 0
+    assert max(b[2] for b in boxes.values()) <= 390
+    tok = tab.token()
+    tab.page.tap("#rlft-right-img img")  # a tap on an image votes for it
+    tab.wait_new(tok)
+    assert [j.outcome for j in judgements(store, "yan")] == ["b"]
+    assert tab.page.evaluate("() => window.scrollY") == 0
+    top = tab.page.evaluate("() => document.querySelector('#rlft-left-img img').getBoundingClientRect().top")
+    assert 0 <= top < 844
+    tok = tab.token()
+    tab.page.tap("#rlft-left")  # the buttons work by touch too
+    tab.wait_new(tok)
+    assert [j.outcome for j in judgements(store, "yan")] == ["b", "a"]
+    tab.close()
+
+
+def test_ctrl_c_stops_the_server_promptly_with_a_page_open(browser, store):
+    # With a browser tab open, Ctrl-C took about 6 s: Gradio waited for the tab's event stream to hang up.
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RLFT_HOME": str(store.pool_dir.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "rlft", "ui", "--no-generate", "--port", "0"], env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "rating at" in line, line
+        tab = Page(browser, line.split("rating at ")[1].split()[0]).open("zoe")
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        took = time.perf_counter() - t0
+        tab.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert took < 2.5, f"Ctrl-C took {took:.1f} s"
+    assert "stopped" in proc.stderr.read()

@@ -130,7 +130,7 @@ def test_api_votes_and_idempotence(server, store):
     _, _, tok, status, _ = c.predict("carol", api_name="/start")
     assert "carol" in status and len(tok) == 32
     out = c.predict(tok, "carol", api_name="/vote_right")
-    assert out[2] != tok and "**1** vote" in out[3]
+    assert out[2] != tok and "<b>1</b> vote" in out[3] and "right better, saved" in out[3]
     again = c.predict(tok, "carol", api_name="/vote_right")  # double submit of the same pair
     assert "Already recorded" in again[3]
     rows = [j for j in store.judgements() if j.rater == "carol"]
@@ -138,6 +138,36 @@ def test_api_votes_and_idempotence(server, store):
     undone = c.predict("carol", api_name="/undo")
     assert "Undid" in undone[3] and not [j for j in store.judgements() if j.rater == "carol"]
     assert app.timings  # vote -> next pair timings are recorded
+
+
+def test_api_votes_without_a_name_or_from_before_a_restart_say_so(server, store, capfd):
+    # A vote with no rater answered "This page is older than the server: reload it." with a traceback; a vote
+    # for a pair of an earlier server process is refused in plain words, and nothing is written either way.
+    from gradio_client import Client
+
+    url, _ = server
+    before = len(list(store.judgements()))
+    out = Client(url, verbose=False).predict("", "", api_name="/vote_left")
+    assert "Type your name first" in out[3] and "not recorded" in out[3] and not out[2]
+    out = Client(url, verbose=False).predict("0" * 32, "dora", api_name="/vote_left")  # a new session: no pair yet
+    assert "before the server restarted" in out[3] and "not recorded" in out[3] and len(out[2]) == 32
+    assert len(list(store.judgements())) == before
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_port_in_use_names_the_port_flag(server, rlft_home):
+    # Gradio's own message named GRADIO_SERVER_PORT and `server_port`, which a person never set.
+    from ui_helpers import toy_pool
+
+    from rlft.cli import main
+
+    with prefs.open_store() as s:
+        toy_pool(s, prompts=1, per_prompt=2)
+    port = int(server[0].rstrip("/").rsplit(":", 1)[1])
+    r = CliRunner().invoke(main, ["ui", "--no-generate", "--port", str(port)])
+    assert r.exit_code == 2 and r.output.startswith("Error:") and r.output.count("\n") == 1, r.output
+    assert f"port {port}" in r.output and "--port 0" in r.output
+    assert "GRADIO" not in r.output and "server_port" not in r.output
 
 
 def test_gallery_compare_and_progress_handlers(store):

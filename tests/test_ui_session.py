@@ -89,11 +89,12 @@ def test_stale_token_and_restart_write_nothing(store):
     s.start()
     clock.t += 1
     bad = s.vote("not-a-token", "left")
-    assert not bad.ok and "no longer on offer" in bad.message and rows(store) == []
+    assert not bad.ok and "no longer on screen" in bad.message and rows(store) == []
     fresh, clock2 = session(store)  # a new server process: no pair shown yet in this session
     clock2.t += 5
     v = fresh.vote("token-from-before-restart", "left")
     assert not v.ok and v.shown is not None and rows(store) == []
+    assert "not recorded" in v.message and "New images" not in v.message
 
 
 def test_vote_for_an_image_gone_from_the_pool_writes_nothing(store, monkeypatch):
@@ -159,7 +160,33 @@ def test_never_shows_a_pair_twice_and_ends_cleanly(store):
         clock.t += 1
         v = s.vote(v.shown.token, "tie")
     assert "Nothing left" in v.message and len(seen) == 12 * 11 // 2
+    assert v.exhausted and v.tally.left_all == 0 and v.tally.judged == len(seen)
 
+
+def test_an_exhausted_session_offers_new_images_and_counts_what_is_left(store):
+    # A vote with nothing on screen claimed a restart; new images were never offered while the page stayed open.
+    s, clock = session(store)
+    v = s.start()
+    assert v.tally.left_all == 12 * 11 // 2 and v.tally.left_same_prompt == 4 * 3 and v.tally.judged == 0
+    while v.shown is not None:
+        clock.t += 1
+        v = s.vote(v.shown.token, "left")
+        assert v.ok and v.saved == "left better"
+    assert s.poll() is None  # nothing new: the page stays as it is
+    clock.t += 1
+    refused = s.vote("", "left")
+    assert not refused.ok and "judged every pair" in refused.message and "restart" not in refused.message
+    import random
+
+    from rlft.toy.world import draw, random_scene
+
+    store.add_image(draw(random_scene(random.Random(99)), seed=12345), prompt="new", seed=0, model="toy")  # 12 pairs
+    v = s.poll()
+    assert v is not None and v.shown is not None and "New images arrived" in v.message
+    assert v.tally.left_all == 12 and v.tally.judged == 66
+    clock.t += 1
+    v = s.vote(v.shown.token, "right")
+    assert v.ok and v.saved == "right better" and v.tally.left_all == 11
 
 def test_prefetch_runs_in_the_background(store):
     from concurrent.futures import ThreadPoolExecutor

@@ -22,12 +22,12 @@ def toy_pool(store, prompts: int = 4, per_prompt: int = 3, runs: tuple = ((None,
 
 
 @contextlib.contextmanager
-def running(store, auth=None, **config):
-    """A live server on 127.0.0.1 and a free port; yields (url, rating_app)."""
+def running(store, auth=None, port: int = 0, **config):
+    """A live server on 127.0.0.1 and `port` (0: a free one); yields (url, rating_app)."""
     from ui.app import AppConfig
     from ui.server import ServeOptions, serve, stop
 
-    demo, url, app = serve(store, ServeOptions(port=0, auth=auth, quiet=True), AppConfig(**config), block=False)
+    demo, url, app = serve(store, ServeOptions(port=port, auth=auth, quiet=True), AppConfig(**config), block=False)
     try:
         yield url, app
     finally:

@@ -6,7 +6,13 @@
 Vote handlers take the session (gr.State, server side), the token of the pair on screen (a hidden
 textbox the page sends back) and the rater; see `ui.session` for why the token. Each button is also an
 API endpoint (`/vote_left`, `/vote_right`, `/vote_tie`, `/vote_both_bad`, `/vote_skip`, `/undo`,
-`/start`), which is how `bench/bench_ui.py` drives the server with `gradio_client`.
+`/start`), which is how `bench/bench_ui.py` drives the server with `gradio_client`. No handler raises for
+something a person did (no name yet, nothing left to rate, a stale page): each answers with a page that
+says what happened, so nothing reaches the terminal as a traceback.
+
+The typed rater name lives in the browser's localStorage under `NAME_KEY`, in plain text (Gradio's
+BrowserState encrypts with a key that changes with every server process, so a restart forgot the name):
+`ui/static/keys.js` saves it when the pair view names the rater, and the page-load event reads it back.
 """
 
 from __future__ import annotations
@@ -29,17 +35,23 @@ from ui.session import MIN_DECISION_MS, RateSession, View
 log = logging.getLogger(__name__)
 
 MAX_RATER_NAME = 100
-NAME_PROMPT = "Type your name and press Enter to start."
+NAME_KEY = "rlft-rater-name"  # localStorage key of the typed rater name (keys.js writes it)
 KEYS_HTML = ("<div class='rlft-keys'><kbd>1</kbd>/<kbd>&larr;</kbd> left better · <kbd>2</kbd>/<kbd>&rarr;</kbd> "
              "right better · <kbd>3</kbd>/<kbd>&darr;</kbd> tie · <kbd>4</kbd> both bad · <kbd>space</kbd>/<kbd>s</kbd> "
              "skip · <kbd>backspace</kbd>/<kbd>u</kbd> undo · click an image for full size</div>")
-BUTTONS = (  # (side, elem_id, label)
-    ("left", "rlft-left", "◀ Left better (1)"),
-    ("tie", "rlft-tie", "Tie (3)"),
-    ("both_bad", "rlft-bad", "Both bad (4)"),
-    ("skip", "rlft-skip", "Skip (space)"),
-    ("right", "rlft-right", "Right better (2) ▶"),
+BUTTONS = (  # (side, elem_id, label): short, so the five fit one row on a phone; keys are in KEYS_HTML
+    ("left", "rlft-left", "◀ Left better"),
+    ("tie", "rlft-tie", "Tie"),
+    ("both_bad", "rlft-bad", "Both bad"),
+    ("skip", "rlft-skip", "Skip"),
+    ("right", "rlft-right", "Right better ▶"),
 )
+# The page-load event's inputs, read in the browser: the session as it is, the name from localStorage.
+LOAD_NAME_JS = f"""(session, typed) => {{ let saved = "";
+  try {{ saved = localStorage.getItem({NAME_KEY!r}) || ""; }} catch (e) {{}}
+  return [session, saved]; }}"""
+FORGET_NAME_JS = f"""() => {{ try {{ localStorage.removeItem({NAME_KEY!r}); }} catch (e) {{}}
+  document.documentElement.classList.remove("rlft-named"); return []; }}"""
 
 
 @dataclasses.dataclass
@@ -76,14 +88,31 @@ class RatingApp:
 
     # -- sessions ---------------------------------------------------------------------------------------
     def rater_for(self, name: str | None, request: gr.Request | None) -> str | None:
-        """The rater a request votes as: the login name with --auth, the --rater name, else the typed name."""
+        """The rater a request votes as: the login name with --auth, the --rater name, else the typed name,
+        matched to a known rater regardless of case and spacing ("alice " is the existing "Alice")."""
         user = getattr(request, "username", None) if request is not None else None
         if self.config.auth and user:
             return str(user)
         if self.config.rater:
             return self.config.rater
-        name = (name or "").strip()
-        return name[:MAX_RATER_NAME] or None
+        name = " ".join((name or "").split())[:MAX_RATER_NAME]
+        return self.known_rater(name) or name or None
+
+    def known_rater(self, name: str) -> str | None:
+        """The first-created rater whose name equals `name` ignoring case, or None."""
+        key = name.casefold()
+        if not key:
+            return None
+        try:
+            known = self.store.raters()
+        except Exception:  # a database hiccup must not block rating under the name as typed
+            log.exception("could not list raters")
+            return None
+        return next((r for r in known if r == name), None) or next((r for r in known if r.casefold() == key), None)
+
+    def typed_names(self) -> bool:
+        """Whether raters type their name (no --auth login, no fixed --rater)."""
+        return not (self.config.auth or self.config.rater)
 
     def new_session(self, rater: str) -> RateSession:
         return RateSession(self.store, rater, strategy=self.config.strategy, scorer=self._scorer,
@@ -94,35 +123,46 @@ class RatingApp:
             self.timings.append(ms)
 
     # -- handlers (plain functions of plain values: unit-tested without a browser) ------------------------
-    def render(self, session: RateSession | None, view: View | None):
-        """(session, pair html, prompt html, token, status markdown) for a view."""
-        if session is None or view is None:
-            return session, html.pair_html(None), "", "", ""
+    def render(self, session: RateSession, view: View, note: str = ""):
+        """(session, pair html, prompt html, token, status html) for a view; `note` replaces its message."""
         token = view.shown.token if view.shown else ""
-        status = f"**{view.count}** vote{'s' if view.count != 1 else ''} this session · rating as **{session.rater}**"
-        if view.message:
-            status += f"  \n{'' if view.ok else '⚠ '}{view.message}"
-        return (session, html.pair_html(view.shown, view.upcoming), html.prompt_html(view.shown), token, status)
+        remember = session.rater if self.typed_names() else ""  # keys.js keeps a typed name in localStorage
+        pair = (html.pair_html(view.shown, view.upcoming, remember=remember) if view.shown is not None
+                else html.exhausted_html(remember=remember))
+        return (session, pair, html.prompt_html(view.shown), token,
+                html.status_html(view, session.rater, note or view.message))
+
+    def need_name(self, message: str, ok: bool = True):
+        """The page asking for a name (no session), saying `message`; `ok=False` when an action was refused."""
+        return None, html.need_name_html(), "", "", html.status_html(None, "", message, ok=ok)
 
     def start(self, session, name, request: gr.Request | None = None):
         rater = self.rater_for(name, request)
         if rater is None:
-            raise gr.Error("Type your name first: every vote is stored under it.")
+            return self.need_name("Type your name first: every vote is stored under it.")
+        welcome = ""
         if session is None or session.rater != rater:
             session = self.new_session(rater)
-        return self.render(session, session.start())
+            typed = " ".join((name or "").split())
+            if self.typed_names() and typed and typed != rater:
+                welcome = f"Rating as {rater}, the known rater whose name matches “{typed}”."
+        return self.render(session, session.start(), welcome)
 
     def vote(self, side: str, session, token, name, request: gr.Request | None = None):
         t0 = time.perf_counter()
-        if session is None:  # a page older than this server process: start over for the same rater
+        if session is None:  # no session on this page yet: not started, or older than this server process
             rater = self.rater_for(name, request)
             if rater is None:
-                raise gr.Error("This page is older than the server: reload it.")
+                return self.need_name("Type your name first: that vote was not recorded.", ok=False)
             session = self.new_session(rater)
+            if token:  # the pair on the page was offered by a session this server no longer has
+                return self.render(session, dataclasses.replace(
+                    session.start(), ok=False, message="That pair was offered before the server restarted (or "
+                    "this page lost its connection): vote not recorded. Here is a new pair."))
         try:
             view = session.vote(str(token or ""), side)
-        except UserError as e:
-            raise gr.Error(str(e)) from None
+        except UserError as e:  # e.g. an API caller's unknown side: the pair stays, nothing recorded
+            return self.render(session, dataclasses.replace(session.start(), message=str(e), ok=False))
         out = self.render(session, view)
         if view.ok:
             self._record_timing((time.perf_counter() - t0) * 1000)
@@ -132,9 +172,16 @@ class RatingApp:
         if session is None:
             rater = self.rater_for(name, request)
             if rater is None:
-                raise gr.Error("Nothing to undo.")
+                return self.need_name("Nothing to undo: type your name first.", ok=False)
             session = self.new_session(rater)
         return self.render(session, session.undo())
+
+    def poll(self, session):
+        """While the page shows "nothing left", offer a pair as soon as new images make one."""
+        view = session.poll() if session is not None else None
+        if view is None:
+            return tuple(gr.skip() for _ in range(5))
+        return self.render(session, view)
 
     def gallery(self, prompt, search, limit):
         images = gallery.usable(self.store.images())
@@ -166,23 +213,28 @@ class RatingApp:
         cfg = self.config
         with gr.Blocks(title="rlft: rate images") as demo:
             session = gr.State(None)
-            saved_name = gr.BrowserState("", storage_key="rlft-rater")
+            typed = self.typed_names()
             with gr.Tabs():
                 with gr.Tab("Rate", id="rate"):
-                    with gr.Row(visible=not (cfg.auth or cfg.rater)) as name_row:
+                    with gr.Row(visible=typed, elem_id="rlft-name-row") as name_row:
                         name = gr.Textbox(label="Your name (votes are stored under it)", elem_id="rlft-name",
-                                          max_lines=1, max_length=MAX_RATER_NAME, scale=4, autofocus=True)
+                                          max_lines=1, max_length=MAX_RATER_NAME, scale=4)
                         go = gr.Button("Start rating", elem_id="rlft-start", variant="primary", scale=1)
                     prompt_box = gr.HTML("", elem_id="rlft-prompt")
-                    pair_box = gr.HTML(html.pair_html(None), elem_id="rlft-pair")
-                    with gr.Row(equal_height=True):
-                        buttons = {side: gr.Button(label, elem_id=eid, variant="primary" if side in ("left", "right") else "secondary",
-                                                   min_width=90) for side, eid, label in BUTTONS}
-                    with gr.Row():
-                        status = gr.Markdown("" if (cfg.auth or cfg.rater) else NAME_PROMPT, elem_id="rlft-status")
-                        undo = gr.Button("↶ Undo (u)", elem_id="rlft-undo", size="sm", scale=0, min_width=110)
+                    pair_box = gr.HTML(html.need_name_html() if typed else html.loading_html(), elem_id="rlft-pair")
+                    with gr.Row(equal_height=True, elem_id="rlft-buttons"):
+                        buttons = {side: gr.Button(label, elem_id=eid, min_width=60,
+                                                   variant="primary" if side in ("left", "right") else "secondary")
+                                   for side, eid, label in BUTTONS}
+                    with gr.Row(elem_id="rlft-status-row"):
+                        status = gr.HTML(html.status_html(None, "", ""), elem_id="rlft-status")
+                        undo = gr.Button("↶ Undo (u)", elem_id="rlft-undo", size="sm", scale=0, min_width=100)
+                        switch = gr.Button("Not you?", elem_id="rlft-switch", size="sm", scale=0, min_width=90,
+                                           visible=typed)
                     gr.HTML(KEYS_HTML)
                     token = gr.Textbox("", visible=False, elem_id="rlft-token")
+                    # Clicked by keys.js every few seconds while nothing is left to rate: offers new images.
+                    poll = gr.Button("check for new images", elem_id="rlft-poll", elem_classes=["rlft-hidden"])
                 with gr.Tab("Gallery", id="gallery") as gallery_tab:
                     with gr.Row():
                         prompt_pick = gr.Dropdown([gallery.ALL], value=gallery.ALL, label="Prompt", scale=3,
@@ -211,6 +263,11 @@ class RatingApp:
 
             pair_outputs = [session, pair_box, prompt_box, token, status]
 
+            def with_name_row(out):
+                """`out` plus the name row (shown only while no one rates here) and the name box's value."""
+                started = out[0] is not None
+                return (*out, gr.update(visible=typed and not started), out[0].rater if started else gr.skip())
+
             def on_load(current, saved, request: gr.Request):
                 rater = self.rater_for(saved, request)
                 if current is not None or rater is None:
@@ -218,20 +275,24 @@ class RatingApp:
                     # start and the page already shows the name prompt. This queued event may finish after
                     # the rater typed a name and pressed Enter, so it must never reset the page.
                     return tuple(gr.skip() for _ in range(len(pair_outputs) + 2))
-                out = self.start(None, rater, request)
-                return (*out, gr.update(visible=not (cfg.auth or cfg.rater)), rater)
+                return with_name_row(self.start(None, rater, request))
 
-            def on_start(current, typed, request: gr.Request):
-                out = self.start(current, typed, request)
-                return (*out, gr.update(visible=False), out[0].rater)
+            def on_start(current, typed_name, request: gr.Request):
+                return with_name_row(self.start(current, typed_name, request))
 
-            demo.load(on_load, [session, saved_name], [*pair_outputs, name_row, saved_name], api_name="on_load",
+            def on_switch():
+                return (*self.need_name("Type the name to rate as, and press Enter."), gr.update(visible=True), "")
+
+            name_outputs = [*pair_outputs, name_row, name]
+            demo.load(on_load, [session, name], name_outputs, js=LOAD_NAME_JS, api_name="on_load",
                       api_visibility="private")
-            go.click(on_start, [session, name], [*pair_outputs, name_row, saved_name], api_name="start",
-                     concurrency_limit=None)
-            name.submit(on_start, [session, name], [*pair_outputs, name_row, saved_name], api_name="start_on_enter",
-                        api_visibility="private",
-                        concurrency_limit=None)
+            go.click(on_start, [session, name], name_outputs, api_name="start", concurrency_limit=None)
+            name.submit(on_start, [session, name], name_outputs, api_name="start_on_enter",
+                        api_visibility="private", concurrency_limit=None)
+            switch.click(on_switch, None, name_outputs, js=FORGET_NAME_JS, api_name="switch_rater",
+                         api_visibility="private")
+            poll.click(self.poll, [session], pair_outputs, api_name="poll", api_visibility="private",
+                       concurrency_limit=None, show_progress="hidden", trigger_mode="once")
             for side, btn in buttons.items():
                 btn.click(_bind(self.vote, side), [session, token, name], pair_outputs, api_name=f"vote_{side}",
                           concurrency_limit=None, show_progress="hidden", trigger_mode="once")

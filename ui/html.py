@@ -1,8 +1,12 @@
-"""HTML fragments for the pair view, the gallery grid and the compare-runs table.
+"""HTML fragments for the pair view, the rating status, the gallery grid and the compare-runs table.
 
 Images are referenced by content hash through the app's own image route (`ui.security.IMAGE_ROUTE`), so
 the browser caches them forever and can preload the prefetched pair. Every text from the database
-(prompts, model names) is escaped.
+(prompts, model names, rater names) is escaped.
+
+The pair view tells `ui/static/keys.js` what the page is in: `.rlft-pair[data-token]` (a pair to vote on),
+`[data-state=need-name]` (no rater yet), `[data-state=exhausted]` (every pair judged: the page polls for new
+images); `data-rater` carries a typed rater name for the browser to remember.
 """
 
 from __future__ import annotations
@@ -20,28 +24,90 @@ def image_url(sha256: str) -> str:
     return f"{IMAGE_ROUTE.lstrip('/')}/{sha256}"
 
 
-def _img(image, cls: str, alt: str) -> str:
+GENERATE_HINT = ("<code>rlft generate --prompts FILE -n 4</code> (or <code>rlft import FOLDER</code>) "
+                 "in another terminal")
+
+
+def _img(image, cls: str, alt: str, lazy: bool = False) -> str:
     pix = " rlft-pixelated" if (image.width or 0) < SMALL else ""
     url = image_url(image.sha256)
+    # Lazy only where many images share a page (gallery, compare): the pair must paint at once.
+    load = ' loading="lazy" decoding="async"' if lazy else ""
     return (f'<a class="rlft-full" href="{url}" target="_blank" rel="noopener" title="Open full size">'
-            f'<img class="{cls}{pix}" src="{url}" alt="{escape(alt)}" width="{image.width}" height="{image.height}"></a>')
+            f'<img class="{cls}{pix}" src="{url}" alt="{escape(alt)}" width="{image.width}" height="{image.height}"'
+            f'{load}></a>')
 
 
-def pair_html(shown, upcoming=None) -> str:
-    """The two images side by side (stacked on narrow screens), plus hidden preloads of the next pair."""
+def _remember(rater: str) -> str:
+    return f' data-rater="{escape(rater)}"' if rater else ""
+
+
+def pair_html(shown, upcoming=None, remember: str = "") -> str:
+    """The two images side by side (smaller on a phone, still side by side, so left is left), plus hidden
+    preloads of the next pair. `remember`: a typed rater name for the browser to keep."""
     if shown is None:
-        return '<div class="rlft-empty">Nothing to rate right now.</div>'
+        return exhausted_html(remember)
     pair = shown.pair
     left = _img(pair.a, "rlft-img", "left image")
     right = _img(pair.b, "rlft-img", "right image")
-    out = [f'<div class="rlft-pair" data-token="{escape(shown.token)}">',
-           f'<figure class="rlft-side" id="rlft-left-img">{left}<figcaption>left: 1 or &larr;</figcaption></figure>',
-           f'<figure class="rlft-side" id="rlft-right-img">{right}<figcaption>right: 2 or &rarr;</figcaption></figure>',
+    full = '<a class="rlft-full rlft-touch" href="{}" target="_blank" rel="noopener">full size</a>'
+    out = [f'<div class="rlft-pair" data-token="{escape(shown.token)}"{_remember(remember)}>',
+           f'<figure class="rlft-side" id="rlft-left-img">{left}<figcaption><span class="rlft-keyhint">left: 1 or '
+           f'&larr;</span><span class="rlft-touch">tap: left better · </span>{full.format(image_url(pair.a.sha256))}'
+           '</figcaption></figure>',
+           f'<figure class="rlft-side" id="rlft-right-img">{right}<figcaption><span class="rlft-keyhint">right: 2 or '
+           f'&rarr;</span><span class="rlft-touch">tap: right better · </span>{full.format(image_url(pair.b.sha256))}'
+           '</figcaption></figure>',
            "</div>"]
     if upcoming is not None:  # hidden images still load: the next pair is in the browser cache before it is shown
         out.append('<div class="rlft-preload" aria-hidden="true">'
                    f'<img src="{image_url(upcoming.a.sha256)}" alt=""><img src="{image_url(upcoming.b.sha256)}" alt=""></div>')
     return "".join(out)
+
+
+def need_name_html() -> str:
+    """The pair view before anyone rates on this page."""
+    return ('<div class="rlft-empty" data-state="need-name">Type your name in the box above and press Enter: '
+            'every vote is stored under it.</div>')
+
+
+def loading_html() -> str:
+    return '<div class="rlft-empty" data-state="loading">Loading a pair&hellip;</div>'
+
+
+def exhausted_html(remember: str = "") -> str:
+    """The pair view when this rater has judged every pair of the pool."""
+    return (f'<div class="rlft-empty" data-state="exhausted"{_remember(remember)}><b>The pool is exhausted: you have '
+            f'judged every pair.</b><br>Add images with {GENERATE_HINT}; new pairs appear here as soon as they '
+            'arrive.</div>')
+
+
+def status_html(view, rater: str, message: str = "", ok: bool | None = None) -> str:
+    """The line under the buttons: what the last action did (a brief confirmation, or a warning), then who
+    rates, the votes of this session, judgements in all and the pairs left.
+
+    `view`: the session's View (None before anyone rates); `ok` overrides `view.ok` (for messages without a
+    view)."""
+    ok = view.ok if ok is None and view is not None else (True if ok is None else ok)
+    first = ""
+    if view is not None and view.saved and ok:
+        first = f'<span class="rlft-saved">&#10003; {escape(view.saved)}, saved</span>'
+    if message:
+        text = f'<span class="rlft-{"note" if ok else "warn"}">{"" if ok else "&#9888; "}{escape(message)}</span>'
+        first = f"{first} · {text}" if first else text
+    parts = []
+    if view is not None:
+        parts.append(f"rating as <b>{escape(rater)}</b>")
+        parts.append(f"<b>{view.count}</b> vote{'s' if view.count != 1 else ''} this session")
+        t = view.tally
+        if t is not None:
+            parts.append(f"{t.judged:,} in all")
+            if view.shown is not None:
+                left = (f"{t.left_same_prompt:,} same-prompt pair{'s' if t.left_same_prompt != 1 else ''} left"
+                        if t.left_same_prompt else f"{t.left_all:,} pair{'s' if t.left_all != 1 else ''} left")
+                parts.append(left)
+    lines = [x for x in (first, " · ".join(parts)) if x]
+    return f'<div class="rlft-status">{"<br>".join(lines)}</div>'
 
 
 def prompt_html(shown) -> str:
@@ -63,7 +129,7 @@ def gallery_html(rows: Sequence[dict], score_label: str) -> str:
     for r in rows:
         score = "&ndash;" if r["score"] is None else f"{r['score']:+.3f}"
         cards.append(
-            f'<figure class="rlft-card">{_img(r["image"], "rlft-thumb", r["image"].prompt)}'
+            f'<figure class="rlft-card">{_img(r["image"], "rlft-thumb", r["image"].prompt, lazy=True)}'
             f'<figcaption><b>#{r["rank"]}</b> {escape(score_label)} {score} &middot; {r["n_judgements"]} judged'
             f'<br><span class="rlft-muted">{escape(r["image"].prompt)}</span></figcaption></figure>')
     return f'<div class="rlft-grid">{"".join(cards)}</div>'
@@ -78,7 +144,7 @@ def compare_html(rows: Iterable[tuple], label_a: str, label_b: str, score_label:
 
     def cell(image, score):
         s = "&ndash;" if score is None else f"{score:+.3f}"
-        return f'<td>{_img(image, "rlft-thumb", image.prompt)}<div>{escape(score_label)} {s}</div></td>'
+        return f'<td>{_img(image, "rlft-thumb", image.prompt, lazy=True)}<div>{escape(score_label)} {s}</div></td>'
 
     body = "".join(
         f'<tr><td class="rlft-muted">{escape(prompt)}<br>seed {seed}</td>{cell(a, sa)}{cell(b, sb)}</tr>'

@@ -8,6 +8,9 @@ Why tokens: the token identifies the pair on screen. A vote whose token is not t
 is either a retry of a vote already recorded (double click, network retry: recorded once, thanks to the
 idempotent `client_vote_id`) or comes from a page that outlived its server session (restart, stale tab):
 both get a clear message and write nothing.
+
+A page with no pair on screen (every pair judged) sends no token; new images arriving in the pool are offered
+by `poll`, which the page calls while it waits.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Callable
 from prefs.errors import NotFoundError, UserError
 from prefs.records import Pair
 from prefs.samplers import NoPairError, StrategyMix, parse_mix
+from ui import tally
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,13 @@ class View:
     count: int  # votes in this browser session (undo takes one back)
     message: str = ""  # the outcome of the last action, or why it did nothing
     ok: bool = True  # False when the action was refused (the message says why)
+    saved: str = ""  # what the last action recorded ("left better"); empty when it recorded nothing
+    tally: tally.Tally | None = None  # the rater's standing (judged in all, pairs left), when counted
+
+    @property
+    def exhausted(self) -> bool:
+        """Nothing to show: this rater has judged every pair of the pool."""
+        return self.shown is None
 
 
 def pair_key(pair: Pair) -> frozenset[str]:
@@ -93,6 +104,7 @@ class RateSession:
         self._lock = threading.RLock()  # one action at a time per session
         self._qlock = threading.Lock()  # the prefetch queue (the prefetch thread never takes _lock)
         self.exhausted = False
+        self._tally: tuple[int, tally.Tally] | None = None  # (self.count when counted, the count)
 
     # -- pairs ------------------------------------------------------------------------------------------
     def _draw(self) -> Pair | None:
@@ -128,6 +140,24 @@ class RateSession:
         with self._qlock:
             if pair is not None and not self._upcoming:
                 self._upcoming.append(pair)
+        self._count_tally()
+
+    def _count_tally(self) -> None:
+        """Recount the rater's standing (in the background: the page shows the last count, corrected by the
+        votes since, so no key press waits for it)."""
+        at = self.count
+        try:
+            self._tally = (at, tally.count(self.store.engine, self.rater))
+        except Exception:  # a count is a courtesy: never let it break rating
+            log.exception("could not count the rater's pairs")
+
+    def current_tally(self) -> tally.Tally | None:
+        """The last count, moved on by the votes (and undos) of this session since it was taken."""
+        if self._tally is None:
+            return None
+        at, t = self._tally
+        delta = self.count - at
+        return tally.Tally(max(0, t.judged + delta), max(0, t.left_same_prompt - delta), max(0, t.left_all - delta))
 
     def _schedule_prefetch(self) -> None:
         if self._upcoming or (self._prefetch is not None and not self._prefetch.done()):
@@ -143,11 +173,11 @@ class RateSession:
         if pair is not None:
             self._schedule_prefetch()
 
-    def _view(self, message: str = "", ok: bool = True) -> View:
+    def _view(self, message: str = "", ok: bool = True, saved: str = "") -> View:
         upcoming = self._upcoming[0] if self._upcoming else None
         if self.exhausted and not message:
-            message = "Nothing left to rate: every pair of the pool has a judgement from you. Generate more images."
-        return View(self.shown, upcoming, self.count, message, ok)
+            message = "Nothing left to rate: you have judged every pair of the pool."
+        return View(self.shown, upcoming, self.count, message, ok, saved, self.current_tally())
 
     # -- actions ----------------------------------------------------------------------------------------
     def start(self) -> View:
@@ -155,7 +185,21 @@ class RateSession:
         with self._lock:
             if self.shown is None:
                 self._show(self._take_next())
+            if self._tally is None:
+                self._count_tally()  # once, so the first screen already says how much there is to rate
             return self._view()
+
+    def poll(self) -> View | None:
+        """While nothing is on screen (every pair judged), look for a new pair: a View when images arrived
+        since, else None (the page stays as it is)."""
+        with self._lock:
+            if self.shown is not None:
+                return None
+            self._show(self._take_next())
+            if self.shown is None:
+                return None
+            self._count_tally()
+            return self._view("New images arrived: here is a pair.")
 
     def vote(self, token: str, side: str) -> View:
         """Record a vote for the pair with `token`, shown on screen, and move on to the next pair."""
@@ -168,9 +212,19 @@ class RateSession:
                 if token in self._recent:
                     return self._view("Already recorded (double click?): counted once.", ok=False)
                 if shown is None:
+                    # Nothing was on screen: every pair judged (new images may have arrived since), or the session
+                    # never showed one. Either way this vote recorded nothing.
+                    was_exhausted = self.exhausted
                     self._show(self._take_next())
-                return self._view("That pair is no longer on offer (the page is older than the server session, "
-                                  "e.g. after a restart): vote not recorded. Here is a fresh pair.", ok=False)
+                    if self.shown is None:
+                        return self._view("Nothing to vote on: you have judged every pair of the pool. "
+                                          "Vote not recorded.", ok=False)
+                    if was_exhausted:
+                        return self._view("New images arrived: here is a pair (that vote was not recorded: "
+                                          "no pair was on screen).", ok=False)
+                    return self._view("No pair was on screen yet: vote not recorded. Here is one.", ok=False)
+                return self._view("That pair is no longer on screen here: vote not recorded. Here is the "
+                                  "current pair.", ok=False)
             decision_ms = int(round((arrived - shown.shown_at) * 1000))
             if decision_ms < self.min_decision_ms:
                 return self._view(f"Ignored a vote {decision_ms} ms after the pair appeared (double click or "
@@ -193,7 +247,7 @@ class RateSession:
                 self._recent.popitem(last=False)
             self._show(self._take_next())
             note = "That was a repeat of a pair you judged before (it measures your consistency)." if pair.repeat else ""
-            view = self._view(note)
+            view = self._view(note, saved=_describe(outcome, "a"))
         if self.on_timing is not None:
             self.on_timing((self.clock() - arrived) * 1000)
         return view

@@ -8,6 +8,7 @@ pool as it is written; an interrupted first start resumes with the images still 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 
@@ -100,6 +101,7 @@ def ui(host, port, auth, rater, strategy, open_browser, pool_size, no_generate):
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {port}")
     store = prefs.open_store()
+    interrupted = False
     try:
         if not no_generate:
             ensure_pool(store, pool_size)
@@ -108,7 +110,13 @@ def ui(host, port, auth, rater, strategy, open_browser, pool_size, no_generate):
         serve(store, ServeOptions(host=host, port=port, auth=pairs, open_browser=open_browser),
               AppConfig(strategy=strategy, rater=rater.strip() if rater else None), block=True)
     except KeyboardInterrupt:
+        interrupted = True
         click.echo("rlft ui: stopped", err=True)
     finally:
         store.close()
     sys.stdout.flush()
+    if interrupted:
+        # Ctrl-C: the server is stopped and the store closed, nothing is left to write; skip the interpreter's
+        # teardown of Gradio's module graph (over a second), so the terminal is back at once.
+        sys.stderr.flush()
+        os._exit(0)
