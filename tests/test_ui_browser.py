@@ -470,3 +470,146 @@ def test_ctrl_c_stops_the_server_promptly_with_a_page_open(browser, store):
             proc.kill()
     assert took < 2.5, f"Ctrl-C took {took:.1f} s"
     assert "stopped" in proc.stderr.read()
+
+
+def _svg_texts(page, elem_id: str) -> list[str]:
+    return page.evaluate(f"() => [...document.querySelectorAll('#{elem_id} svg text')].map(t => t.textContent)")
+
+
+def _pick(page, elem_id: str, option: str):
+    """Choose `option` in a Gradio dropdown."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option).click()
+
+
+def test_the_progress_tab_speaks_left_right_fits_each_rater_and_stays_current(browser, tmp_path, monkeypatch):
+    # The reward plot was empty with one version; a burst of judgements gave a time axis of ".500 .500 ..."; a new
+    # rater stayed out of the legend until the page was reopened; outcomes read "A/B better"; the per-rater table's
+    # headers broke letter by letter on a phone; a person's 12 votes were a flat line beside 300 simulated ones.
+    from ui_helpers import toy_pool
+
+    import prefs
+    import ui.app
+
+    store = prefs.open_store(home=tmp_path / "progress", seed=0)
+    shas = toy_pool(store, prompts=6, per_prompt=5)
+    pairs = [(a, b) for i, a in enumerate(shas) for b in shas[i + 1:]][:300]
+    store.record_judgements([{"image_a": a, "image_b": b, "outcome": "a", "rater": "sim-warm"} for a, b in pairs])
+    monkeypatch.setattr(ui.app, "reward_versions", lambda: [{"id": "r0001", "metrics": {"val_accuracy": 0.71}}])
+    with running(store, min_decision_ms=0) as (url, _):
+        tab = Page(browser, url, **PHONE).open("pat")
+        for key in ("1", "2", "3"):
+            tok = tab.token()
+            tab.page.keyboard.press(key)
+            tab.wait_new(tok)
+        tab.page.get_by_role("tab", name="Progress").click()
+        tab.page.wait_for_function("() => document.querySelectorAll('#rlft-time-plot svg text').length > 3 && "
+                                   "document.querySelectorAll('#rlft-reward-plot svg text').length > 3 && "
+                                   "document.querySelector('#rlft-raters table')")
+        texts = tab.page.evaluate("() => [...document.querySelectorAll('svg text')].map(t => t.textContent)")
+        assert "left" in texts and "right" in texts and not [t for t in texts if "A better" in t or "B better" in t]
+        assert "r0001" in _svg_texts(tab.page, "rlft-reward-plot")  # one version: one bar
+        assert tab.page.locator("#rlft-reward-plot svg path[aria-roledescription=bar], "
+                                "#rlft-reward-plot svg .mark-rect path").count() >= 1
+        time_texts = _svg_texts(tab.page, "rlft-time-plot")
+        assert "Judgements over time: pat" in time_texts  # this page's rater first, on their own scale
+        ticks = [float(t.replace(",", "")) for t in time_texts if t.replace(",", "").replace(".", "").isdigit()]
+        assert ticks and max(ticks) <= 10, time_texts
+        clock = [t for t in time_texts if ":" in t and "over time" not in t]
+        assert clock and not [t for t in time_texts if t.startswith(".")], time_texts
+        headers = tab.page.evaluate("""() => [...document.querySelectorAll('#rlft-raters th')].map(th => {
+            const r = document.createRange(); r.selectNodeContents(th); return r.getClientRects().length; })""")
+        assert headers and max(headers) == 1, headers  # every header on one line
+        _pick(tab.page, "rlft-who", "everyone (303)")
+        tab.page.wait_for_function("() => [...document.querySelectorAll('#rlft-time-plot svg text')]"
+                                   ".some(t => t.textContent === 'Judgements over time: everyone')")
+        store.record_judgement(shas[0], shas[-1], "b", rater="quinn")  # a new rater while the page is open
+        tab.page.locator("#rlft-refresh").click()
+        _pick(tab.page, "rlft-who", "quinn (1)")
+        tab.page.wait_for_function("() => [...document.querySelectorAll('#rlft-time-plot svg text')]"
+                                   ".some(t => t.textContent === 'Judgements over time: quinn')")
+        assert "quinn" in tab.page.locator("#rlft-raters").inner_text()
+        tab.close()
+    store.close()
+
+
+def test_compare_has_its_own_tab_with_a_summary_and_says_when_rows_are_cut(browser, tmp_path, monkeypatch):
+    # The compare view was a closed section under 200 thumbnails, cut at 100 rows without saying so, with no
+    # summary; the gallery's "Show" box ignored a typed number.
+    from ui_helpers import two_run_pool
+
+    import prefs
+    import ui.compare
+
+    store = prefs.open_store(home=tmp_path / "compare", seed=0)
+    pairs = two_run_pool(store, prompts=12, seeds=5)  # 60 shared prompt + seed pairs
+    # An independent judge through the hook: B wins on even seeds by 1, loses on seed 1, ties otherwise.
+    delta = {0: 1.0, 1: -1.0, 2: 1.0, 3: 0.0, 4: 1.0}
+    oracle = {b.sha256: delta[seed] for _, seed, _, b in pairs} | {a.sha256: 0.0 for _, _, a, _ in pairs}
+    monkeypatch.setitem(ui.compare._JUDGES, "oracle", lambda images: oracle)
+    with running(store, min_decision_ms=0) as (url, _):
+        tab = Page(browser, url).open("ray")
+        tab.page.get_by_role("tab", name="Gallery").click()
+        tab.page.wait_for_selector(".rlft-grid img")
+        assert tab.page.get_by_text("Compare runs").count() == 0
+        box = tab.page.locator("#rlft-show input[type=number]")
+        box.fill("30")
+        box.press("Enter")
+        tab.page.wait_for_function("() => document.querySelectorAll('.rlft-card').length === 30")
+        tab.page.get_by_role("tab", name="Compare").click()
+        tab.page.wait_for_selector("#rlft-compare-summary table")
+        summary = tab.page.locator("#rlft-compare-summary")
+        assert summary.bounding_box()["y"] < 800  # on screen at once, not below a gallery
+        text = summary.inner_text()
+        assert "toy + t0001" in text and "60 prompt + seed pairs" in text
+        row = [r for r in text.splitlines() if r.startswith("oracle")][0].split("\t")
+        assert row[1:4] == ["36", "12", "12"] and row[5] == "+0.400", row  # wins, ties, losses; mean B - A
+        assert "Showing the first 50 of 60 pairs" in text
+        assert tab.page.locator(".rlft-compare tbody tr").count() == 50
+        rows = tab.page.locator("#rlft-compare-rows input")
+        rows.fill("60")
+        rows.press("Enter")
+        tab.page.wait_for_function("() => document.querySelectorAll('.rlft-compare tbody tr').length === 60")
+        assert "Showing the first" not in summary.inner_text()
+        tab.close()
+    store.close()
+
+
+def test_the_first_gallery_open_finds_the_reward_loaded(browser, tmp_path, monkeypatch):
+    # The first open loaded torch and the reward model on the request (14.3 s on 320 images; 0.56 s warm).
+    # Now the server loads it in the background from the start; a gallery opened before it is ready ranks by
+    # Bradley-Terry at once and says so.
+    import threading
+
+    from ui_helpers import toy_pool
+
+    import prefs
+    import reward.scorer
+    import ui.scoring
+
+    release = threading.Event()
+    loads = []
+
+    def slow_make_scorer(store, path):  # stands in for importing torch and loading the reward model
+        loads.append(path)
+        release.wait(60)
+        return lambda images: ([float(len(im.prompt)) for im in images], None)
+
+    monkeypatch.setattr(ui.scoring, "reward_versions", lambda: [{"id": "r0001", "path": "r0001"}])
+    monkeypatch.setattr(reward.scorer, "make_scorer", slow_make_scorer)
+    store = prefs.open_store(home=tmp_path / "gallery", seed=0)
+    toy_pool(store, prompts=3, per_prompt=3)
+    with running(store, min_decision_ms=0) as (url, app):
+        assert loads == ["r0001"]  # loading began with the server, before any page asked
+        tab = Page(browser, url).open("sam")
+        tab.page.get_by_role("tab", name="Gallery").click()
+        tab.page.wait_for_selector(".rlft-grid img")
+        assert "still loading" in tab.page.get_by_text("ranked by").inner_text()
+        release.set()
+        assert app.scores.reward_scorer(wait=60)[1] is not None  # the background load finishes
+        tab.page.get_by_role("tab", name="Rate").click()
+        tab.page.get_by_role("tab", name="Gallery").click()
+        tab.page.wait_for_function("() => document.body.innerText.includes('ranked by reward r0001')")
+        assert loads == ["r0001"]  # loaded once
+        tab.close()
+    store.close()

@@ -181,10 +181,10 @@ def test_gallery_compare_and_progress_handlers(store):
         grid, note = app.gallery(None, "", 100)
         assert "Bradley-Terry" in note and grid.index(shas[0]) < grid.index(shas[1])
         assert "2 judged" in grid
-        summary, outcomes, raters, over_time, rewards = app.progress()
-        assert "judgements" in summary and "dave" in set(raters["rater"])
-        assert int(outcomes.loc[outcomes["outcome"] == "A better", "count"].iloc[0]) >= 2
-        assert len(over_time) >= 1 and rewards.empty
+        summary, outcomes, raters, over_time, who, rewards = app.progress()
+        assert "judgements" in summary and "<td>dave</td>" in raters
+        assert int(outcomes.loc[outcomes["outcome"] == "left", "count"].iloc[0]) >= 2
+        assert len(over_time.value["data"]) >= 1 and rewards.empty
     finally:
         app.close()
 
@@ -202,6 +202,7 @@ def test_compare_runs_matches_prompt_and_seed():
     assert gallery.run_choices(images) == ["toy", "toy + t0001"]
     rows = gallery.compare(images, {images[1].sha256: 1.0}, "toy", "toy + t0001")
     assert [(p, s, a.id, b.id, sb) for p, s, a, b, sa, sb in rows] == [("p", 0, 1, 2, 1.0)]
+    assert gallery.default_runs(gallery.run_choices(images), images) == ("toy", "toy + t0001")
     ranked = gallery.ranked(images, {images[1].sha256: 1.0, images[0].sha256: -1.0}, search="P")
     assert [r["image"].id for r in ranked][:2] == [2, 1]
 
@@ -279,3 +280,29 @@ def test_first_pool_generation_resumes(rlft_home, monkeypatch):
     assert not (rlft_home / PLAN_NAME).exists() and store.count_images() == 3 * SEEDS_PER_PROMPT
     assert ensure_pool(store, 100) == 0  # a pool exists: nothing generated
     store.close()
+
+
+def test_time_axis_and_compare_summary_by_hand():
+    import pandas as pd
+
+    from ui.compare import summarize
+    from ui.progress import time_axis
+
+    burst = pd.Series(pd.to_datetime(["2026-01-01 10:00:00.100", "2026-01-01 10:00:00.900"]))
+    fmt, (lo, hi) = time_axis(burst)  # a burst within a second: a minute around it, labelled in seconds
+    assert fmt == "%H:%M:%S" and hi - lo == 60
+    assert abs((lo + hi) / 2 - pd.Timestamp("2026-01-01 10:00:00.500").value / 1e9) < 1e-6
+    assert time_axis(pd.Series(pd.to_datetime(["2026-01-01 10:00", "2026-01-01 15:00"])))[0] == "%H:%M"
+    assert time_axis(pd.Series(pd.to_datetime(["2026-01-01", "2026-01-03"])))[0] == "%b %d %H:%M"
+    assert time_axis(pd.Series(pd.to_datetime(["2026-01-01", "2026-02-01"])))[0] == "%b %d"
+
+    def im(sha):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sha256=sha)
+
+    pairs = [("p", s, im(f"a{s}"), im(f"b{s}")) for s in range(5)]
+    scores = {"a0": 0.0, "b0": 0.5, "a1": 0.0, "b1": -0.5, "a2": 0.0, "b2": 0.04, "a3": 1.0, "b3": 1.2}  # a4, b4 unscored
+    v = summarize(pairs, "judge", scores)
+    assert (v.wins, v.ties, v.losses, v.unscored, v.scored) == (2, 1, 1, 1, 4)
+    assert abs(v.mean_diff - (0.5 - 0.5 + 0.04 + 0.2) / 4) < 1e-12

@@ -21,6 +21,26 @@ def toy_pool(store, prompts: int = 4, per_prompt: int = 3, runs: tuple = ((None,
     return shas
 
 
+def two_run_pool(store, prompts: int = 6, seeds: int = 5) -> list[tuple]:
+    """A base run ("toy") and a tuned one ("toy" + LoRA "t0001") on the same prompts and seeds, drawn (the tuned
+    image of a prompt + seed differs in colour); returns (prompt, seed, base image, tuned image) tuples."""
+    import random
+
+    from rlft.toy.world import caption, draw, full_plan, perturb, random_scene
+
+    rng = random.Random(1)
+    out = []
+    for j in range(prompts):
+        scene = random_scene(rng)
+        text = caption(scene, full_plan(j % 6))
+        for seed in range(seeds):
+            base = store.add_image(draw(scene, seed=seed * 7 + j), prompt=text, seed=seed, model="toy")
+            tuned = store.add_image(draw(perturb(scene, "color", rng), seed=seed * 7 + j), prompt=text, seed=seed,
+                                    model="toy", lora="t0001")
+            out.append((text, seed, base, tuned))
+    return out
+
+
 @contextlib.contextmanager
 def running(store, auth=None, port: int = 0, **config):
     """A live server on 127.0.0.1 and `port` (0: a free one); yields (url, rating_app)."""

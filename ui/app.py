@@ -28,13 +28,15 @@ import gradio as gr
 
 from prefs.errors import UserError
 from prefs.samplers import StrategyMix, needs_scorer, parse_mix
-from ui import gallery, html, progress
+from ui import compare, gallery, html, progress
 from ui.scoring import Scores, reward_versions
 from ui.session import MIN_DECISION_MS, RateSession, View
 
 log = logging.getLogger(__name__)
 
 MAX_RATER_NAME = 100
+MAX_SHOWN = 2000  # the most gallery images or compare rows one page shows
+COMPARE_ROWS = 50  # compare rows shown first (the summary counts them all)
 NAME_KEY = "rlft-rater-name"  # localStorage key of the typed rater name (keys.js writes it)
 KEYS_HTML = ("<div class='rlft-keys'><kbd>1</kbd>/<kbd>&larr;</kbd> left better · <kbd>2</kbd>/<kbd>&rarr;</kbd> "
              "right better · <kbd>3</kbd>/<kbd>&darr;</kbd> tie · <kbd>4</kbd> both bad · <kbd>space</kbd>/<kbd>s</kbd> "
@@ -186,27 +188,67 @@ class RatingApp:
     def gallery(self, prompt, search, limit):
         images = gallery.usable(self.store.images())
         scores, label = self.scores.rank(images)
-        rows = gallery.ranked(images, scores, prompt, search or "", int(limit or self.config.gallery_limit))
+        limit = max(1, min(MAX_SHOWN, int(limit or self.config.gallery_limit)))
+        rows = gallery.ranked(images, scores, prompt, search or "", limit)
         shown = f"{len(rows)} of {len(images)} images, ranked by **{label}**"
         return html.gallery_html(rows, "reward" if label.startswith("reward") else "BT"), shown
 
     def gallery_choices(self):
         images = gallery.usable(self.store.images())
-        runs = gallery.run_choices(images)
-        return (gr.update(choices=gallery.prompt_choices(images)),
-                gr.update(choices=runs, value=runs[0] if runs else None),
-                gr.update(choices=runs, value=runs[1] if len(runs) > 1 else None))
+        return gr.update(choices=gallery.prompt_choices(images))
 
-    def compare(self, run_a, run_b, prompt):
+    def compare_choices(self, run_a, run_b):
+        """The runs and prompts to pick from; the base and the newest tuned run picked first."""
         images = gallery.usable(self.store.images())
-        scores, label = self.scores.rank(images)
-        rows = gallery.compare(images, scores, run_a, run_b, prompt)
-        return html.compare_html(rows, run_a or "", run_b or "", "reward" if label.startswith("reward") else "BT")
+        runs = gallery.run_choices(images)
+        a, b = gallery.default_runs(runs, images)
+        a, b = (run_a if run_a in runs else a), (run_b if run_b in runs else b)
+        return (gr.update(choices=runs, value=a), gr.update(choices=runs, value=b),
+                gr.update(choices=gallery.prompt_choices(images)))
 
-    def progress(self):
-        p = progress.compute(self.store, reward_versions())
-        rewards = p.rewards.assign(n=[_version_number(v) for v in p.rewards["version"]])
-        return p.summary, p.outcomes, p.raters, p.over_time, rewards
+    def judges(self, images) -> list[tuple[str, dict[str, float]]]:
+        """(name, score per sha256) of every judge of a comparison: the latest reward model (when one loads),
+        the Bradley-Terry fit of the judgements (judged images only), then each registered judge."""
+        out = []
+        scores, label = self.scores.rank(images)
+        if label.startswith("reward"):
+            out.append((label, scores))
+            scores = self.store.fit_scores()
+        out.append(("Bradley-Terry (judged images)" + (" · the reward is still loading" if "loading" in label else ""),
+                    scores))
+        for name, fn in compare.registered_judges().items():
+            try:
+                out.append((name, dict(fn(images))))
+            except Exception:  # one judge failing must not hide the others
+                log.exception("judge %s failed", name)
+        return out
+
+    def compare(self, run_a, run_b, prompt, rows_shown=None):
+        """(summary html, rows html) for run B against run A on their shared prompts and seeds."""
+        images = gallery.usable(self.store.images())
+        pairs = gallery.shared_pairs(images, run_a, run_b, prompt)
+        judges = self.judges([im for pair in pairs for im in pair[2:4]]) if pairs else []
+        verdicts = [compare.summarize(pairs, name, scores) for name, scores in judges]
+        shown = max(1, min(MAX_SHOWN, int(rows_shown or COMPARE_ROWS)))
+        name, scores = judges[0] if judges else ("BT", {})
+        rows = [(p, seed, a, b, scores.get(a.sha256), scores.get(b.sha256)) for p, seed, a, b in pairs[:shown]]
+        label = "reward" if name.startswith("reward") else "BT"
+        return (html.compare_summary_html(verdicts, run_a or "", run_b or "", len(pairs), min(shown, len(pairs))),
+                html.compare_html(rows, run_a or "", run_b or "", label))
+
+    def progress(self, who=None, session=None):
+        """Everything on the Progress tab; the time plot counts `who` (first: this page's rater, if any)."""
+        if who is None and session is not None:
+            who = session.rater
+        p = progress.compute(self.store, reward_versions(), who)
+        everyone = f"{progress.EVERYONE} ({int(p.raters['judgements'].sum()) if len(p.raters) else 0})"
+        choices = [(everyone, progress.EVERYONE)] + [(f"{r} ({n})", r) for r, n in
+                                                     zip(p.raters["rater"], p.raters["judgements"], strict=True)]
+        title = ("Judgements over time: everyone" if p.who == progress.EVERYONE
+                 else f"Judgements over time: {p.who}")
+        return (p.summary, p.outcomes, html.table_html(p.raters),
+                gr.LinePlot(value=p.over_time, x_axis_format=p.time_format, x_lim=p.time_lim, title=title),
+                gr.update(choices=choices, value=p.who), p.rewards)
 
     # -- layout -----------------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -240,26 +282,39 @@ class RatingApp:
                         prompt_pick = gr.Dropdown([gallery.ALL], value=gallery.ALL, label="Prompt", scale=3,
                                                   allow_custom_value=False)
                         search = gr.Textbox(label="Filter prompts (words)", max_lines=1, scale=2)
-                        limit = gr.Slider(10, 1000, value=cfg.gallery_limit, step=10, label="Show", scale=1)
+                        limit = gr.Slider(10, 1000, value=cfg.gallery_limit, step=10, label="Show", scale=1,
+                                          elem_id="rlft-show")
                     gallery_note = gr.Markdown("")
                     gallery_box = gr.HTML("", elem_id="rlft-gallery")
-                    with gr.Accordion("Compare runs: the same prompts and seeds from two models or LoRA runs", open=False):
-                        with gr.Row():
-                            run_a = gr.Dropdown([], label="Run A", scale=2)
-                            run_b = gr.Dropdown([], label="Run B", scale=2)
-                            compare_btn = gr.Button("Compare", elem_id="rlft-compare", scale=1)
-                        compare_box = gr.HTML("")
+                with gr.Tab("Compare", id="compare") as compare_tab:
+                    gr.Markdown("Two models or LoRA runs on the same prompts and seeds, so the only difference is the "
+                                "weights: B against A under each judge, then the pairs side by side.")
+                    with gr.Row():
+                        run_a = gr.Dropdown([], label="A (base)", scale=2, elem_id="rlft-run-a")
+                        run_b = gr.Dropdown([], label="B (tuned)", scale=2, elem_id="rlft-run-b")
+                        compare_prompt = gr.Dropdown([gallery.ALL], value=gallery.ALL, label="Prompt", scale=2)
+                        compare_rows = gr.Number(COMPARE_ROWS, label="Rows shown", precision=0, minimum=1,
+                                                 maximum=MAX_SHOWN, scale=1, elem_id="rlft-compare-rows")
+                        compare_btn = gr.Button("Compare", elem_id="rlft-compare", scale=1)
+                    compare_summary = gr.HTML("", elem_id="rlft-compare-summary")
+                    compare_box = gr.HTML("", elem_id="rlft-compare-rows-box")
                 with gr.Tab("Progress", id="progress") as progress_tab:
                     summary = gr.Markdown("")
                     with gr.Row():
                         outcome_plot = gr.BarPlot(x="outcome", y="count", title="Judgements per outcome",
-                                                  sort=None, height=260)
-                        time_plot = gr.LinePlot(x="time", y="judgements", color="rater",
-                                                title="Judgements over time (cumulative)", height=260)
-                    rater_table = gr.Dataframe(label="Per rater", interactive=False, wrap=True)
-                    reward_plot = gr.LinePlot(x="n", y="accuracy", title="Reward versions: held-out pairwise accuracy",
-                                              x_title="reward version", y_title="accuracy", y_lim=[0.0, 1.0], height=240)
-                    refresh = gr.Button("Refresh", size="sm")
+                                                  x_title="which side was better (as the Rate tab shows them)",
+                                                  sort=list(progress.OUTCOME_BARS.values()), height=260)
+                        with gr.Column():
+                            time_plot = gr.LinePlot(x="time", y="judgements", title="Judgements over time",
+                                                    y_title="judgements (cumulative)", height=260,
+                                                    elem_id="rlft-time-plot")
+                            who = gr.Dropdown([], value=None, label="Whose judgements", elem_id="rlft-who")
+                    gr.Markdown("**Per rater**")
+                    rater_table = gr.HTML("", elem_id="rlft-raters")
+                    reward_plot = gr.BarPlot(x="version", y="accuracy", title="Reward versions: held-out pairwise accuracy",
+                                             x_title="reward version", y_title="accuracy", y_lim=[0.0, 1.0],
+                                             height=240, elem_id="rlft-reward-plot")
+                    refresh = gr.Button("Refresh", size="sm", elem_id="rlft-refresh")
 
             pair_outputs = [session, pair_box, prompt_box, token, status]
 
@@ -300,20 +355,30 @@ class RatingApp:
                        show_progress="hidden", trigger_mode="once")
 
             gallery_inputs = [prompt_pick, search, limit]
-            gallery_tab.select(self.gallery_choices, None, [prompt_pick, run_a, run_b], api_name="gallery_choices",
+            gallery_tab.select(self.gallery_choices, None, prompt_pick, api_name="gallery_choices",
                                api_visibility="private").then(
                 self.gallery, gallery_inputs, [gallery_box, gallery_note], api_name="gallery_on_tab",
                 api_visibility="private")
             prompt_pick.change(self.gallery, gallery_inputs, [gallery_box, gallery_note], api_name="gallery")
             search.submit(self.gallery, gallery_inputs, [gallery_box, gallery_note], api_name="gallery_search",
                           api_visibility="private")
-            limit.release(self.gallery, gallery_inputs, [gallery_box, gallery_note], api_name="gallery_limit",
-                          api_visibility="private")
-            compare_btn.click(self.compare, [run_a, run_b, prompt_pick], compare_box, api_name="compare")
-            progress_outputs = [summary, outcome_plot, rater_table, time_plot, reward_plot]
-            progress_tab.select(self.progress, None, progress_outputs, api_name="progress_on_tab",
+            # `change`, not `release`: a number typed into the box is a change too (release is the slider's alone).
+            limit.change(self.gallery, gallery_inputs, [gallery_box, gallery_note], api_name="gallery_limit",
+                         api_visibility="private", trigger_mode="always_last")
+            compare_inputs = [run_a, run_b, compare_prompt, compare_rows]
+            compare_outputs = [compare_summary, compare_box]
+            compare_tab.select(self.compare_choices, [run_a, run_b], [run_a, run_b, compare_prompt],
+                               api_name="compare_choices", api_visibility="private").then(
+                self.compare, compare_inputs, compare_outputs, api_name="compare_on_tab", api_visibility="private")
+            compare_btn.click(self.compare, compare_inputs, compare_outputs, api_name="compare")
+            compare_rows.submit(self.compare, compare_inputs, compare_outputs, api_name="compare_rows",
                                 api_visibility="private")
-            refresh.click(self.progress, None, progress_outputs, api_name="progress")
+            progress_outputs = [summary, outcome_plot, rater_table, time_plot, who, reward_plot]
+            progress_tab.select(self.progress, [who, session], progress_outputs, api_name="progress_on_tab",
+                                api_visibility="private")
+            refresh.click(self.progress, [who, session], progress_outputs, api_name="progress")
+            who.input(self.progress, [who, session], progress_outputs, api_name="progress_for",
+                      api_visibility="private")
         return demo
 
 
@@ -325,8 +390,3 @@ def _bind(fn, side: str):
 
     handler.__name__ = f"vote_{side}"
     return handler
-
-
-def _version_number(version: str) -> int:
-    digits = "".join(ch for ch in str(version) if ch.isdigit())
-    return int(digits) if digits else 0

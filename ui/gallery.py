@@ -51,9 +51,9 @@ def run_choices(images: Iterable) -> list[str]:
     return [r for r, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
-def compare(images: list, scores: dict[str, float], run_a: str, run_b: str, prompt: str | None = None,
-            limit: int = 100) -> list[tuple]:
-    """(prompt, seed, image from run_a, image from run_b, score_a, score_b) for each shared prompt + seed."""
+def shared_pairs(images: list, run_a: str, run_b: str, prompt: str | None = None) -> list[tuple]:
+    """(prompt, seed, image from run_a, image from run_b) for every prompt + seed both runs have, in prompt then
+    seed order ([] when a run is missing or both are the same)."""
     if not run_a or not run_b or run_a == run_b:
         return []
     by_key: dict[str, dict[tuple, object]] = {run_a: {}, run_b: {}}
@@ -62,8 +62,22 @@ def compare(images: list, scores: dict[str, float], run_a: str, run_b: str, prom
         if label in by_key and im.seed is not None and (not prompt or prompt == ALL or im.prompt == prompt):
             by_key[label].setdefault((im.prompt, im.seed), im)
     shared = sorted(set(by_key[run_a]) & set(by_key[run_b]))
-    rows = []
-    for key in shared[:limit]:
-        a, b = by_key[run_a][key], by_key[run_b][key]
-        rows.append((key[0], key[1], a, b, scores.get(a.sha256), scores.get(b.sha256)))
-    return rows
+    return [(key[0], key[1], by_key[run_a][key], by_key[run_b][key]) for key in shared]
+
+
+def compare(images: list, scores: dict[str, float], run_a: str, run_b: str, prompt: str | None = None,
+            limit: int = 100) -> list[tuple]:
+    """(prompt, seed, image from run_a, image from run_b, score_a, score_b) for the first `limit` shared pairs."""
+    return [(p, seed, a, b, scores.get(a.sha256), scores.get(b.sha256))
+            for p, seed, a, b in shared_pairs(images, run_a, run_b, prompt)[:limit]]
+
+
+def default_runs(runs: list[str], images) -> tuple[str | None, str | None]:
+    """The runs to compare first: a base run (no LoRA; the one with most images) against the newest LoRA run
+    on it; else the two runs with most images."""
+    with_lora = {run_label(im): im.lora for im in images if im.lora}
+    base = next((r for r in runs if r not in with_lora), None)
+    tuned = sorted((r for r in runs if r in with_lora), key=lambda r: (with_lora[r], r))
+    if base is not None and tuned:
+        return base, tuned[-1]
+    return (runs[0] if runs else None), (runs[1] if len(runs) > 1 else None)

@@ -146,8 +146,56 @@ def compare_html(rows: Iterable[tuple], label_a: str, label_b: str, score_label:
         s = "&ndash;" if score is None else f"{score:+.3f}"
         return f'<td>{_img(image, "rlft-thumb", image.prompt, lazy=True)}<div>{escape(score_label)} {s}</div></td>'
 
+    def diff(sa, sb):
+        return "&ndash;" if sa is None or sb is None else f"{sb - sa:+.3f}"
+
     body = "".join(
-        f'<tr><td class="rlft-muted">{escape(prompt)}<br>seed {seed}</td>{cell(a, sa)}{cell(b, sb)}</tr>'
+        f'<tr><td class="rlft-muted">{escape(prompt)}<br>seed {seed}</td>{cell(a, sa)}{cell(b, sb)}'
+        f'<td class="rlft-num">{diff(sa, sb)}</td></tr>'
         for prompt, seed, a, b, sa, sb in rows)
-    return (f'<table class="rlft-compare"><thead><tr><th>prompt</th><th>{escape(label_a)}</th>'
-            f'<th>{escape(label_b)}</th></tr></thead><tbody>{body}</tbody></table>')
+    return (f'<table class="rlft-compare"><thead><tr><th>prompt</th><th>A: {escape(label_a)}</th>'
+            f'<th>B: {escape(label_b)}</th><th>B &minus; A</th></tr></thead><tbody>{body}</tbody></table>')
+
+
+def compare_summary_html(verdicts, label_a: str, label_b: str, n_pairs: int, shown: int) -> str:
+    """Wins / ties / losses of B against A and the mean score difference under each judge, over all `n_pairs`
+    shared pairs, and whether the table below shows them all."""
+    if not n_pairs:
+        return ""
+    head = (f'<p><b>B</b> ({escape(label_b)}) against <b>A</b> ({escape(label_a)}) on <b>{n_pairs}</b> prompt + seed '
+            f'pair{"s" if n_pairs != 1 else ""} both have. A judge counts a tie when the scores differ by less than '
+            f'{TIE_NOTE}.</p>')
+    rows = []
+    for v in verdicts:
+        mean = "&ndash;" if v.mean_diff is None else f"{v.mean_diff:+.3f}"
+        share = f"{v.wins / v.scored:.0%}" if v.scored else "&ndash;"
+        rows.append(f'<tr><td>{escape(v.judge)}</td><td class="rlft-num">{v.wins}</td><td class="rlft-num">{v.ties}</td>'
+                    f'<td class="rlft-num">{v.losses}</td><td class="rlft-num">{share}</td>'
+                    f'<td class="rlft-num">{mean}</td><td class="rlft-num">{v.unscored}</td></tr>')
+    table = ('<div class="rlft-scroll"><table class="rlft-table"><thead><tr><th>judge</th><th>B wins</th><th>ties</th>'
+             '<th>B loses</th><th>B win rate</th><th>mean B &minus; A</th><th>not scored</th></tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table></div>')
+    cut = ""
+    if shown < n_pairs:
+        cut = (f'<p class="rlft-warn-soft">Showing the first {shown} of {n_pairs} pairs below (the counts above cover '
+               'all of them); raise "Rows shown" to see more.</p>')
+    return f'<div class="rlft-summary">{head}{table}{cut}</div>'
+
+
+TIE_NOTE = "0.05 (a 49-51% chance either way)"
+
+
+def table_html(df) -> str:
+    """A plain table of a DataFrame: headers never break inside a word; wide tables scroll sideways."""
+    if df is None or not len(df):
+        return '<div class="rlft-empty">No judgements yet.</div>'
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
+
+    def cell(v):
+        if v is None or (isinstance(v, float) and v != v):
+            return "<td>&ndash;</td>"
+        cls = ' class="rlft-num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+        return f"<td{cls}>{escape(str(v))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f'<div class="rlft-scroll"><table class="rlft-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'

@@ -1,5 +1,8 @@
-"""Progress figures: counts per outcome and per rater, self-consistency, judgements over time, and the
-held-out accuracy of each reward version. Returned as pandas frames for Gradio's own plot components."""
+"""Progress figures: counts per outcome and per rater, self-consistency, one rater's (or everyone's) judgements
+over time, and the held-out accuracy of each reward version. Frames for Gradio's own plot components.
+
+Outcomes are named as the Rate tab names them: the rating app always shows image `a` on the left.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ from sqlalchemy import select
 
 from prefs.models import OUTCOMES, JudgementRow, Rater
 
-OUTCOME_LABELS = {"a": "A better", "b": "B better", "tie": "tie", "both_bad": "both bad", "skip": "skip"}
-MAX_POINTS = 400  # points per line of the time plot: enough to see the shape, cheap to draw
+OUTCOME_LABELS = {"a": "left better", "b": "right better", "tie": "tie", "both_bad": "both bad", "skip": "skip"}
+OUTCOME_BARS = {"a": "left", "b": "right", "tie": "tie", "both_bad": "both bad", "skip": "skip"}  # short: fit a phone
+EVERYONE = "everyone"  # the time plot's choice for all raters together
+MAX_POINTS = 400  # points of the time plot: enough to see the shape, cheap to draw
+MIN_SPAN_MS = 60_000  # the time axis spans at least a minute, so ticks are times of day, not milliseconds
 
 
 @dataclasses.dataclass
@@ -19,8 +25,11 @@ class Progress:
     summary: str  # markdown
     outcomes: pd.DataFrame  # outcome, count
     raters: pd.DataFrame  # one row per rater
-    over_time: pd.DataFrame  # time, judgements (cumulative), rater
+    over_time: pd.DataFrame  # time, judgements (cumulative): for `who` only
     rewards: pd.DataFrame  # version, accuracy, judgements
+    who: str  # whose judgements `over_time` counts: a rater's name or EVERYONE
+    time_format: str  # d3 time format for the time axis, fitted to its span
+    time_lim: list[float] | None  # the time axis' range in epoch seconds, as Gradio takes it (None: the data's)
 
 
 def judgements_frame(store) -> pd.DataFrame:
@@ -33,14 +42,15 @@ def judgements_frame(store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["created_at", "outcome", "rater", "decision_ms"])
 
 
-def compute(store, versions: list[dict] | None = None) -> Progress:
-    """Everything the Progress tab shows. `versions`: reward version metadata (see `ui.scoring`)."""
+def compute(store, versions: list[dict] | None = None, who: str | None = None) -> Progress:
+    """Everything the Progress tab shows. `versions`: reward version metadata (see `ui.scoring`); `who`: the
+    rater whose judgements the time plot counts (None or EVERYONE: all together, on the same scale as one)."""
     from prefs.stats import compute as stats
     from ui.scoring import val_accuracy
 
     df = judgements_frame(store)
     st = stats(store.engine, top=0)
-    outcomes = pd.DataFrame({"outcome": [OUTCOME_LABELS[o] for o in OUTCOMES],
+    outcomes = pd.DataFrame({"outcome": [OUTCOME_BARS[o] for o in OUTCOMES],
                              "count": [st["by_outcome"][o] for o in OUTCOMES]})
     rater_rows = []
     for name, g in df.groupby("rater", sort=True):
@@ -55,7 +65,9 @@ def compute(store, versions: list[dict] | None = None) -> Progress:
         })
     raters = pd.DataFrame(rater_rows, columns=["rater", "judgements", *OUTCOME_LABELS.values(),
                                                "self-consistency", "median decision (s)"])
-    over_time = _over_time(df)
+    who = who if who in set(df["rater"]) else EVERYONE
+    over_time = _over_time(df if who == EVERYONE else df[df["rater"] == who])
+    time_format, time_lim = time_axis(over_time["time"])
     rewards = pd.DataFrame(
         [{"version": str(v.get("id", "?")), "accuracy": acc, "judgements": v.get("judgements") or v.get("n_judgements")}
          for v in (versions or []) if (acc := val_accuracy(v)) is not None],
@@ -67,7 +79,7 @@ def compute(store, versions: list[dict] | None = None) -> Progress:
                f"{_pct(sc['agreement'], sc['count'])} · {st['undone']} undone")
     if not len(rewards):
         summary += " · no reward model yet (`rlft reward train`)"
-    return Progress(summary, outcomes, raters, over_time, rewards)
+    return Progress(summary, outcomes, raters, over_time, rewards, who, time_format, time_lim)
 
 
 def _pct(agreement, count) -> str:
@@ -75,17 +87,28 @@ def _pct(agreement, count) -> str:
 
 
 def _over_time(df: pd.DataFrame) -> pd.DataFrame:
-    """Cumulative judgements per rater, thinned to at most MAX_POINTS points per rater."""
+    """Cumulative judgements in recording order, thinned to at most MAX_POINTS points (the last one kept)."""
     if df.empty:
-        return pd.DataFrame({"time": pd.Series([], dtype="datetime64[ns]"), "judgements": [], "rater": []})
-    parts = []
-    for name, g in df.groupby("rater", sort=True):
-        times = pd.to_datetime(g["created_at"], utc=True).dt.tz_localize(None)
-        cum = pd.Series(range(1, len(g) + 1), index=g.index)
-        step = max(1, len(g) // MAX_POINTS)
-        keep = list(range(0, len(g), step))
-        if keep[-1] != len(g) - 1:
-            keep.append(len(g) - 1)
-        parts.append(pd.DataFrame({"time": times.iloc[keep].values, "judgements": cum.iloc[keep].values,
-                                   "rater": name}))
-    return pd.concat(parts, ignore_index=True)
+        return pd.DataFrame({"time": pd.Series([], dtype="datetime64[ms]"), "judgements": pd.Series([], dtype=int)})
+    # Naive UTC: Gradio sends epoch milliseconds and the browser draws them in its own time zone.
+    times = pd.to_datetime(df["created_at"], utc=True).dt.tz_localize(None).reset_index(drop=True)
+    step = max(1, len(df) // MAX_POINTS)
+    keep = list(range(0, len(df), step))
+    if keep[-1] != len(df) - 1:
+        keep.append(len(df) - 1)
+    return pd.DataFrame({"time": times.iloc[keep].values, "judgements": [k + 1 for k in keep]})
+
+
+def time_axis(times: pd.Series) -> tuple[str, list[float] | None]:
+    """(d3 time format, [start, end] in epoch seconds) for a time axis over `times`: a span under a minute is widened
+    to one (else a burst of judgements within a second is labelled in milliseconds, ".500 .500 ..."), and the
+    labels name what changes over the span (seconds, minutes, days)."""
+    if times.empty:
+        return "%H:%M", None
+    lo, hi = (pd.Timestamp(t).value // 1_000_000 for t in (times.min(), times.max()))
+    if hi - lo < MIN_SPAN_MS:
+        mid = (lo + hi) / 2
+        lo, hi = mid - MIN_SPAN_MS / 2, mid + MIN_SPAN_MS / 2
+    span_h = (hi - lo) / 3_600_000
+    fmt = "%H:%M:%S" if span_h < 0.1 else "%H:%M" if span_h < 20 else "%b %d %H:%M" if span_h < 24 * 4 else "%b %d"
+    return fmt, [lo / 1000, hi / 1000]

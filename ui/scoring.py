@@ -15,6 +15,8 @@ import time
 log = logging.getLogger(__name__)
 
 BT_REFRESH_S = 20.0  # the Bradley-Terry table behind `uncertain` is refitted at most this often
+RANK_WAIT_S = 2.0  # a gallery waits this long for a reward version still loading, then ranks by Bradley-Terry
+WARM_IMAGES = 5000  # images scored ahead by `warm_up` (more would hold the CPU from raters for long at start)
 
 
 def reward_versions() -> list[dict]:
@@ -39,17 +41,44 @@ def val_accuracy(meta: dict) -> float | None:
 
 
 class Scores:
-    """Scorers for one store, reloaded when a new reward version appears."""
+    """Scorers for one store, reloaded when a new reward version appears.
+
+    A reward version loads in a thread of its own (importing torch alone takes seconds): `warm_up` starts it
+    with the server, so the first Gallery open finds it ready; a gallery that asks before it is ready waits
+    `RANK_WAIT_S` at most and ranks by Bradley-Terry meanwhile, saying so.
+    """
 
     def __init__(self, store):
         self.store = store
         self._lock = threading.Lock()
         self._reward = None  # (version id, ScoreCache scorer)
         self._failed: set[str] = set()  # versions that failed to load: don't retry on every call
+        self._loaders: dict[str, threading.Thread] = {}  # version id -> the thread loading it
         self._bt = None  # (time, ScoreTable)
 
-    def reward_scorer(self):
-        """(version id, scorer) for the newest reward version, or (None, None)."""
+    def warm_up(self) -> None:
+        """Start loading the newest reward version (and scoring the pool with it) in the background."""
+        self.reward_scorer(wait=0)
+
+    def _load(self, vid: str, meta: dict) -> None:
+        try:
+            from reward.scorer import make_scorer
+
+            scorer = make_scorer(self.store, meta["path"])
+            images = [im for _, im in zip(range(WARM_IMAGES), self.store.images(), strict=False) if im.broken_at is None]
+            if images:
+                scorer(images)  # memoised: the gallery's first ranking reads these
+            with self._lock:
+                self._reward = (vid, scorer)
+        except Exception:
+            log.exception("could not load reward version %s; ranking by Bradley-Terry instead", vid)
+            with self._lock:
+                self._failed.add(vid)
+
+    def reward_scorer(self, wait: float | None = None):
+        """(version id, scorer) for the newest reward version, or (None, None) when there is none or it failed
+        to load. `wait`: seconds to wait for a version still loading (None: until it is loaded); when it is still
+        loading after that, (version id, None)."""
         versions = reward_versions()
         if not versions:
             return None, None
@@ -59,15 +88,16 @@ class Scores:
                 return self._reward
             if vid in self._failed:
                 return None, None
-            try:
-                from reward.scorer import make_scorer
-
-                self._reward = (vid, make_scorer(self.store, versions[-1]["path"]))
+            loader = self._loaders.get(vid)
+            if loader is None:
+                loader = self._loaders[vid] = threading.Thread(target=self._load, args=(vid, versions[-1]),
+                                                               name=f"rlft-load-{vid}", daemon=True)
+                loader.start()
+        loader.join(wait)
+        with self._lock:
+            if self._reward is not None and self._reward[0] == vid:
                 return self._reward
-            except Exception:
-                log.exception("could not load reward version %s; ranking by Bradley-Terry instead", vid)
-                self._failed.add(vid)
-                return None, None
+        return (vid, None) if loader.is_alive() else (None, None)
 
     def bt_table(self, max_age: float = BT_REFRESH_S):
         """A `ScoreTable` of the current Bradley-Terry fit (refitted when older than `max_age` seconds)."""
@@ -84,13 +114,15 @@ class Scores:
         _, scorer = self.reward_scorer()
         return scorer if scorer is not None else self.bt_table()
 
-    def rank(self, images) -> tuple[dict[str, float], str]:
-        """Score per sha256 for `images` and a label naming the source ("reward r0003" or "Bradley-Terry")."""
-        vid, scorer = self.reward_scorer()
+    def rank(self, images, wait: float = RANK_WAIT_S) -> tuple[dict[str, float], str]:
+        """Score per sha256 for `images` and a label naming the source ("reward r0003", "Bradley-Terry", or
+        "Bradley-Terry (reward r0003 still loading)")."""
+        vid, scorer = self.reward_scorer(wait=wait)
         if scorer is not None and images:
             try:
                 means = scorer(list(images))[0]
                 return {im.sha256: float(m) for im, m in zip(images, means, strict=False)}, f"reward {vid}"
             except Exception:
                 log.exception("reward scoring failed; ranking by Bradley-Terry")
-        return self.store.fit_scores(), "Bradley-Terry"
+        label = f"Bradley-Terry (reward {vid} still loading: open the tab again in a moment)" if vid else "Bradley-Terry"
+        return self.store.fit_scores(), label

@@ -93,6 +93,7 @@ def serve(store, options: ServeOptions | None = None, config=None, block: bool =
         app.close()
         raise UserError(f"cannot listen on {options.host}:{port} ({e.strerror or 'in use?'}): choose another "
                         "with --port N, or --port 0 for any free port") from e
+    app.scores.warm_up()  # the newest reward version loads in the background: the first Gallery open is fast
     url = f"http://{_url_host(options.host)}:{port}/"
     if not options.quiet:
         print(f"rlft ui: rating at {url}" + (" (login required)" if options.auth else ""), file=sys.stderr)
