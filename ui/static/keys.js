@@ -68,7 +68,8 @@
   }, (err) => {
     const url = String((args[0] && args[0].url) || args[0] || "");
     down = true;
-    if (pending && url.includes("queue/join") && Date.now() - pending.at < 10000) {
+    // A vote is one POST (/run/vote_..., or a queue join for other events): refused at connect, it never arrived.
+    if (pending && (url.includes("/run/") || url.includes("queue/join")) && Date.now() - pending.at < 10000) {
       notRecorded(pending.label);
       pending = null;
     }
@@ -79,12 +80,15 @@
   let lastView = "", pollTimer = null;
   const onView = () => {
     const view = pairView();
+    const live = !!(view && view.dataset.token);
+    for (const id of Object.keys(VOTES)) { // every time: the buttons may be drawn after the pair view
+      const b = button(id);
+      if (b && b.disabled === live) b.disabled = !live;
+    }
     // Gradio patches the HTML in place (the same element may turn from a message into a pair): compare content.
     const sig = view ? [view.className, view.dataset.state, view.dataset.token, view.dataset.rater].join("|") : "";
     if (sig === lastView) return;
     lastView = sig;
-    const live = !!(view && view.dataset.token);
-    for (const id of Object.keys(VOTES)) { const b = button(id); if (b) b.disabled = !live; }
     pending = null;
     if (!view) return;
     if (view.dataset.rater) {
@@ -110,6 +114,7 @@
     }
   };
   new MutationObserver(onView).observe(document.documentElement, { childList: true, subtree: true });
+  onView(); // the page may already be built when this script runs
 
   // -- the full-size view ---------------------------------------------------------------------------------
   let box = null;
