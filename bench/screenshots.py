@@ -1,8 +1,9 @@
-"""Screenshots of the Rate, Gallery and Progress tabs for the docs: docs/ui-rate.png, ui-gallery.png,
-ui-progress.png.
+"""Screenshots of the rating app for the docs, on a desktop and on a phone: docs/ui-rate.png,
+ui-rate-phone.png, ui-gallery.png, ui-compare.png, ui-progress.png.
 
-A temp home gets a drawn toy-world pool (two "runs", so compare-runs has something to show) and a few
-hundred judgements from two simulated raters; then Debian's Chromium visits each tab.
+A temp home gets a drawn toy-world pool (a base run and a tuned run on the same prompts and seeds, so Compare
+has something to show), a few hundred judgements from two simulated raters and a small reward model trained on
+them (toy CLIP); then Debian's Chromium visits each tab, 1280x820 and 390x844 (a phone).
 
     .venv/bin/python bench/screenshots.py
 """
@@ -21,6 +22,9 @@ DOCS = ROOT / "docs"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DESKTOP = {"viewport": {"width": 1280, "height": 820}}
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+NAMES = ("ui-rate.png", "ui-rate-phone.png", "ui-gallery.png", "ui-compare.png", "ui-progress.png")
 
 
 def fill(store, rng):
@@ -37,18 +41,53 @@ def fill(store, rng):
                 img = store.add_image(draw(s, seed * 7 + j), prompt=text, seed=seed, model="toy", lora=lora)
                 images.append((img, s))
     warm = {img.sha256: (s.color in WARM_COLORS) for img, s in images}
-    for name in ("alice", "bob"):
-        for _ in range(120):
+    for name, n in (("alice", 40), ("bob", 240)):
+        for _ in range(n):
             (a, _), (b, _) = rng.sample(images, 2)
             wa, wb = warm[a.sha256], warm[b.sha256]
             outcome = "tie" if wa == wb and rng.random() < 0.3 else ("a" if (wa, rng.random()) > (wb, 0.5) else "b")
             store.record_judgement(a, b, outcome, rater=name, decision_ms=rng.randint(600, 4000),
-                                    strategy="same_prompt")
+                                   strategy="same_prompt")
+
+
+def train_reward(store):
+    import reward
+    from reward.fit import FitConfig
+    from reward.training import RewardTrainConfig
+
+    reward.train(store, RewardTrainConfig(fit=FitConfig(ensemble=2, steps=100)), progress=False)
+
+
+def page_for(playwright, device):
+    profile = tempfile.mkdtemp(prefix="rlft-chromium-")
+    ctx = playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=ARGS, **device)
+    page = ctx.pages[0] if ctx.pages else ctx.new_page()
+    page.set_default_timeout(60_000)
+    return ctx, page, profile
+
+
+def rate_and_vote(page, url):
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector(".rlft-pair[data-token]")
+    page.wait_for_function("() => [...document.querySelectorAll('.rlft-pair img')].every(i => i.complete)")
+    page.wait_for_timeout(400)
+    old = page.locator(".rlft-pair").get_attribute("data-token")
+    page.keyboard.press("1")  # the screenshot shows the confirmation of a vote
+    page.wait_for_function("old => document.querySelector('.rlft-pair').dataset.token !== old", arg=old)
+    page.wait_for_function("() => [...document.querySelectorAll('.rlft-pair img')].every(i => i.complete)")
+    page.wait_for_timeout(300)
+
+
+def progress(page):
+    page.get_by_role("tab", name="Progress").click()
+    page.wait_for_function("() => document.querySelectorAll('#rlft-time-plot svg text').length > 3 && "
+                           "document.querySelectorAll('#rlft-reward-plot svg text').length > 3")
+    page.wait_for_timeout(800)  # the plots finish drawing
 
 
 def main() -> int:
     home = tempfile.mkdtemp(prefix="rlft-shots-")
-    os.environ.update(RLFT_HOME=home, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    os.environ.update(RLFT_HOME=home, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
     from playwright.sync_api import sync_playwright
 
     import prefs
@@ -57,38 +96,42 @@ def main() -> int:
 
     store = prefs.open_store(seed=0)
     fill(store, random.Random(0))
+    train_reward(store)
     demo, url, app = serve(store, ServeOptions(port=0, quiet=True), AppConfig(rater="alice"), block=False)
-    profile = tempfile.mkdtemp(prefix="rlft-chromium-")
+    app.scores.reward_scorer(wait=None)  # loaded before the first gallery, as a person would find it
+    profiles = []
     DOCS.mkdir(exist_ok=True)
     try:
         with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=ARGS,
-                                                       viewport={"width": 1280, "height": 820})
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_selector(".rlft-pair[data-token]")
-            page.wait_for_function("() => [...document.querySelectorAll('.rlft-pair img')].every(i => i.complete)")
+            ctx, page, profile = page_for(p, DESKTOP)
+            profiles.append(profile)
+            rate_and_vote(page, url)
             page.screenshot(path=str(DOCS / "ui-rate.png"))
             page.get_by_role("tab", name="Gallery").click()
             page.wait_for_selector(".rlft-grid img")
-            page.get_by_text("Compare runs").click()
-            page.click("#rlft-compare")
-            page.wait_for_selector(".rlft-compare img")
-            page.get_by_role("tab", name="Gallery").scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
+            page.wait_for_function("() => [...document.querySelectorAll('.rlft-grid img')].slice(0, 24)"
+                                   ".every(i => i.complete)")
             page.screenshot(path=str(DOCS / "ui-gallery.png"))
-            page.get_by_role("tab", name="Progress").click()
-            page.wait_for_selector("#rlft-status", state="attached")
-            page.wait_for_timeout(2500)  # the plots draw after their data arrives
+            page.get_by_role("tab", name="Compare").click()
+            page.wait_for_selector(".rlft-compare img")
+            page.wait_for_timeout(600)
+            page.screenshot(path=str(DOCS / "ui-compare.png"))
+            progress(page)
             page.screenshot(path=str(DOCS / "ui-progress.png"), full_page=True)
+            ctx.close()
+
+            ctx, page, profile = page_for(p, PHONE)
+            profiles.append(profile)
+            rate_and_vote(page, url)
+            page.screenshot(path=str(DOCS / "ui-rate-phone.png"))
             ctx.close()
     finally:
         stop(demo, app)
         store.close()
-        shutil.rmtree(profile, ignore_errors=True)
+        for profile in profiles:
+            shutil.rmtree(profile, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
-    print("wrote", ", ".join(str(DOCS / n) for n in ("ui-rate.png", "ui-gallery.png", "ui-progress.png")))
+    print("wrote", ", ".join(str(DOCS / n) for n in NAMES))
     return 0
 
 

@@ -289,11 +289,11 @@ def test_time_axis_and_compare_summary_by_hand():
     from ui.progress import time_axis
 
     burst = pd.Series(pd.to_datetime(["2026-01-01 10:00:00.100", "2026-01-01 10:00:00.900"]))
-    fmt, (lo, hi) = time_axis(burst)  # a burst within a second: a minute around it, labelled in seconds
-    assert fmt == "%H:%M:%S" and hi - lo == 60
+    fmt, (lo, hi), angle = time_axis(burst)  # a burst within a second: ten minutes around it, labelled HH:MM
+    assert (fmt, hi - lo, angle) == ("%H:%M", 600, 0.0)
     assert abs((lo + hi) / 2 - pd.Timestamp("2026-01-01 10:00:00.500").value / 1e9) < 1e-6
     assert time_axis(pd.Series(pd.to_datetime(["2026-01-01 10:00", "2026-01-01 15:00"])))[0] == "%H:%M"
-    assert time_axis(pd.Series(pd.to_datetime(["2026-01-01", "2026-01-03"])))[0] == "%b %d %H:%M"
+    assert time_axis(pd.Series(pd.to_datetime(["2026-01-01", "2026-01-03"])))[::2] == ("%b %d %H:%M", -30.0)
     assert time_axis(pd.Series(pd.to_datetime(["2026-01-01", "2026-02-01"])))[0] == "%b %d"
 
     def im(sha):

@@ -247,7 +247,8 @@ class RatingApp:
         title = ("Judgements over time: everyone" if p.who == progress.EVERYONE
                  else f"Judgements over time: {p.who}")
         return (p.summary, p.outcomes, html.table_html(p.raters),
-                gr.LinePlot(value=p.over_time, x_axis_format=p.time_format, x_lim=p.time_lim, title=title),
+                gr.LinePlot(value=p.over_time, x_axis_format=p.time_format, x_lim=p.time_lim,
+                            x_label_angle=p.time_angle, title=title),
                 gr.update(choices=choices, value=p.who), p.rewards)
 
     # -- layout -----------------------------------------------------------------------------------------

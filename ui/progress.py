@@ -17,7 +17,7 @@ OUTCOME_LABELS = {"a": "left better", "b": "right better", "tie": "tie", "both_b
 OUTCOME_BARS = {"a": "left", "b": "right", "tie": "tie", "both_bad": "both bad", "skip": "skip"}  # short: fit a phone
 EVERYONE = "everyone"  # the time plot's choice for all raters together
 MAX_POINTS = 400  # points of the time plot: enough to see the shape, cheap to draw
-MIN_SPAN_MS = 60_000  # the time axis spans at least a minute, so ticks are times of day, not milliseconds
+MIN_SPAN_MS = 600_000  # the time axis spans at least ten minutes: ticks a minute or more apart, labelled HH:MM
 
 
 @dataclasses.dataclass
@@ -30,6 +30,7 @@ class Progress:
     who: str  # whose judgements `over_time` counts: a rater's name or EVERYONE
     time_format: str  # d3 time format for the time axis, fitted to its span
     time_lim: list[float] | None  # the time axis' range in epoch seconds, as Gradio takes it (None: the data's)
+    time_angle: float  # the time axis' label angle: slanted for the long labels of spans of days
 
 
 def judgements_frame(store) -> pd.DataFrame:
@@ -67,7 +68,7 @@ def compute(store, versions: list[dict] | None = None, who: str | None = None) -
                                                "self-consistency", "median decision (s)"])
     who = who if who in set(df["rater"]) else EVERYONE
     over_time = _over_time(df if who == EVERYONE else df[df["rater"] == who])
-    time_format, time_lim = time_axis(over_time["time"])
+    time_format, time_lim, time_angle = time_axis(over_time["time"])
     rewards = pd.DataFrame(
         [{"version": str(v.get("id", "?")), "accuracy": acc, "judgements": v.get("judgements") or v.get("n_judgements")}
          for v in (versions or []) if (acc := val_accuracy(v)) is not None],
@@ -79,7 +80,7 @@ def compute(store, versions: list[dict] | None = None, who: str | None = None) -
                f"{_pct(sc['agreement'], sc['count'])} · {st['undone']} undone")
     if not len(rewards):
         summary += " · no reward model yet (`rlft reward train`)"
-    return Progress(summary, outcomes, raters, over_time, rewards, who, time_format, time_lim)
+    return Progress(summary, outcomes, raters, over_time, rewards, who, time_format, time_lim, time_angle)
 
 
 def _pct(agreement, count) -> str:
@@ -99,16 +100,23 @@ def _over_time(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"time": times.iloc[keep].values, "judgements": [k + 1 for k in keep]})
 
 
-def time_axis(times: pd.Series) -> tuple[str, list[float] | None]:
-    """(d3 time format, [start, end] in epoch seconds) for a time axis over `times`: a span under a minute is widened
-    to one (else a burst of judgements within a second is labelled in milliseconds, ".500 .500 ..."), and the
-    labels name what changes over the span (seconds, minutes, days)."""
+def time_axis(times: pd.Series) -> tuple[str, list[float] | None, float]:
+    """(d3 time format, [start, end] in epoch seconds, label angle) for a time axis over `times`.
+
+    A span under ten minutes is widened to ten around its middle (a burst of judgements within a second was
+    labelled in milliseconds, ".500 .500 ..."), so ticks are a minute or more apart and read HH:MM; spans of
+    days name the day, slanted so the longer labels do not run into each other; longer spans name days only."""
     if times.empty:
-        return "%H:%M", None
+        return "%H:%M", None, 0.0
     lo, hi = (pd.Timestamp(t).value // 1_000_000 for t in (times.min(), times.max()))
     if hi - lo < MIN_SPAN_MS:
         mid = (lo + hi) / 2
         lo, hi = mid - MIN_SPAN_MS / 2, mid + MIN_SPAN_MS / 2
     span_h = (hi - lo) / 3_600_000
-    fmt = "%H:%M:%S" if span_h < 0.1 else "%H:%M" if span_h < 20 else "%b %d %H:%M" if span_h < 24 * 4 else "%b %d"
-    return fmt, [lo / 1000, hi / 1000]
+    if span_h < 20:
+        fmt, angle = "%H:%M", 0.0
+    elif span_h < 24 * 10:
+        fmt, angle = "%b %d %H:%M", -30.0
+    else:
+        fmt, angle = "%b %d", 0.0
+    return fmt, [lo / 1000, hi / 1000], angle
