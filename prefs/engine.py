@@ -8,11 +8,13 @@ first, which would lose votes under concurrency.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from prefs.errors import UserError
+from prefs.errors import StorageError, UserError
 
 BUSY_TIMEOUT_MS = 30_000  # long enough for a burst of 8 concurrent raters; short enough to notice a hang
 WAL_AUTOCHECKPOINT_PAGES = 10_000
@@ -39,6 +41,43 @@ def make_engine(url: str) -> Engine:
     except (NoSuchModuleError, ImportError) as e:
         raise UserError(f"cannot use {url!r}: {e}. For PostgreSQL install the extra: pip install 'rlft[postgres]'") from e
     return engine
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL with any password hidden, for messages."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def prepare_folder(engine: Engine) -> None:
+    """Create the folder a SQLite database file lives in; StorageError when that cannot be (a path under a
+    regular file, a read-only place)."""
+    if engine.url.get_backend_name() != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return
+    folder = Path(engine.url.database).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        reason = (f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir()
+                  else f"cannot create the folder {folder} ({e.strerror or e})")
+        raise StorageError(f"cannot use the database {describe(engine)}: {reason}") from e
+
+
+def open_error(engine: Engine, e: DBAPIError) -> StorageError:
+    """A database that cannot be opened or read (not a database, damaged, unreachable, read-only, full) as a
+    one-line StorageError."""
+    reason = " ".join(str(e.orig if e.orig is not None else e).split())
+    hint = ""
+    if "not a database" in reason or "malformed" in reason:
+        hint = "; give --db (or RLFT_DB) a database file rlft made, or a new path"
+    return StorageError(f"cannot open the database {describe(engine)}: {reason}{hint}")
+
+
+def write_error(engine: Engine, e: DBAPIError) -> StorageError:
+    """A write the database refused (full disk, read-only, damaged, unreachable) as a one-line StorageError;
+    the transaction was rolled back, so nothing of it is stored."""
+    reason = " ".join(str(e.orig if e.orig is not None else e).split())
+    return StorageError(f"cannot write to the database {describe(engine)}: {reason} (nothing of this change was stored)")
 
 
 def _tune_sqlite(engine: Engine) -> None:

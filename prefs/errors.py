@@ -13,3 +13,8 @@ class UserError(Exception):
 
 class NotFoundError(UserError):
     """A named thing (model, reward version, run, image) does not exist; the message lists valid names."""
+
+
+class StorageError(UserError):
+    """The disk or the database refused to store something (full, read-only, not a database): nothing was
+    half-written, and the message names what to free or fix."""

@@ -23,8 +23,17 @@ def home_dir(home: str | os.PathLike | None = None, create: bool = True) -> Path
         home = os.path.join(base, "rlft")
     path = Path(home).expanduser().resolve()
     if create:
-        path.mkdir(parents=True, exist_ok=True)
+        _mkdir(path, "the rlft home")
     return path
+
+
+def _mkdir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # read-only, a regular file in the way, a full disk
+        from prefs.errors import StorageError
+
+        raise StorageError(f"cannot create {what} {path}: {e.strerror or e}") from e
 
 
 def db_url(url: str | None = None, home: str | os.PathLike | None = None) -> str:
@@ -41,5 +50,5 @@ def db_url(url: str | None = None, home: str | os.PathLike | None = None) -> str
 def subdir(name: str, home: str | os.PathLike | None = None) -> Path:
     """A named folder inside the home (`pool`, `cache`, `rewards`, `runs`, ...), created on demand."""
     path = home_dir(home) / name
-    path.mkdir(parents=True, exist_ok=True)
+    _mkdir(path, "the folder")
     return path

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 
 from prefs import atomic
-from prefs.errors import UserError
+from prefs.errors import StorageError, UserError
 
 DEFAULT_MAX_SIDE = 4096  # px; the largest side SD-family models generate, with room to spare
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -112,14 +112,35 @@ def _validate(data: bytes, limits: Limits, name: str) -> ImageFile:
     return ImageFile(data, hashlib.sha256(data).hexdigest(), width, height, fmt, parameters)
 
 
+def read_image(path: str | os.PathLike, name: str | None = None) -> PILImage.Image:
+    """The image file at `path` decoded to RGB: what every reader of the pool uses, so a missing or unreadable
+    file is the same ImageError (naming the path, after `name` when given) wherever it is met."""
+    where = f"{name}: " if name else ""
+    try:
+        with PILImage.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError as e:
+        raise ImageError(f"{where}the file {path} is missing") from e
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise ImageError(f"{where}{path} is not a readable image ({reason})") from e
+
+
 def pool_path(pool_dir: Path, sha256: str, fmt: str) -> Path:
     """Where a file lives in the pool: `pool/ab/abcdef....ext` (two-hex-digit fan-out keeps folders small)."""
     return pool_dir / sha256[:2] / f"{sha256}.{fmt}"
 
 
-def store_file(pool_dir: Path, image: ImageFile) -> Path:
-    """Write the file into the pool (atomically) unless it is already there; returns its path."""
+def store_file(pool_dir: Path, image: ImageFile) -> tuple[Path, bool]:
+    """Write the file into the pool (atomically) unless it is already there: (its path, whether it was written).
+
+    A write the disk refuses (full, read-only) raises StorageError naming the file, with nothing left behind.
+    """
     path = pool_path(pool_dir, image.sha256, image.format)
-    if not path.exists():
+    if path.exists():
+        return path, False
+    try:
         atomic.write_bytes(path, image.data)
-    return path
+    except OSError as e:
+        raise StorageError(f"cannot write {path}: {e.strerror or e}") from e
+    return path, True

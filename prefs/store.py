@@ -5,6 +5,7 @@ Open it with `prefs.open_store()`; all methods are thread-safe (each call uses i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -16,20 +17,21 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
-from prefs import samplers
-from prefs.engine import WRITE, make_engine
+from prefs import fields, samplers
+from prefs.engine import WRITE, make_engine, open_error, prepare_folder, write_error
 from prefs.errors import NotFoundError, UserError
-from prefs.home import db_url, subdir
+from prefs.home import db_url, home_dir
 from prefs.migrate import ensure_current
 from prefs.models import ORIGINS, OUTCOMES, Image, JudgementRow, Rater, Round, utcnow
-from prefs.pool import ImageFile, Limits, load_image_file, pool_path, store_file
+from prefs.pool import ImageFile, Limits, load_image_file, pool_path, read_image, store_file
 from prefs.records import Judgement, Pair
 
 DEFAULT_RATER = "default"
 RETRIES = 8  # transient conflicts (a racing insert of the same rater, a PostgreSQL deadlock) are retried
+DECISION_MS_MAX = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL (about 24 days)
 
 
 class ConflictError(UserError):
@@ -52,9 +54,38 @@ class NewImage:
     source_path: str | None = None
 
 
+SEED_RANGE = (-(2**63), 2**63 - 1)  # a 64-bit integer column
+_HEX = "0123456789abcdef"
+
+
+def check_new_image(im: NewImage) -> None:
+    """UserError unless every field of `im` fits its column on every backend (see `prefs.fields`)."""
+    if im.origin not in ORIGINS:
+        raise UserError(f"unknown image origin {im.origin!r}; valid: {', '.join(ORIGINS)}")
+    fields.check_text(im.prompt or "", "prompt")
+    fields.check_text(im.negative_prompt or "", "negative prompt")
+    fields.check_name(im.model, "model name", fields.MODEL, optional=True, blank=True)
+    fields.check_name(im.lora, "lora name", fields.LORA, optional=True, blank=True)
+    fields.check_name(im.caption_source, "caption source", fields.CAPTION_SOURCE, optional=True, blank=True)
+    if im.source_path is not None:
+        fields.check_text(im.source_path, "source path")
+    if im.seed is not None and (not isinstance(im.seed, int) or isinstance(im.seed, bool)
+                                or not SEED_RANGE[0] <= im.seed <= SEED_RANGE[1]):
+        raise UserError(f"seed must be a 64-bit integer, got {im.seed!r}")
+    fields.check_json(im.params, "generation settings (params)")
+
+
 # Statements of the vote path, built once (see record_judgement).
 _IDS_BY_SHA = select(Image.sha256, Image.id).where(Image.sha256.in_(bindparam("shas", expanding=True)))
 _RATER_BY_NAME = select(Rater.id).where(Rater.name == bindparam("name"))
+_RATER_BY_NAME_LOCKED = _RATER_BY_NAME.with_for_update()  # SQLite renders no FOR UPDATE: its writers are serial
+# A standing judgement of the pair {x, y} by the rater, in either order.
+_STANDING = select(JudgementRow.id).where(
+    JudgementRow.rater_id == bindparam("rater_id"),
+    JudgementRow.image_a_id.in_(bindparam("pair", expanding=True)),
+    JudgementRow.image_b_id.in_(bindparam("pair", expanding=True)),
+    JudgementRow.undone_at.is_(None),
+).limit(1)
 _VOTE_BY_ID = select(JudgementRow.id, JudgementRow.image_a_id, JudgementRow.image_b_id, JudgementRow.outcome,
                      JudgementRow.rater_id).where(JudgementRow.client_vote_id == bindparam("v"))
 _INSERT_VOTE = insert(JudgementRow).returning(JudgementRow.id)
@@ -108,8 +139,14 @@ class Store:
                     return fn(s)
             except (IntegrityError, OperationalError) as e:
                 if attempt == RETRIES - 1 or not _is_transient(e):
+                    if isinstance(e, OperationalError):
+                        raise write_error(self.engine, e) from e
                     raise
                 time.sleep(0.005 * (2**attempt) * (0.5 + random.random()))
+            except DatabaseError as e:
+                if type(e) is DatabaseError:  # SQLite: not a database, or a damaged file
+                    raise write_error(self.engine, e) from e
+                raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -153,13 +190,43 @@ class Store:
         return self.add_images([new])[0][0]
 
     def add_images(self, images: Sequence[NewImage]) -> list[tuple[Image, bool]]:
-        """Add a batch in one transaction (all or nothing); returns (row, created) per input, in order."""
-        for im in images:
-            if im.origin not in ORIGINS:
-                raise UserError(f"unknown image origin {im.origin!r}; valid: {', '.join(ORIGINS)}")
-        for im in images:  # files first: a row never points at a missing file; an orphan file is harmless
-            store_file(self.pool_dir, im.file)
+        """Add a batch in one transaction (all or nothing); returns (row, created) per input, in order.
 
+        Files are written first, so a row never points at a missing file; should the rows not be committed
+        (a full disk, a database that refuses the write, an interrupt), the files this call wrote are removed
+        again, so no file is left in the pool without a row. Raises UserError for a field that does not fit
+        its column (`prefs.fields`), StorageError when the disk or the database refuses the write.
+        """
+        for im in images:
+            check_new_image(im)
+        written: list[tuple[str, Path]] = []
+        try:
+            for im in images:
+                path, created = store_file(self.pool_dir, im.file)
+                if created:
+                    written.append((im.file.sha256, path))
+            return self._write(self._insert_images_tx(images))
+        except BaseException:
+            self._remove_orphans(written)
+            raise
+
+    def _remove_orphans(self, written: Sequence[tuple[str, Path]]) -> None:
+        """Remove pool files this process wrote whose rows were not committed (none of ours; nor, as far as the
+        database says, another process's that added the same bytes meanwhile)."""
+        if not written:
+            return
+        try:
+            with self.engine.connect() as conn:
+                kept = set(conn.execute(select(Image.sha256).where(Image.sha256.in_([sha for sha, _ in written]))).scalars())
+        except DBAPIError:  # the database is unreachable or broken: the rows we meant to write are not there
+            kept = set()
+        for sha, path in written:
+            if sha not in kept:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    @staticmethod
+    def _insert_images_tx(images: Sequence[NewImage]):
         def tx(s: Session):
             shas = list({im.file.sha256 for im in images})
             existing = {r.sha256: r for r in s.scalars(select(Image).where(Image.sha256.in_(shas)))} if shas else {}
@@ -182,7 +249,7 @@ class Store:
             s.flush()
             return out
 
-        return self._write(tx)
+        return tx
 
     def get_image(self, sha256: str) -> Image:
         """The image row for a sha256 (a unique prefix of at least 8 hex digits also works)."""
@@ -197,7 +264,7 @@ class Store:
             for k in keys:
                 if k in found:
                     continue
-                if 8 <= len(k) < 64:
+                if 8 <= len(k) < 64 and not k.strip(_HEX):  # only hex can match (and odd text can't reach the query)
                     rows = s.scalars(select(Image).where(Image.sha256.startswith(k)).limit(2)).all()
                     if len(rows) == 1:
                         found[k] = rows[0]
@@ -214,6 +281,12 @@ class Store:
         """The file of an image in the pool (`home/pool/ab/abcdef....png`)."""
         row = image if isinstance(image, Image) else self.get_image(image)
         return pool_path(self.pool_dir, row.sha256, row.format)
+
+    def open_image(self, image: str | Image):
+        """An image's pool file decoded to an RGB PIL image; ImageError when the file is missing or unreadable
+        (every reader of the pool meets a lost file as this one error, and skips the image with a notice)."""
+        row = image if isinstance(image, Image) else self.get_image(image)
+        return read_image(self.image_path(row), f"image {row.sha256[:12]}")
 
     def images(self, batch: int = 1000) -> Iterator[Image]:
         """Every image row, oldest first (streamed in batches)."""
@@ -243,6 +316,7 @@ class Store:
     def mark_broken(self, image: str | Image, reason: str = "", broken: bool = True) -> None:
         """Flag an image as broken (never shown in a pair again), or clear the flag with `broken=False`."""
         row = self.get_image(image) if not isinstance(image, Image) else image
+        fields.check_text(reason or "", "reason")
         self._write(lambda s: s.execute(
             update(Image).where(Image.id == row.id).values(
                 broken_at=utcnow() if broken else None, broken_reason=(reason or None) if broken else None)
@@ -275,12 +349,19 @@ class Store:
         `predicted_p`: from the `Pair` that `next_pair` returned (P(a beats b)). `round`: a steering-loop
         round name (created on first use). `created_at`/`undone_at`: only for imports of old judgements.
         The rater is created on first use. Raises UserError (bad outcome/side/numbers, an image against
-        itself), NotFoundError (an image not in the pool), ConflictError.
+        itself, a name over its limit: `prefs.fields`), NotFoundError (an image not in the pool),
+        ConflictError, StorageError (the disk or database refused the write; nothing was stored).
+
+        A judgement of a pair the rater already has a standing judgement of is recorded as a repeat
+        (`strategy` "repeat", whatever was passed), in the same transaction that checks, with the rater's
+        votes serialised: so each rater's standing judgements that are not repeats hold every pair at most
+        once, also when two sessions of one rater were offered the same pair at once (`next_pair` chooses
+        outside the vote's transaction). The vote itself is always kept: it is what the person said.
         """
         vote = self._check_vote(image_a, image_b, outcome, rater=rater, shown_left=shown_left,
                                 client_vote_id=client_vote_id, decision_ms=decision_ms, strategy=strategy,
                                 predicted_p=predicted_p, round=round, created_at=created_at, undone_at=undone_at)
-        return self._write(lambda conn: self._insert_vote(conn, vote)[0], core=True)
+        return self._write(lambda conn: self._insert_vote(conn, vote, live=True)[0], core=True)
 
     def record_judgements(self, votes: Sequence[Mapping[str, Any]]) -> list[tuple[Judgement, bool]]:
         """Record many judgements in one transaction: all of them, or (on any error) none.
@@ -288,7 +369,8 @@ class Store:
         Each vote is a mapping of `record_judgement`'s arguments (`image_a`, `image_b`, `outcome`, and any
         of its keywords). Every vote is validated before anything is written. Returns, per vote, the stored
         judgement and whether it is new (False: its client_vote_id was already recorded, so nothing was
-        added). Imports use this: one transaction per thousand rows instead of one per row.
+        added). Imports use this: one transaction per thousand rows instead of one per row. Votes are
+        recorded as given (an import restores history): the repeat rule of `record_judgement` is not applied.
         """
         checked = [self._check_vote(**v) for v in votes]
         if not checked:
@@ -307,15 +389,26 @@ class Store:
             raise UserError(f"invalid shown_left {shown_left!r}; valid: a, b, or None")
         if not rater or not str(rater).strip():
             raise UserError("rater name must not be empty")
-        if decision_ms is not None and (not isinstance(decision_ms, int) or isinstance(decision_ms, bool) or decision_ms < 0):
-            raise UserError(f"decision_ms must be a non-negative integer, got {decision_ms!r}")
-        if predicted_p is not None and not (isinstance(predicted_p, (int, float)) and 0.0 <= predicted_p <= 1.0):
+        rater = fields.check_name(rater, "rater name", fields.RATER)
+        round = fields.check_name(round, "round name", fields.ROUND, optional=True)
+        strategy = fields.check_name(strategy, "strategy", fields.STRATEGY, optional=True)
+        if decision_ms is not None and (not isinstance(decision_ms, int) or isinstance(decision_ms, bool)
+                                        or not 0 <= decision_ms <= DECISION_MS_MAX):
+            raise UserError(f"decision_ms must be a non-negative integer, at most {DECISION_MS_MAX}, got {decision_ms!r}")
+        if predicted_p is not None and not (isinstance(predicted_p, (int, float)) and not isinstance(predicted_p, bool)
+                                            and 0.0 <= predicted_p <= 1.0):
             raise UserError(f"predicted_p must be a probability in [0, 1], got {predicted_p!r}")
         vote_id = str(client_vote_id) if client_vote_id is not None else uuid.uuid4().hex
-        if not vote_id or len(vote_id) > 100:
-            raise UserError("client_vote_id must be 1 to 100 characters")
+        if not vote_id or len(vote_id) > fields.max_length(fields.VOTE_ID):
+            raise UserError(f"client_vote_id must be 1 to {fields.max_length(fields.VOTE_ID)} characters")
+        fields.check_text(vote_id, "client_vote_id")
+        for when, what in ((created_at, "created_at"), (undone_at, "undone_at")):
+            if when is not None and not isinstance(when, dt.datetime):
+                raise UserError(f"{what} must be a datetime, got {when!r}")
         ref_a = image_a.sha256 if isinstance(image_a, Image) else str(image_a).lower()
         ref_b = image_b.sha256 if isinstance(image_b, Image) else str(image_b).lower()
+        fields.check_text(ref_a, "image_a")
+        fields.check_text(ref_b, "image_b")
         if ref_a == ref_b:
             raise UserError("cannot compare an image with itself")
         return {"ref_a": ref_a, "ref_b": ref_b, "outcome": outcome, "rater": rater, "shown_left": shown_left,
@@ -323,8 +416,12 @@ class Store:
                 "predicted_p": None if predicted_p is None else float(predicted_p), "round": round,
                 "created_at": created_at, "undone_at": undone_at}
 
-    def _insert_vote(self, conn, v: dict[str, Any]) -> tuple[Judgement, bool]:
-        """Write one checked vote on `conn` (inside the caller's transaction): (judgement, whether new)."""
+    def _insert_vote(self, conn, v: dict[str, Any], live: bool = False) -> tuple[Judgement, bool]:
+        """Write one checked vote on `conn` (inside the caller's transaction): (judgement, whether new).
+
+        `live`: a vote being cast now; one of a pair the rater already has standing becomes a repeat (see
+        `record_judgement`), checked under a lock on the rater's row (PostgreSQL; SQLite's write transactions
+        are serial already)."""
         # Prebuilt Core statements on a bare connection: this is the hot path of every vote (bench target:
         # p99 <= 5 ms), and ORM sessions or per-call statement building cost a millisecond.
         ref_a, ref_b, vote_id, outcome = v["ref_a"], v["ref_b"], v["vote_id"], v["outcome"]
@@ -339,12 +436,15 @@ class Store:
         a_id, b_id = ids[sha_a], ids[sha_b]
         if a_id == b_id:
             raise UserError("cannot compare an image with itself")
-        rater_id = self._rater_id(conn, v["rater"], create=True)
+        rater_id = self._rater_id(conn, v["rater"], create=True, lock=live)
         old = conn.execute(_VOTE_BY_ID, {"v": vote_id}).first()
         if old is not None:
             if tuple(old[1:]) != (a_id, b_id, outcome, rater_id):
                 raise ConflictError(f"client_vote_id {vote_id!r} was already used for a different judgement")
             return Judgement(*conn.execute(_JUDGEMENT_BY_ID, {"id": old[0]}).one()), False
+        if live and v["strategy"] != "repeat" and v["undone_at"] is None and conn.execute(
+                _STANDING, {"rater_id": rater_id, "pair": [a_id, b_id]}).first() is not None:
+            v = {**v, "strategy": "repeat"}
         round_id = self._round_id(conn, v["round"]) if v["round"] else None
         when = v["created_at"] or utcnow()
         if when.tzinfo is None:
@@ -368,8 +468,10 @@ class Store:
             s.execute(_BUMP, {"image_id": image_id, "delta": delta})
 
     @staticmethod
-    def _rater_id(s, name: str, create: bool) -> int | None:
-        rid = s.execute(_RATER_BY_NAME, {"name": name}).scalar()
+    def _rater_id(s, name: str, create: bool, lock: bool = False) -> int | None:
+        """The rater's id (created when `create`); `lock` holds the rater's row until the transaction ends,
+        so one rater's votes are recorded one at a time (PostgreSQL: SELECT ... FOR UPDATE)."""
+        rid = s.execute(_RATER_BY_NAME_LOCKED if lock else _RATER_BY_NAME, {"name": name}).scalar()
         if rid is None and create:
             rid = s.execute(insert(Rater).values(name=name, created_at=utcnow()).returning(Rater.id)).scalar_one()
         return rid
@@ -502,21 +604,22 @@ def open_store(url: str | None = None, *, home: str | os.PathLike | None = None,
 
     A new database is created at the current schema. An older one raises `prefs.migrate.SchemaError`
     naming the command to run (`rlft db upgrade`), unless `upgrade=True`. The image pool is the home's
-    `pool/` folder. `seed` makes pair selection reproducible.
+    `pool/` folder. `seed` makes pair selection reproducible. A database that cannot be opened (not a
+    database, a path under a file, a read-only place, a full disk) raises StorageError.
     """
     url = db_url(url, home)
     engine = make_engine(url)
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-        Path(engine.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
+        prepare_folder(engine)
         ensure_current(engine, upgrade_old=upgrade)
-    except OperationalError as e:
+        pool = home_dir(home) / "pool"  # made by the first image written: opening the store adds no empty folder
+    except DBAPIError as e:
         engine.dispose()
-        raise UserError(f"cannot open database {engine.url.render_as_string(hide_password=True)}: {e.orig}") from e
+        raise open_error(engine, e) from e
     except BaseException:
         engine.dispose()
         raise
-    return Store(engine, subdir("pool", home), seed=seed)
+    return Store(engine, pool, seed=seed)
 
 
 __all__ = ["Store", "open_store", "NewImage", "ConflictError", "prompt_hash"]

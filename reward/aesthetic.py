@@ -72,15 +72,20 @@ def read_provenance(path: str | os.PathLike) -> dict:
 
 
 def build_from_reward(model, store, top_k: int | None = 50, min_score: float | None = None,
-                      progress: bool = True) -> tuple[np.ndarray, dict]:
-    """The exp(reward)-weighted mean CLIP embedding of the best pool images: top-k, or all >= min_score."""
+                      progress: bool = True, notice=None) -> tuple[np.ndarray, dict]:
+    """The exp(reward)-weighted mean CLIP embedding of the best pool images: top-k, or all >= min_score.
+
+    Images whose pool files are missing or unreadable are skipped, each with a `notice(message)` (default:
+    a logged warning)."""
     from reward.embeddings import EmbeddingCache
 
     images = [im for im in store.images() if im.broken_at is None]
     if not images:
         raise UserError("the pool has no images; generate or import some first")
     cache = EmbeddingCache(model.clip_spec)
-    emb = cache.embed_store_images(store, images, progress=progress)
+    images, emb = cache.embed_pool(store, images, progress=progress, notice=notice)
+    if not images:
+        raise UserError("no pool image could be read: every pool file is missing or unreadable")
     text = cache.embed_texts([im.prompt or "" for im in images]) if model.prompt_conditioned else None
     scores, _ = model.score_embeddings(emb, text)
     order = np.argsort(-scores, kind="stable")

@@ -34,6 +34,20 @@ class PairData:
     def take(self, idx) -> "PairData":
         return dataclasses.replace(self, ia=self.ia[idx], ib=self.ib[idx], y=self.y[idx], order=self.order[idx])
 
+    def only_images(self, shas: set[str]) -> "PairData":
+        """The judgements whose two images are both in `shas`, over the images they still involve (re-indexed;
+        `order` re-ranked among them)."""
+        have = np.array([s in shas for s in self.shas], dtype=bool)
+        rows = have[self.ia] & have[self.ib] if len(self.y) else np.zeros(0, dtype=bool)
+        used = np.zeros(len(self.shas), dtype=bool)
+        used[self.ia[rows]] = used[self.ib[rows]] = True
+        new_index = np.cumsum(used) - 1
+        order = np.empty(int(rows.sum()), dtype=np.int64)
+        order[np.argsort(self.order[rows], kind="stable")] = np.arange(len(order))
+        return PairData([s for s, u in zip(self.shas, used, strict=True) if u],
+                        [im for im, u in zip(self.images, used, strict=True) if u],
+                        new_index[self.ia[rows]], new_index[self.ib[rows]], self.y[rows], order)
+
 
 def load_pairs(store, rater: str | None = None) -> PairData:
     """All standing a/b/tie judgements (of `rater`, or everyone) with the images they involve."""

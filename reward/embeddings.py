@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +21,13 @@ import numpy as np
 import torch
 
 from prefs.atomic import atomic_path
-from prefs.home import subdir
+from prefs.home import home_dir
+from prefs.pool import ImageError
 
 SHARD_SIZE = 1024  # images per shard: a kill loses at most this much work
 COMPACT_AT = 64  # merge shards into one when there are this many
 BATCH_SIZE = 128  # images per forward pass
+_log = logging.getLogger(__name__)
 
 
 def text_key(text: str) -> str:
@@ -36,8 +39,7 @@ class VectorStore:
     """An append-only, sharded, crash-safe map from string keys to float32 vectors (one folder)."""
 
     def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(folder)  # made by the first `put`: reading an empty cache creates nothing
         self._lock = threading.Lock()
         self._index: dict[str, np.ndarray] = {}
         self._seen: set[str] = set()
@@ -115,14 +117,27 @@ class VectorStore:
 
 
 def cache_root(home=None) -> Path:
-    return subdir("cache", home) / "embeddings"
+    return home_dir(home, create=False) / "cache" / "embeddings"
 
 
-def _decode(path: str | os.PathLike) -> torch.Tensor:
-    from PIL import Image
+class UnreadableImagesError(ImageError):
+    """Some image files could not be read (missing or not images); `unreadable` maps each key to the reason."""
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    def __init__(self, unreadable: dict[str, str]):
+        self.unreadable = dict(unreadable)
+        first = next(iter(self.unreadable.values()))
+        more = f" (and {len(self.unreadable) - 1} more)" if len(self.unreadable) > 1 else ""
+        super().__init__(f"{first}{more}")
+
+
+def _decode(path: str | os.PathLike) -> torch.Tensor | ImageError:
+    """A file as a 3 x H x W uint8 tensor, or the ImageError that says why it could not be read."""
+    from prefs.pool import read_image
+
+    try:
+        arr = np.asarray(read_image(path), dtype=np.uint8)
+    except ImageError as e:
+        return e
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
@@ -165,12 +180,21 @@ class EmbeddingCache:
 
         Decoding runs in a thread pool while the model embeds the previous batch. Returns an N x D array in
         the order of `items`. `on_shard(n_done)` is called after each shard is written (tests use it to
-        simulate a kill).
+        simulate a kill). A file that is missing or not an image raises UnreadableImagesError naming it, after
+        every readable one is embedded and cached (`embed_pool` skips such files instead).
         """
+        unreadable = self._compute(items, progress, batch_size, on_shard)
+        if unreadable:
+            raise UnreadableImagesError(unreadable)
+        return self.images.get([k for k, _ in items])
+
+    def _compute(self, items, progress: bool, batch_size: int, on_shard) -> dict[str, str]:
+        """Embed and cache the items not cached yet; returns {key: reason} for files that could not be read."""
         from tqdm.auto import tqdm
 
         paths = dict(items)
         todo = self.images.missing(paths)
+        unreadable: dict[str, str] = {}
         if todo:
             clip = self.clip
             bar = tqdm(total=len(todo), desc=f"embed ({self.clip_spec})", unit="img", disable=not progress,
@@ -178,18 +202,34 @@ class EmbeddingCache:
             done = 0
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
                 for start in range(0, len(todo), SHARD_SIZE):
-                    keys = todo[start:start + SHARD_SIZE]
-                    vecs = []
-                    decoded = pool.map(_decode, [paths[k] for k in keys])
+                    shard, keys, vecs = todo[start:start + SHARD_SIZE], [], []
+                    decoded = zip(shard, pool.map(_decode, [paths[k] for k in shard]), strict=True)
                     for chunk in _batched(decoded, batch_size):
-                        vecs.append(self._embed_uint8(clip, chunk))
+                        good = [(k, t) for k, t in chunk if not isinstance(t, ImageError)]
+                        unreadable.update((k, str(t)) for k, t in chunk if isinstance(t, ImageError))
+                        if good:
+                            vecs.append(self._embed_uint8(clip, [t for _, t in good]))
+                            keys += [k for k, _ in good]
                         bar.update(len(chunk))
-                    self.images.put(keys, np.concatenate(vecs))
-                    done += len(keys)
+                    if keys:
+                        self.images.put(keys, np.concatenate(vecs))
+                    done += len(shard)
                     if on_shard is not None:
                         on_shard(done)
             bar.close()
-        return self.images.get([k for k, _ in items])
+        return unreadable
+
+    def embed_pool(self, store, images, progress: bool = True, notice: Callable[[str], None] | None = None):
+        """Embeddings of the pool images (prefs Image rows) whose files can be read: `(kept rows, N x D array)`.
+
+        A missing or unreadable file is skipped, with one notice naming it (default: a logged warning): how
+        every reader of the pool treats a lost file."""
+        items = [(im.sha256, store.image_path(im)) for im in images]
+        unreadable = self._compute(items, progress, BATCH_SIZE, None)
+        for sha, reason in unreadable.items():
+            (notice or _log.warning)(f"skipped image {sha[:12]}: {reason}")
+        kept = [im for im in images if im.sha256 not in unreadable]
+        return kept, self.images.get([im.sha256 for im in kept])
 
     @staticmethod
     def _embed_uint8(clip, chunk: list[torch.Tensor]) -> np.ndarray:
@@ -202,7 +242,8 @@ class EmbeddingCache:
         return out.cpu().numpy()
 
     def embed_store_images(self, store, images, progress: bool = True) -> np.ndarray:
-        """Embeddings of pool images (prefs Image rows), cached by sha256."""
+        """Embeddings of pool images (prefs Image rows), cached by sha256; UnreadableImagesError when a file is
+        missing or unreadable (`embed_pool` skips those instead)."""
         return self.embed_files([(im.sha256, store.image_path(im)) for im in images], progress=progress)
 
     # -- prompts ------------------------------------------------------------------------------------------

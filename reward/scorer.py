@@ -32,11 +32,20 @@ class RewardScorer:
         self.cache = cache or EmbeddingCache(model.clip_spec)
 
     def __call__(self, images):
-        emb = self.cache.embed_store_images(self.store, images, progress=False)
-        text = self.cache.embed_texts([im.prompt or "" for im in images]) if self.model.prompt_conditioned else None
+        """Scores of `images`; one whose pool file is missing or unreadable is skipped with a logged notice and
+        scores 0 with no spread in every member (it says nothing about the taste)."""
+        import numpy as np
+
         from reward.model import member_mean_std
 
-        members = self.model.member_scores_np(emb, text)
+        kept, emb = self.cache.embed_pool(self.store, images, progress=False)
+        k = len(self.model.heads)
+        members = np.zeros((k, len(images)))
+        if kept:
+            text = self.cache.embed_texts([im.prompt or "" for im in kept]) if self.model.prompt_conditioned else None
+            at = {im.sha256: i for i, im in enumerate(kept)}
+            cols = [j for j, im in enumerate(images) if im.sha256 in at]
+            members[:, cols] = self.model.member_scores_np(emb, text)[:, [at[images[j].sha256] for j in cols]]
         mean, std = member_mean_std(members)
         return mean.tolist(), std.tolist(), members
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,6 +14,8 @@ from prefs.errors import UserError
 from reward import evaluate
 from reward.data import PairData, load_pairs, split
 from reward.fit import FitConfig, fit_ensemble
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -41,17 +45,33 @@ class TrainResult:
     n_judgements: int
 
 
-def embedded_pairs(store, cache, rater: str | None = None, prompt: bool = False, progress: bool = False):
+def embedded_pairs(store, cache, rater: str | None = None, prompt: bool = False, progress: bool = False,
+                   notice: Callable[[str], None] | None = None):
     """The standing judgements (of `rater`, or everyone) as PairData, with image embeddings and, for
-    prompt-conditioned heads, prompt embeddings (else None), both from `cache`."""
+    prompt-conditioned heads, prompt embeddings (else None), both from `cache`.
+
+    A judgement of an image whose pool file is missing or unreadable is left out, with one notice per such
+    image (default: a logged warning); UserError when no judgement is left."""
     data = load_pairs(store, rater)
-    x = cache.embed_store_images(store, data.images, progress=progress)
+    kept, x = cache.embed_pool(store, data.images, progress=progress, notice=notice)
+    if len(kept) < len(data.images):
+        n = len(data)
+        data = data.only_images({im.sha256 for im in kept})
+        if not len(data):
+            raise UserError(f"no judgement left to learn from: each of the {n} involves an image whose pool file is "
+                            "missing or unreadable")
+        (notice or _log.warning)(f"left out {n - len(data)} of {n} judgements over images whose files are missing")
+        row = {im.sha256: i for i, im in enumerate(kept)}
+        x = x[[row[s] for s in data.shas]]
     t = cache.embed_texts([im.prompt or "" for im in data.images]) if prompt else None
     return data, x, t
 
 
-def train(store, config: RewardTrainConfig | None = None, progress: bool = True, home=None, save: bool = True) -> TrainResult:
-    """Fit a reward on the store's judgements and write it as the next version (`r0001`, ...)."""
+def train(store, config: RewardTrainConfig | None = None, progress: bool = True, home=None, save: bool = True,
+          notice: Callable[[str], None] | None = None) -> TrainResult:
+    """Fit a reward on the store's judgements and write it as the next version (`r0001`, ...).
+
+    `notice(message)`: told of judgements left out because an image's pool file is missing (default: logged)."""
     from reward.clip import resolve_clip
     from reward.embeddings import EmbeddingCache
     from reward.laion import load_laion, parse_prior
@@ -63,7 +83,7 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
     resolve_clip(config.clip)  # an unknown spec fails before any work
     prior = load_laion(prior_path) if prior_path else None
     cache = EmbeddingCache(config.clip, home=home)
-    data, x, t = embedded_pairs(store, cache, config.rater, config.fit.prompt, progress)
+    data, x, t = embedded_pairs(store, cache, config.rater, config.fit.prompt, progress, notice)
     if prior is not None:
         prior.path = prior_path
         if prior.in_dim != x.shape[1]:

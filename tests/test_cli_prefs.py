@@ -122,7 +122,7 @@ def test_prefs_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, args, message
     (["prefs", "stats", "--bogus"], "rlft prefs stats: No such option '--bogus'"),
     (["reward", "list", "--nope"], "rlft reward list: No such option '--nope'"),
     (["toy", "pretrain"], "rlft toy pretrain: Missing option '--out'"),
-    (["toy", "pretrain", "--out", "x", "--preset", "gpu"], "rlft toy pretrain: Invalid value for '--preset'"),
+    (["toy", "pretrain", "--out", "x", "--preset", "tpu"], "rlft toy pretrain: Invalid value for '--preset'"),
     (["simulate", "--oracle", "warm", "--n", "x"], "rlft simulate: Invalid value for '--n'"),
     (["bogus"], "rlft: No such command 'bogus'"),
     (["--bogus"], "rlft: No such option '--bogus'"),

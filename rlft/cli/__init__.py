@@ -7,6 +7,7 @@ this module is the only place that turns it into a one-line message and exit cod
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -79,6 +80,22 @@ class LazyGroup(click.Group):
             raise CLIError(one_line(str(e))) from None
         except click.UsageError as e:  # any subcommand's: an unknown option, a bad choice, a missing argument
             raise usage_error(e) from None
+        except OSError as e:  # the machine refused (full disk, read-only or forbidden place): not a bug
+            if e.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            raise CLIError(one_line(os_error_message(e))) from None
+
+
+# A full disk or quota, a read-only file system, a forbidden or misnamed path: say so in one line, no traceback.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                      errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def os_error_message(e: OSError) -> str:
+    """`PATH: reason`, with what to do about a full disk."""
+    where = f"{e.filename}: " if e.filename else ""
+    hint = "; free some space and run it again" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return f"{where}{e.strerror or e}{hint}"
 
 
 def one_line(message: str) -> str:

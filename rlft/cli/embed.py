@@ -6,11 +6,13 @@ import json
 
 import click
 
+from rlft.cli.params import FINITE_FLOAT
+
 
 @click.command()
 @click.option("--reward", "spec", default="latest", show_default=True, help="Reward version that ranks the pool.")
 @click.option("--top-k", type=int, default=None, help="Use the K best-scoring pool images [default 50].")
-@click.option("--min-score", type=float, default=None, help="Use every pool image scoring at least S.")
+@click.option("--min-score", type=FINITE_FLOAT, default=None, help="Use every pool image scoring at least S.")
 @click.option("--from-dir", "from_dir", type=click.Path(), default=None, help="Instead: the mean of a folder of images you like.")
 @click.option("--clip", default=None, help="CLIP for --from-dir [default: toy].")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .pt file (a JSON of provenance is written beside it).")
@@ -34,7 +36,8 @@ def embed(spec, top_k, min_score, from_dir, clip, out, as_json):
 
         model = load(spec)
         with open_store() as store:
-            emb, prov = build_from_reward(model, store, top_k=top_k or 50, min_score=min_score, progress=not as_json)
+            emb, prov = build_from_reward(model, store, top_k=top_k or 50, min_score=min_score, progress=not as_json,
+                                          notice=lambda m: click.echo(f"notice: {m}", err=True))
     path = save_embedding(out, emb, prov)
     if as_json:
         click.echo(json.dumps({**read_provenance(path), "path": str(path)}))

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from rlft.cli.params import FINITE_FLOAT
+
 
 @click.command("generate")
 @click.option("--model", "-m", "model", default="toy", show_default=True, help="Built-in name, diffusers folder, single .safetensors/.ckpt, or hub repo id; SD 1.x or SDXL, told from its files.")
@@ -14,7 +16,7 @@ import click
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Images per prompt.")
 @click.option("--seed", type=int, default=None, help="Base seed; image k gets seed+k. Default: random (recorded).")
 @click.option("--steps", type=int, default=20, show_default=True, help="Denoising steps.")
-@click.option("--guidance", "--cfg", "guidance", type=float, default=None, help="Classifier-free guidance scale [default: the model's recommended, else 7.5; toy: 3].")
+@click.option("--guidance", "--cfg", "guidance", type=FINITE_FLOAT, default=None, help="Classifier-free guidance scale [default: the model's recommended, else 7.5; toy: 3].")
 @click.option("--negative-prompt", default="", help="Negative prompt for every image.")
 @click.option("--width", type=int, default=None, help="Width in pixels, a multiple of 8; SDXL: of 64 (default: the model's; SDXL 1024).")
 @click.option("--height", type=int, default=None, help="Height in pixels, a multiple of 8; SDXL: of 64 (default: the model's; SDXL 1024).")
@@ -29,8 +31,8 @@ import click
 @click.option("--dtype", default=None, help="fp32, fp16 or bf16 (default: bf16/fp16 on GPU, fp32 on CPU).")
 @click.option("--aesthetic", "aesthetic", type=click.Path(), default=None, help="An aesthetic embedding (.pt, e.g. from `rlft embed`): personalise the text encoder of its CLIP toward it per prompt (SDXL: the encoder whose space it is in).")
 @click.option("--aesthetic-steps", type=int, default=5, show_default=True, help="Adam steps per prompt toward the embedding.")
-@click.option("--aesthetic-lr", type=float, default=1e-4, show_default=True, help="Adam learning rate of those steps.")
-@click.option("--aesthetic-weight", type=float, default=0.9, show_default=True, help="Blend of personalised and original text features (0..1).")
+@click.option("--aesthetic-lr", type=FINITE_FLOAT, default=1e-4, show_default=True, help="Adam learning rate of those steps.")
+@click.option("--aesthetic-weight", type=FINITE_FLOAT, default=0.9, show_default=True, help="Blend of personalised and original text features (0..1).")
 @click.option("--aesthetic-clip", default=None, help="CLIP the embedding lives in [default: from its JSON sidecar; ViT-L-14/openai for 768-d].")
 def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, negative_prompt, width, height,
              scheduler, batch_size, out_dir, as_json, no_pool, lora, config, device, dtype,
@@ -71,6 +73,11 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
     family = model_family(source, config)  # from the files alone (None: a hub model not downloaded yet)
     if family is not None:
         check_size(family, width, height)
+
+    if not no_pool:  # a home or database that cannot be written fails now, not after loading the model
+        from prefs import open_store
+
+        open_store().close()
 
     quiet_libraries()
     pipe = load_pipeline(model, device=device, dtype=dtype, scheduler=scheduler, config=config)

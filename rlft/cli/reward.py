@@ -6,6 +6,8 @@ import json
 
 import click
 
+from rlft.cli.params import FINITE_FLOAT
+
 
 @click.group()
 def reward() -> None:
@@ -16,13 +18,13 @@ def reward() -> None:
 @click.option("--clip", "clip", default="toy", show_default=True, help="CLIP for embeddings: toy, a folder, ARCH/TAG (ViT-L-14/openai for SD 1.x), hf-hub:...")
 @click.option("--head", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Reward head on the embedding.")
 @click.option("--ensemble", type=int, default=5, show_default=True, help="Heads on bootstrap resamples (uncertainty for active learning).")
-@click.option("--val-frac", type=float, default=0.2, show_default=True, help="Share of judgements held out for the metrics.")
+@click.option("--val-frac", type=FINITE_FLOAT, default=0.2, show_default=True, help="Share of judgements held out for the metrics.")
 @click.option("--split", type=click.Choice(["random", "time", "image"]), default="random", show_default=True,
               help="Hold out a seeded random share of judgements, the newest, or every judgement of a random share of images (accuracy on unseen images).")
 @click.option("--prior", default=None, help="laion:PATH: start from a LAION aesthetic head (ViT-L/14 embeddings).")
 @click.option("--prompt-conditioned", is_flag=True, help="Condition the reward on the prompt's text embedding.")
 @click.option("--ties", type=click.Choice(["half", "rao-kupper"]), default="half", show_default=True, help="Ties as half wins, or a Rao-Kupper tie parameter.")
-@click.option("--l2", type=float, default=1.0, show_default=True, help="Prior precision on head weights (more: smoother reward).")
+@click.option("--l2", type=FINITE_FLOAT, default=1.0, show_default=True, help="Prior precision on head weights (more: smoother reward).")
 @click.option("--steps", type=int, default=200, show_default=True, help="Full-batch optimiser steps.")
 @click.option("--rater", default=None, help="Only this rater's judgements (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -38,7 +40,7 @@ def train_cmd(clip, head, ensemble, val_frac, split, prior, prompt_conditioned, 
                                                         ties=ties, l2=l2, steps=steps),
                                val_frac=val_frac, split=split, prior=prior, rater=rater, seed=seed)
     with open_store() as store:
-        result = train(store, config, progress=not as_json)
+        result = train(store, config, progress=not as_json, notice=lambda m: click.echo(f"notice: {m}", err=True))
     if as_json:
         click.echo(json.dumps(_meta(resolve(result.path)), default=str))
         return

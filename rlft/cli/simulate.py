@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rlft.cli.params import STRATEGY
+from rlft.cli.params import FINITE_FLOAT, STRATEGY
 
 if TYPE_CHECKING:
     from prefs.samplers import StrategyMix
@@ -16,10 +16,10 @@ if TYPE_CHECKING:
 @click.command()
 @click.option("--oracle", required=True, help="Built-in utility (warm, cool, big, small, centered, dark, bright) or module:function.")
 @click.option("--n", "n", type=int, required=True, help="Pairs to judge.")
-@click.option("--noise", type=float, default=None, help="Bradley-Terry temperature T (0: noiseless)  [default: 1.0]")
-@click.option("--consistency", type=float, default=None,
+@click.option("--noise", type=FINITE_FLOAT, default=None, help="Bradley-Terry temperature T (0: noiseless)  [default: 1.0]")
+@click.option("--consistency", type=FINITE_FLOAT, default=None,
               help="Calibrate T instead: the rater agrees with the noiseless oracle on this share of random pool pairs (e.g. 0.9).")
-@click.option("--tie-prob", type=float, default=0.0, show_default=True, help="Chance of answering tie.")
+@click.option("--tie-prob", type=FINITE_FLOAT, default=0.0, show_default=True, help="Chance of answering tie.")
 @click.option("--rater", default=None, help="Rater name (default: sim-ORACLE).")
 @click.option("--strategy", type=STRATEGY, default=None, help="Pair strategy or mix, e.g. 'balanced' or 'uncertain:0.7,balanced:0.25,repeat:0.05'.")
 @click.option("--scorer", default="online", show_default=True,
@@ -42,7 +42,7 @@ def simulate(oracle: str, n: int, noise: float | None, consistency: float | None
     config = SimulationConfig(n=n, noise=1.0 if noise is None else noise, consistency=consistency, tie_prob=tie_prob, rater=rater or f"sim-{oracle}", strategy=strategy, seed=seed,
                               scorer=scorer, clip=clip_spec)
     with open_store() as store:
-        summary = run(store, fn, config, progress=not as_json)
+        summary = run(store, fn, config, progress=not as_json, notice=lambda m: click.echo(f"notice: {m}", err=True))
     if as_json:
         click.echo(json.dumps(summary))
         return

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from prefs.errors import UserError
+from rlft.cli.params import FINITE_FLOAT
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "toy"
 
@@ -26,8 +27,8 @@ def toy() -> None:
 @click.option("--preset", default=None, type=click.Choice(["gpu", "cpu"]),
               help="Step schedule: cpu = the shipped weights' recipe, under 3 hours on a 2-core CPU; gpu = the first "
                    "weights' recipe, minutes on a GPU (default: cpu when the device is the CPU, else gpu).")
-@click.option("--scale", default=1.0, show_default=True, type=float, help="Multiply every step count (0.01 for a smoke run).")
-@click.option("--deadline-min", default=None, type=float, help="Stop training after this many minutes of wall time (each stage gets its share).")
+@click.option("--scale", default=1.0, show_default=True, type=FINITE_FLOAT, help="Multiply every step count (0.01 for a smoke run).")
+@click.option("--deadline-min", default=None, type=FINITE_FLOAT, help="Stop training after this many minutes of wall time (each stage gets its share).")
 @click.option("--install", is_flag=True, help="Copy the result into the package (what load_pipeline('toy') loads).")
 def pretrain(out: str, device: str | None, seed: int, preset: str | None, scale: float, deadline_min: float | None, install: bool) -> None:
     """Train CLIP, VAE and UNet from seed, with checkpoints that resume across interruptions."""
@@ -74,7 +75,7 @@ def install_assets(folder: Path) -> None:
 @click.option("--model", default="toy", show_default=True, help="Pipeline spec to judge.")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP spec for zero-shot shape judgement.")
 @click.option("-n", "n", default=200, show_default=True, type=int, help="Held-out captions to generate.")
-@click.option("--guidance", default=3.0, show_default=True, type=float)
+@click.option("--guidance", default=3.0, show_default=True, type=FINITE_FLOAT)
 @click.option("--json", "as_json", is_flag=True)
 def evaluate_cmd(model: str, clip_spec: str, n: int, guidance: float, as_json: bool) -> None:
     """Prompt adherence of generated images and CLIP zero-shot accuracy on world images."""

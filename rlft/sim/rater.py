@@ -15,6 +15,7 @@ utilities span a smaller range, little better than a coin), so benchmarks compar
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import random
 import uuid
@@ -26,10 +27,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from prefs.errors import UserError
+from prefs.pool import ImageError
 from prefs.samplers import NoPairError, StrategyMix, parse_mix
 from prefs.store import Store
 
+MAX_SKIPS_IN_A_ROW = 50  # pairs not judged for an unreadable image before the run stops (pair choice is blind to files)
 REFRESH_EVERY = 50  # votes between refits of the score table (or ensemble) that `uncertain`, `bald` and `epig` use
+_log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 2000  # pool images whose utilities `consistency` calibrates the noise on, at most
 
 
@@ -105,8 +109,14 @@ def _vote_id(rng: random.Random) -> str:
     return f"sim-{uuid.uuid4().hex}"
 
 
-def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: SimulationConfig, progress: bool = False) -> dict:
-    """Judge `config.n` pairs; returns {"judged", "by_outcome", "agreement" (with the noiseless oracle), "stopped"}."""
+def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: SimulationConfig, progress: bool = False,
+             notice: Callable[[str], None] | None = None) -> dict:
+    """Judge `config.n` pairs; returns {"judged", "by_outcome", "agreement" (with the noiseless oracle), "stopped",
+    "unreadable"}.
+
+    A pair with an image whose pool file is missing or unreadable is not judged: it is skipped, with one
+    `notice(message)` per such image (default: a logged warning), as every reader of the pool does; the run
+    stops after MAX_SKIPS_IN_A_ROW such pairs in a row. `unreadable` lists those images' sha256s."""
     mix = config.strategy or store.default_strategy()  # chosen once: every pair of the run uses this mix
     rng = random.Random(config.seed)
     utilities: dict[str, float] = {}
@@ -121,10 +131,20 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
 
         online = reward.OnlineScorer(store, clip=config.clip, rater=config.rater, refit_every=REFRESH_EVERY)
 
-    def utility(image) -> float:
+    unreadable: dict[str, str] = {}
+
+    def utility(image) -> float | None:
+        """The oracle's utility, None for an image whose file cannot be read (told once)."""
+        if image.sha256 in unreadable:
+            return None
         if image.sha256 not in utilities:
-            with Image.open(store.image_path(image)) as im:
-                utilities[image.sha256] = float(oracle(im.convert("RGB"), image.prompt))
+            try:
+                pixels = store.open_image(image)
+            except ImageError as e:
+                unreadable[image.sha256] = str(e)
+                (notice or _log.warning)(f"skipped {e}")
+                return None
+            utilities[image.sha256] = float(oracle(pixels, image.prompt))
         return utilities[image.sha256]
 
     noise = config.noise
@@ -132,12 +152,15 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
         pool = [im for im in store.images() if im.broken_at is None]
         if len(pool) > CALIBRATION_IMAGES:  # a uniform sample stands for a large pool (the oracle may be slow)
             pool = random.Random(config.seed).sample(pool, CALIBRATION_IMAGES)
-        noise = calibrate_noise([utility(im) for im in tqdm(pool, desc="calibrate", unit="img", disable=not progress)],
-                                config.consistency, np.random.default_rng(config.seed))
+        known = [utility(im) for im in tqdm(pool, desc="calibrate", unit="img", disable=not progress)]
+        noise = calibrate_noise([u for u in known if u is not None], config.consistency, np.random.default_rng(config.seed))
     outcomes: Counter = Counter()
     agree = decisive = 0
     stopped = None
-    for k in tqdm(range(config.n), desc="simulate", unit="pair", disable=not progress):
+    skips = 0  # pairs in a row not judged for an unreadable image
+    k = 0
+    bar = tqdm(total=config.n, desc="simulate", unit="pair", disable=not progress)
+    while k < config.n:
         if online is not None and online.model is not None:
             scorer = online  # fitted: the Bradley-Terry fallback is no longer read, so stop refitting it
         elif scored and config.scorer in ("online", "bt") and k % REFRESH_EVERY == 0:
@@ -152,6 +175,14 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
             stopped = str(e)
             break
         ua, ub = utility(pair.a), utility(pair.b)
+        if ua is None or ub is None:
+            skips += 1
+            if skips >= MAX_SKIPS_IN_A_ROW:
+                stopped = (f"{skips} pairs in a row showed an image whose pool file is missing or unreadable "
+                           f"({len(unreadable)} such images); restore the files and run it again")
+                break
+            continue
+        skips = 0
         if rng.random() < config.tie_prob:
             outcome = "tie"
         elif noise == 0:
@@ -166,6 +197,9 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
         if outcome in ("a", "b") and ua != ub:
             decisive += 1
             agree += (outcome == "a") == (ua > ub)
+        k += 1
+        bar.update(1)
+    bar.close()
     return {
         "judged": sum(outcomes.values()),
         "refits": online.refits if online is not None else 0,
@@ -173,4 +207,5 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
         "agreement": agree / decisive if decisive else None,
         "noise": noise,
         "stopped": stopped,
+        "unreadable": sorted(unreadable),
     }
