@@ -9,7 +9,9 @@ scorer, and helpers that already respect the rules every strategy must keep:
 
 - never an image against itself, never an image flagged broken;
 - never a pair this rater already judged (undone judgements don't count), except `repeat`, which exists to
-  show a judged pair again and measure self-consistency.
+  show a judged pair again and measure self-consistency;
+- with `ctx.among` (an `ImageSet`, e.g. the images the model made this round), only images of that set: the
+  helpers' `ctx.usable(...)` clause says which images may be shown.
 
 Built in: `random`, `same_prompt`, `balanced`, `uncertain`, `bald` and `epig` (the last three need a
 scorer), and `repeat`.
@@ -63,7 +65,7 @@ import random
 from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, true
 from sqlalchemy.orm import Session
 
 from prefs.errors import UserError
@@ -76,6 +78,27 @@ EXHAUSTIVE_MAX_IMAGES = 600  # enumerate all pairs when the pool is this small (
 UNCERTAIN_CANDIDATES = 48  # images scored per `uncertain` / `bald` / `epig` call: 1,128 pairs to rank
 REPEAT_MIN_GAP = 10  # a repeated pair is at least this many votes old, so the rater doesn't remember it
 BALANCED_POOL = 64  # the least-judged images among which `balanced` pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSet:
+    """The pool images pairs may come from: those generated with LoRA `lora` (a run id such as `t0003`, as images
+    record it; None: generated without a LoRA, the base model's), by `model` (the model spec images record; None:
+    any model). `rlft loop` asks for the images of each round's model, so the rater judges what the model makes
+    now."""
+
+    lora: str | None = None
+    model: str | None = None
+
+    def clause(self, table=None):
+        """SQL condition on `table` (the images table or an alias of it) selecting the set's rows."""
+        c = (table if table is not None else Image.__table__).c
+        cond = c.lora == self.lora if self.lora is not None else (c.lora.is_(None) & (c.origin == "generated"))
+        return cond if self.model is None else cond & (c.model == self.model)
+
+    def __str__(self) -> str:
+        made_by = f"{self.model} + {self.lora}" if self.model and self.lora else self.lora or self.model or "the base model"
+        return f"the images of {made_by}" + (" (no LoRA)" if self.lora is None and self.model else "")
 
 
 class NoPairError(UserError):
@@ -148,6 +171,14 @@ class PairContext:
     rater_id: int | None
     rng: random.Random
     scorer: Scorer | None = None
+    among: ImageSet | None = None  # pairs only from these images (None: the whole pool)
+
+    def usable(self, table=None):
+        """SQL condition on `table` (default: the images table) for an image that may be shown: not flagged broken,
+        and in `among` when set."""
+        c = (table if table is not None else Image.__table__).c
+        cond = c.broken_at.is_(None)
+        return cond if self.among is None else cond & self.among.clause(table)
 
     # -- helpers every strategy should use, so the rules hold -----------------------------------------
     def judged(self, x: int, y: int) -> bool:
@@ -178,8 +209,9 @@ class PairContext:
 
     def id_range(self) -> tuple[int, int] | None:
         # Two queries: SQLite answers a lone min() or max() from the index, but scans for both at once.
-        lo = self.conn.execute(select(func.min(Image.id))).scalar()
-        hi = self.conn.execute(select(func.max(Image.id))).scalar()
+        where = self.among.clause() if self.among is not None else true()
+        lo = self.conn.execute(select(func.min(Image.id)).where(where)).scalar()
+        hi = self.conn.execute(select(func.max(Image.id)).where(where)).scalar()
         return None if lo is None else (lo, hi)
 
     def random_image(self, id_range: tuple[int, int] | None = None) -> int | None:
@@ -188,7 +220,7 @@ class PairContext:
         if id_range is None:
             return None
         r = self.rng.randint(*id_range)
-        usable = Image.broken_at.is_(None)
+        usable = self.usable()
         row = self.conn.execute(select(Image.id).where(Image.id >= r, usable).order_by(Image.id).limit(1)).first()
         if row is None:  # wrap around
             row = self.conn.execute(select(Image.id).where(usable).order_by(Image.id).limit(1)).first()
@@ -201,7 +233,7 @@ class PairContext:
         if id_range is None:
             return []
         draws = list(dict.fromkeys(self.rng.randint(*id_range) for _ in range(k + k // 4 + 2)))
-        found = set(self.conn.execute(select(Image.id).where(Image.id.in_(draws), Image.broken_at.is_(None))).scalars())
+        found = set(self.conn.execute(select(Image.id).where(Image.id.in_(draws), self.usable())).scalars())
         out = [d for d in draws if d in found][:k]
         for _ in range(2 * k):
             if len(out) >= k:
@@ -215,7 +247,7 @@ class PairContext:
 
     def usable_ids(self, limit: int) -> list[int] | None:
         """All usable image ids when there are at most `limit` of them, else None."""
-        rows = self.conn.execute(select(Image.id).where(Image.broken_at.is_(None)).limit(limit + 1)).scalars().all()
+        rows = self.conn.execute(select(Image.id).where(self.usable()).limit(limit + 1)).scalars().all()
         return None if len(rows) > limit else list(rows)
 
     def unjudged_pair_among(self, ids: Sequence[int]) -> Candidate | None:
@@ -237,6 +269,12 @@ class PairContext:
             return None
         x, y = self.rng.choice(free)
         return x, y, None
+
+
+def usable_count(conn: Connection, among: ImageSet | None = None) -> int:
+    """How many images may be shown: not flagged broken, and in `among` when given."""
+    ctx = PairContext(conn, None, random.Random(0), among=among)
+    return int(conn.execute(select(func.count(Image.id)).where(ctx.usable())).scalar() or 0)
 
 
 StrategyFn = Callable[[PairContext], "Candidate | None"]
@@ -290,7 +328,7 @@ def same_prompt_pair(ctx: PairContext) -> Candidate | None:
             return None
         h = ctx.conn.execute(select(Image.prompt_hash).where(Image.id == x)).scalar_one()
         siblings = ctx.conn.execute(
-            select(Image.id).where(Image.prompt_hash == h, Image.id != x, Image.broken_at.is_(None)).limit(200)
+            select(Image.id).where(Image.prompt_hash == h, Image.id != x, ctx.usable()).limit(200)
         ).scalars().all()
         ctx.rng.shuffle(siblings := list(siblings))
         for y in siblings[:8]:
@@ -303,7 +341,7 @@ def same_prompt_pair(ctx: PairContext) -> Candidate | None:
 def balanced_pair(ctx: PairContext) -> Candidate | None:
     """The unjudged pair of the least-judged images (ties broken at random), so coverage grows evenly."""
     rows = ctx.conn.execute(
-        select(Image.id, Image.n_judgements).where(Image.broken_at.is_(None))
+        select(Image.id, Image.n_judgements).where(ctx.usable())
         .order_by(Image.n_judgements, Image.id).limit(BALANCED_POOL)
     ).all()
     rows = list(rows)
@@ -472,8 +510,8 @@ def repeat_pair(ctx: PairContext) -> Candidate | None:
                 JudgementRow.id <= newest_allowed,
                 JudgementRow.undone_at.is_(None),
                 JudgementRow.outcome.in_(("a", "b", "tie")),
-                ImA.c.broken_at.is_(None),
-                ImB.c.broken_at.is_(None),
+                ctx.usable(ImA),
+                ctx.usable(ImB),
             )
             .order_by(JudgementRow.id)
             .limit(1)
@@ -585,4 +623,7 @@ def choose(ctx: PairContext, mix: Mapping[str, float]) -> tuple[str, Candidate]:
         found = STRATEGIES[name](ctx)
         if found is not None:
             return name, found
+    if ctx.among is not None:
+        raise NoPairError(f"no new pair to show among {ctx.among}: fewer than 2 of them are usable, or this rater "
+                          "has judged every pair of them")
     raise NoPairError("no new pair to show: the pool has fewer than 2 usable images, or this rater has judged every pair")

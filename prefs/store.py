@@ -561,6 +561,7 @@ class Store:
         *,
         scorer: samplers.Scorer | None = None,
         rng: random.Random | None = None,
+        among: samplers.ImageSet | None = None,
     ) -> Pair:
         """Choose the next two images for `rater`, sides randomised (show `pair.a` left, `pair.b` right).
 
@@ -570,14 +571,16 @@ class Store:
         balanced:0.25,repeat:0.05") or a dict: a caller asking for many pairs parses once and passes the
         mix. Default `default_strategy()`. `scorer`: needed by `uncertain` (see
         `prefs.samplers` for the protocol). Never returns an image against itself, a broken image, or a
-        pair the rater already judged (except a `repeat`, flagged `pair.repeat`). Raises NoPairError
-        (a UserError) when nothing is left to show, UserError for an unknown strategy.
+        pair the rater already judged (except a `repeat`, flagged `pair.repeat`). `among`: a
+        `prefs.samplers.ImageSet` (e.g. the images one model and LoRA made), so both images come from it; the
+        caller decides what to do when it runs out. Raises NoPairError (a UserError) when nothing is left to show
+        (naming `among`), UserError for an unknown strategy.
         """
         mix = samplers.parse_mix(strategy) if strategy else self.default_strategy()
         rng = rng or self._rng
         with self.engine.connect() as conn:
             rid = conn.execute(select(Rater.id).where(Rater.name == rater)).scalar()
-            ctx = samplers.PairContext(conn, rid, rng, scorer)
+            ctx = samplers.PairContext(conn, rid, rng, scorer, among)
             name, (x, y, p) = samplers.choose(ctx, mix)
             rows = ctx.load_images((x, y))
         if rng.random() < 0.5:

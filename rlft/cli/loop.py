@@ -4,12 +4,19 @@
 The same as running, per round (the same generation seed each round, so the Gallery compares the rounds' models
 on the same noise):
     rlft generate --model M --prompts P -n N --seed SEED [--lora latest]  # new images into the pool
-    rlft simulate --oracle O --n J [--strategy S]   (or `rlft ui`) # judgements
-    rlft reward train --clip C                                    # reward version rNNNN (latest)
+    rlft simulate --oracle O --n J [--strategy S] --among latest  (or `rlft ui`) # judgements of the new images
+    rlft reward train --clip C                                    # reward version rNNNN (latest), on every judgement
     rlft train --reward latest --model M --prompts P --algo A     # LoRA run tNNNN (latest)
+
+So each round generates with the latest LoRA, the simulated rater judges pairs among the images the model makes
+now (`--among round`, the default: those of model M with this round's LoRA; the whole pool once they run out, with
+a notice), the reward is refitted on every judgement so far, and the new run trains on it. A rater calibrated with
+`--consistency` keeps round 1's noise T in every later round, so all rounds are judged by the same rater.
 """
 
 from __future__ import annotations
+
+import os
 
 import click
 
@@ -39,8 +46,11 @@ from rlft.cli.params import STRATEGY
                    "each round's model beside the others' on it); round r trains with seed + r.")
 @click.option("--log-with", "log_with", multiple=True, metavar="TRACKER",
               help="Each round's `rlft train --log-with` (tensorboard, wandb, ...); repeatable.")
+@click.option("--among", type=click.Choice(["round", "pool"]), default="round", show_default=True,
+              help="The simulated rater judges pairs among the images this round's model made (round: what the model "
+                   "makes now) or among the whole pool.")
 def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, strategy, clip, algo, epochs, config_file, seed,
-         log_with):
+         log_with, among):
     """Close the loop: generate, rate, fit the reward, steer the model; repeat."""
     from prefs.errors import UserError
     from rlft.cli import main
@@ -58,6 +68,10 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
     log_with = check_trackers(log_with)
 
     SimulationConfig(n=0, consistency=consistency)  # checks --consistency up front, as simulate would
+    if oracle:
+        from rlft.sim.oracles import resolve_oracle
+
+        resolve_oracle(oracle)  # an unknown oracle fails now, not after the first round's images
 
     # Resolve (and so check) the training config before the first round: a bad file fails now, not an hour in.
     file_values = read_config_file(config_file) if config_file else {}
@@ -71,18 +85,23 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
         click.echo(f"$ rlft {' '.join(map(str, args))}", err=True)
         main.main([str(a) for a in args], prog_name="rlft", standalone_mode=False)
 
+    noise = None  # the noise T round 1 calibrated: later rounds keep the same rater
     for r in range(rounds):
         click.echo(f"round {r + 1}/{rounds}", err=True)
-        lora = ["--lora", "latest"] if r > 0 or _has_runs() else []
+        current = _latest_run_name()  # the LoRA this round generates with; None: the base model
+        lora = ["--lora", "latest"] if current else []
         before = _pool_size()
         run("generate", "--model", model, "--prompts", prompts_source, "-n", n, "--seed", seed, *lora)
         if _pool_size() == before:
             click.echo(f"notice: round {r + 1} added no new images (the pool already holds this model's images on "
                        "these seeds); its judgements fall on the images already there", err=True)
         if oracle:
-            rater = ["--consistency", consistency] if consistency is not None else []
-            rater += ["--strategy", strategy] if strategy else []
-            run("simulate", "--oracle", oracle, "--n", judgements, "--seed", seed + r, *rater)
+            from prefs.samplers import ImageSet
+
+            images = ImageSet(lora=current, model=os.fspath(model)) if among == "round" else None
+            summary = _simulate(oracle, judgements, seed + r, consistency, noise, strategy, images)
+            if consistency is not None and noise is None:
+                noise = summary["noise"]
         else:
             click.echo("rate the new images in `rlft ui` (another terminal), then press Enter here", err=True)
             click.pause(info="")
@@ -110,10 +129,39 @@ def _train(model, prompts_source, config_file, file_values: dict, flags: dict, l
         click.echo(done_message(done.run_dir))
 
 
-def _has_runs() -> bool:
-    from rlft.train.runs import list_runs
+def _simulate(oracle: str, judgements: int, seed: int, consistency: float | None, noise: float | None, strategy,
+              images) -> dict:
+    """A round's `rlft simulate`: the library call, shown as the command. With `noise` (an earlier round's
+    calibration) the rater keeps it; `images`: the ImageSet its pairs come from (None: the whole pool)."""
+    from prefs import open_store
+    from rlft.cli.simulate import summary_line
+    from rlft.sim.oracles import resolve_oracle
+    from rlft.sim.rater import SimulationConfig, simulate
 
-    return bool(list_runs())
+    shown = ["simulate", "--oracle", oracle, "--n", judgements, "--seed", seed]
+    shown += ["--noise", f"{noise:.6g}"] if noise is not None else ["--consistency", consistency] if consistency is not None else []
+    shown += ["--strategy", strategy] if strategy else []
+    shown += ["--among", images.lora or "base"] if images is not None else []
+    click.echo(f"$ rlft {' '.join(map(str, shown))}", err=True)
+    if noise is not None:
+        click.echo(f"the rater keeps round 1's calibrated noise T={noise:.4g}", err=True)
+    config = SimulationConfig(n=judgements, noise=1.0 if noise is None else noise,
+                              consistency=consistency if noise is None else None, rater=f"sim-{oracle}",
+                              strategy=strategy, seed=seed, among=images)
+    with open_store() as store:
+        summary = simulate(store, resolve_oracle(oracle), config, progress=True,
+                           notice=lambda m: click.echo(f"notice: {m}", err=True))
+    click.echo(summary_line(summary, config.rater, calibrated=consistency is not None and noise is None))
+    if summary["stopped"]:
+        click.echo(f"stopped early: {summary['stopped']}", err=True)
+    return summary
+
+
+def _latest_run_name() -> str | None:
+    from rlft.train.runs import latest_run
+
+    run = latest_run()
+    return None if run is None else run.name
 
 
 def _pool_size() -> int:

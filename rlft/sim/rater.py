@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from prefs.errors import UserError
 from prefs.pool import ImageError
-from prefs.samplers import NoPairError, StrategyMix, parse_mix
+from prefs.samplers import ImageSet, NoPairError, StrategyMix, parse_mix, usable_count
 from prefs.store import Store
 
 MAX_SKIPS_IN_A_ROW = 50  # pairs not judged for an unreadable image before the run stops (pair choice is blind to files)
@@ -50,6 +50,7 @@ class SimulationConfig:
     seed: int = 0  # makes the pairs and the noise reproducible
     scorer: str = "online"  # what `uncertain` asks: online (an ensemble refitted every REFRESH_EVERY votes), bt, or a reward version
     clip: str = "toy"  # CLIP spec of the online ensemble's embeddings
+    among: ImageSet | None = None  # pairs from these images only (e.g. this round's model's), while they last
 
     def __post_init__(self):
         if self.n < 0:
@@ -116,8 +117,21 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
 
     A pair with an image whose pool file is missing or unreadable is not judged: it is skipped, with one
     `notice(message)` per such image (default: a logged warning), as every reader of the pool does; the run
-    stops after MAX_SKIPS_IN_A_ROW such pairs in a row. `unreadable` lists those images' sha256s."""
+    stops after MAX_SKIPS_IN_A_ROW such pairs in a row. `unreadable` lists those images' sha256s.
+
+    With `config.among` the pairs come from that set of images; when it holds fewer than 2 usable images, or
+    every pair of it has been judged, the rest come from the whole pool, with a notice, and the summary's
+    `among_fallback` says why (`among` names the set)."""
     mix = config.strategy or store.default_strategy()  # chosen once: every pair of the run uses this mix
+    say = notice or _log.warning
+    among, among_fallback = config.among, None
+    if among is not None:
+        with store.engine.connect() as conn:
+            found = usable_count(conn, among)
+        if found < 2:
+            among_fallback = f"{among} hold {found} usable image(s), fewer than a pair: pairs come from the whole pool"
+            say(among_fallback)
+            among = None
     rng = random.Random(config.seed)
     utilities: dict[str, float] = {}
     scorer = online = None
@@ -170,8 +184,13 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
             if online is not None:
                 online.fallback, scorer = scorer, online
         try:
-            pair = store.next_pair(config.rater, mix, scorer=scorer, rng=rng)
+            pair = store.next_pair(config.rater, mix, scorer=scorer, rng=rng, among=among)
         except NoPairError as e:
+            if among is not None:  # that set is used up: the rest of the run judges the whole pool
+                among_fallback = f"every pair of {among} was judged after {k} pairs: the rest come from the whole pool"
+                say(among_fallback)
+                among = None
+                continue
             stopped = str(e)
             break
         ua, ub = utility(pair.a), utility(pair.b)
@@ -208,4 +227,6 @@ def simulate(store: Store, oracle: Callable[[Image.Image, str], float], config: 
         "noise": noise,
         "stopped": stopped,
         "unreadable": sorted(unreadable),
+        "among": None if config.among is None else str(config.among),
+        "among_fallback": among_fallback,
     }
