@@ -212,6 +212,19 @@ def grid_curve(run: Path, oracle) -> list[float]:
     return [round(win_rate(oracle, base, tiles(f), prompts), 4) for f in files[1:]]
 
 
+def run_with_seed(home: Path, seed: int) -> Path | None:
+    """The home's last run trained with `seed`, or None."""
+    found = [r for r in sorted((home / "runs").glob("t[0-9]*")) if (r / "config.json").is_file()
+             and json.loads((r / "config.json").read_text())["config"]["seed"] == seed]
+    return found[-1] if found else None
+
+
+def epochs_of(run: Path) -> tuple[int, int]:
+    """(epochs done, epochs configured) of a run."""
+    done = len((run / "metrics.jsonl").read_text().splitlines()) if (run / "metrics.jsonl").is_file() else 0
+    return done, json.loads((run / "config.json").read_text())["config"]["epochs"]
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in str(text).split(",") if s.strip()]
@@ -386,7 +399,7 @@ def quality(args) -> None:
     log = open(home / "log.txt", "a")
     timings = {}
     setup = not (args.keep and (home / "rewards").is_dir())  # --keep reuses the pool, judgements and reward
-    if not setup and not args.eval_only:
+    if not setup and not args.eval_only and not args.resume_runs:
         import shutil
 
         shutil.rmtree(home / "runs", ignore_errors=True)
@@ -416,13 +429,20 @@ def quality(args) -> None:
     train_args += shlex.split(args.train_args)  # e.g. "--kl-weight 1 --lr 3e-4 --config rwr.toml"
     runs_by_seed: dict[int, Path] = {}
     train_s: dict[int, float | None] = {}
+    resumed: dict[int, int] = {}  # seed -> the epoch its interrupted run was resumed from
     for seed in train_seeds:
+        found = run_with_seed(home, seed) if args.eval_only or args.resume_runs else None
         if args.eval_only:  # evaluate the runs already there (their last checkpoint's LoRA), e.g. ones cut short
-            found = [r for r in sorted((home / "runs").glob("t[0-9]*"))
-                     if json.loads((r / "config.json").read_text())["config"]["seed"] == seed]
-            if not found:
+            if found is None:
                 raise SystemExit(f"--eval-only: no run with training seed {seed} in {home / 'runs'}")
-            runs_by_seed[seed], train_s[seed] = found[-1], None
+            runs_by_seed[seed], train_s[seed] = found, None
+        elif found is not None:  # --resume-runs: finish an interrupted run, keep a finished one
+            done, total = epochs_of(found)
+            train_s[seed] = None
+            if done < total:
+                resumed[seed] = done
+                train_s[seed] = rlft(home, "train", "--resume", found.name, "-q", log=log)
+            runs_by_seed[seed] = found
         else:
             train_s[seed] = rlft(home, *train_args, "--seed", seed, log=log)
             runs_by_seed[seed] = (home / "runs" / "latest").resolve()
@@ -433,6 +453,10 @@ def quality(args) -> None:
     judge_reward = (None if any(timings.get(k) is None for k in ("simulate_s", "reward_s"))
                     else timings["simulate_s"] + timings["reward_s"])
     for s, r in zip(train_seeds, per_seed, strict=True):
+        if s in resumed:  # the time of the resumed part only; the epochs' own times are in epoch_wall_s
+            r["resumed_from_epoch"] = resumed[s]
+            r["train_s_resumed_part"] = round(train_s[s], 1)
+            train_s[s] = None
         r["train_s"] = None if train_s[s] is None else round(train_s[s], 1)
         r["judge_reward_train_s"] = None if judge_reward is None or train_s[s] is None else round(judge_reward + train_s[s], 1)
     first_run = runs_by_seed[train_seeds[0]]
@@ -547,7 +571,8 @@ def open_store_at(home: Path):
 ALGOS = ("ddpo", "rwr", "dpo")
 H_TARGET = {"ddpo": 0.7, "rwr": 0.7, "dpo": 0.6}  # issue targets: headroom captured on every oracle
 ADHERENCE_BOUND = 5.0  # points of prompt adherence a tuned model may lose against the base
-HEADLINE_ARGS = "--pool-per-prompt 8 --test-prompts 12 --seeds 4 --adherence-n 48 --threads 1 --train-seeds 0,1"
+LOOP_ARGS = "--pool-per-prompt 8 --test-prompts 12 --seeds 4 --adherence-n 48 --threads 1"
+HEADLINE_ARGS = LOOP_ARGS + " --train-seeds 0,1"
 README = ROOT / "README.md"
 
 
@@ -625,7 +650,7 @@ def table_rows(data: dict) -> list[str]:
                 cells.append(f"**{cell}**" if met else cell)
     if cells:
         out.append("| rounds: 3 x 100 judgements capture at least the H of 1 x 300 (H after each round) | every oracle | "
-                   + "; ".join(cells) + " | `python bench/bench_train.py loop --oracle O --algo A` |")
+                   + "; ".join(cells) + f" | `python bench/bench_train.py loop --oracle O --algo A {LOOP_ARGS}` |")
     return out
 
 
@@ -857,6 +882,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="reuse the home's pool, judgements and reward version")
     ap.add_argument("--eval-only", action="store_true",
                     help="with --keep: evaluate the runs already in the home (one per training seed), no training")
+    ap.add_argument("--resume-runs", action="store_true",
+                    help="with --keep: finish the home's interrupted runs of these training seeds, keep finished ones, "
+                         "train the missing ones (after a benchmark was killed)")
     ap.add_argument("--train-seeds", default="0",
                     help="quality: train once per seed on the same pool, judgements and reward, e.g. 0,1 (the headline rows)")
     ap.add_argument("--rounds", type=int, default=3, help="loop: rounds of the many-round arm (the other arm has one)")

@@ -112,3 +112,14 @@ def test_the_benchmark_s_readme_rows_show_h_per_oracle_in_order():
     rows = bench.table_rows(data)
     assert len(rows) == 1 and rows[0].startswith("| steering, `ddpo` (toy defaults): headroom captured H | >= 0.7 | 0.45 / - / ")
     assert "**0.80** (0.70 to 0.90; seeds 0.75 / 0.85) / -;" in rows[0]
+
+
+def test_the_benchmark_s_rounds_row_shows_h_after_each_round_and_bolds_a_met_target():
+    bench = _bench()
+    arm = {"1x300": {"rounds": 1, "judgements_per_round": 300, "headroom_by_round": [0.6]},
+           "3x100": {"rounds": 3, "judgements_per_round": 100, "headroom_by_round": [0.2, 0.5, 0.7]}}
+    rows = bench.table_rows({"loop": {"big": {"ddpo": {**arm, "target_met": True, "oracle": "big"}}}})
+    assert rows == ["| rounds: 3 x 100 judgements capture at least the H of 1 x 300 (H after each round) | every oracle | "
+                    "**big ddpo: 1x300 0.60, 3x100 0.20 -> 0.50 -> 0.70** | "
+                    "`python bench/bench_train.py loop --oracle O --algo A --pool-per-prompt 8 --test-prompts 12 --seeds 4 "
+                    "--adherence-n 48 --threads 1` |"]
