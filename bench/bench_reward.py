@@ -286,13 +286,220 @@ def merge(paths: list[str], out: Path, plot_path: Path) -> None:
         print(f"{name}: uncertain@300 - random@400 = {r['uncertain_300_minus_random_400']:+.4f}")
 
 
+# -- spearman: does the reward rank fresh model samples as the oracle does? ---------------------------------
+
+SPEARMAN_ORACLES = "warm,cool,big,small,centered,dark,bright,warm+big,cool+centered"
+# What each single built-in oracle judges, left open in the prompts (as bench_train's quality rows do); a
+# composite leaves open what any of its parts judges.
+OPEN_ATTRIBUTES = {"warm": {"color"}, "cool": {"color"}, "big": {"size"}, "small": {"size"}, "centered": {"position"},
+                   "dark": {"color", "background"}, "bright": {"color", "background"}}
+SPEARMAN_TARGET = 0.75
+SPEARMAN_TRAIN_S = 300  # reward training within 5 minutes on the 2-core CPU
+
+
+def open_attributes(oracle: str) -> frozenset:
+    return frozenset().union(*(OPEN_ATTRIBUTES[part] for part in oracle.split("+")))
+
+
+def open_prompts(open_attrs: frozenset, heldout: bool, n: int) -> list[str]:
+    """Captions naming every attribute but `open_attrs` (training scenes, or the world's held-out scenes)."""
+    from rlft.toy import world
+
+    scenes = world.heldout_scenes() if heldout else world.train_scenes()
+    mention = frozenset(set(world.ATTRIBUTES) - open_attrs)
+    out: list[str] = []
+    for i, s in enumerate(scenes):
+        c = world.caption(s, world.CaptionPlan(mention, (i * 7) % world.N_TEMPLATES, i % 12, i))
+        if c not in out:
+            out.append(c)
+    rng = np.random.default_rng(1 if heldout else 0)
+    return [out[i] for i in rng.permutation(len(out))[:n]]
+
+
+def spearman_pool(open_attrs: frozenset, n_prompts: int, per_prompt: int) -> list[tuple[Path, str]]:
+    """(file, prompt) of the pool: `per_prompt` toy-model images (20 DDIM steps, CFG 3, seeds from 0) for each of
+    `n_prompts` training prompts that leave `open_attrs` open; generated once per open set and kept."""
+    key = "-".join(sorted(open_attrs))
+    folder = WORK / "spearman" / f"pool-{key}-{n_prompts}x{per_prompt}"
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        return [(folder / f, p) for f, p in json.loads(manifest.read_text())]
+    from rlft.models.generate import generate
+    from rlft.models.pipeline import load_pipeline
+
+    prompts = open_prompts(open_attrs, heldout=False, n=n_prompts)
+    pipe = load_pipeline("toy", device="cpu")
+    shutil.rmtree(folder, ignore_errors=True)
+    records = generate(pipe, prompts, n=per_prompt, seed=0, steps=20, guidance=3.0, batch_size=16, out_dir=folder,
+                       progress=False)
+    manifest.write_text(json.dumps([(r.path.name, r.prompt) for r in records]))
+    return [(r.path, r.prompt) for r in records]
+
+
+def fresh_samples(open_attrs: frozenset, n_prompts: int, seeds: int, exclude: set[str]):
+    """(PIL images, prompts): new toy-model samples on held-out prompts (not in `exclude`) that leave `open_attrs`
+    open, `seeds` each (seeds 10,000.., 20 DDIM steps, CFG 3: how bench_train evaluates steering); kept on disk."""
+    import pickle
+
+    key = "-".join(sorted(open_attrs))
+    path = WORK / "spearman" / f"fresh-{key}-{n_prompts}x{seeds}.pkl"
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    import torch
+
+    from rlft.models.pipeline import load_pipeline
+
+    prompts = [p for p in open_prompts(open_attrs, heldout=True, n=10_000) if p not in exclude][:n_prompts]
+    prompts = [p for p in prompts for _ in range(seeds)]
+    seeds_ = [10_000 + i % seeds for i in range(len(prompts))]
+    pipe = load_pipeline("toy", device="cpu", scheduler="ddim")
+    images = []
+    for i in range(0, len(prompts), 16):
+        gens = [torch.Generator().manual_seed(s) for s in seeds_[i:i + 16]]
+        with torch.no_grad():
+            images += pipe(prompts[i:i + 16], num_inference_steps=20, guidance_scale=3.0, generator=gens).images
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps((images, prompts)))
+    return images, prompts
+
+
+def judged_home(oracle: str, pool: list[tuple[Path, str]], judgements: int, seed: int, fresh: bool,
+                strategy: str | None = None) -> Path:
+    """A home whose store holds the pool and `judgements` simulated judgements of `oracle` (a rater 90% consistent
+    with it, noise calibrated on the pool; `strategy`, default the store's default pair strategy, as `rlft simulate`
+    runs it)."""
+    import prefs
+    from rlft.sim.oracles import resolve_oracle
+    from rlft.sim.rater import SimulationConfig, simulate
+
+    home = WORK / "spearman" / (f"home-{oracle}-{judgements}-s{seed}" + (f"-{strategy}" if strategy else ""))
+    done = home / "simulate.json"
+    if done.is_file() and not fresh:
+        shutil.rmtree(home / "rewards", ignore_errors=True)
+        return home
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    with prefs.open_store(home=home, seed=seed) as store:
+        for path, prompt in pool:
+            store.add_image(path, prompt=prompt, model="toy")
+        sim = simulate(store, resolve_oracle(oracle), SimulationConfig(n=judgements, consistency=TARGET_CONSISTENCY,
+                                                                      seed=seed, strategy=strategy))
+    done.write_text(json.dumps(sim, default=str) + "\n")
+    return home
+
+
+# name -> `rlft reward train` settings (RewardTrainConfig fields). Every variant holds out the same 20% by image
+# (`--split image`): the tuned ones stop early on it, and all train on the same 80%.
+SPEARMAN_VARIANTS = {
+    "frozen": {"split": "image"},  # the default reward: frozen CLIP, cached embeddings, MLP x5 fitted full-batch
+    "heads": {"split": "image", "tune": {"mode": "heads"}},  # frozen CLIP, the MLPs trained as tuned ones (early stopping)
+    "tuned": {"split": "image", "tune": {"mode": "blocks"}},  # the last 2 blocks tuned with the MLP heads
+    "tuned-patch": {"split": "image", "fit": {"head": "patch"}, "tune": {"mode": "blocks"}},  # ... with the patch head
+    "frozen-patch": {"split": "image", "fit": {"head": "patch"}},  # frozen tower, patch head fitted full-batch
+    "lora": {"split": "image", "tune": {"mode": "lora"}},  # LoRA rank 8 on every block, MLP heads
+}
+
+
+def spearman_row(oracle: str, args) -> dict:
+    """One oracle: pool, judgements, each variant's reward (timed) and its Spearman on fresh samples."""
+    import torch
+    from scipy.stats import spearmanr
+
+    import prefs
+    import reward
+    from reward.embeddings import EmbeddingCache
+    from reward.fit import FitConfig
+    from reward.scorer import RewardScorer
+    from reward.training import RewardTrainConfig
+    from reward.tune import TuneConfig
+    from rlft.sim.oracles import resolve_oracle
+
+    attrs = open_attributes(oracle)
+    pool = spearman_pool(attrs, args.train_prompts, args.pool_per_prompt)
+    images, prompts = fresh_samples(attrs, args.test_prompts, args.test_seeds, {p for _, p in pool})
+    fn = resolve_oracle(oracle)
+    u = np.array([fn(im, p) for im, p in zip(images, prompts, strict=True)])
+    home = judged_home(oracle, pool, args.judgements, args.rater_seed, args.fresh, args.strategy)
+    sim = json.loads((home / "simulate.json").read_text())
+    row = {"fresh_samples": len(images), "distinct_oracle_values": int(len(np.unique(np.round(u, 6)))),
+           "rater_noise": sim.get("noise"), "rater_agreement": sim.get("agreement"), "variants": {}}
+    for name in args.variants.split(","):
+        settings = dict(SPEARMAN_VARIANTS[name])
+        fit = FitConfig(**settings.pop("fit", {}))
+        tune = TuneConfig(**settings.pop("tune", {}))
+        config = RewardTrainConfig(clip="toy", fit=fit, tune=tune, seed=args.seed, **settings)
+        load = os.getloadavg()[0]
+        with prefs.open_store(home=home) as store:
+            t = time.perf_counter()
+            result = reward.train(store, config, progress=False, home=home)
+            train_s = time.perf_counter() - t
+        model = reward.load(str(result.path))
+        with torch.no_grad():
+            score = np.concatenate([model.score(images[i:i + 64], prompts[i:i + 64]).numpy()
+                                    for i in range(0, len(images), 64)])
+        rho = float(spearmanr(u, score).correlation)
+        with prefs.open_store(home=home) as store:  # the active-learning scorer over the pool (embeddings cached
+            pool_rows = list(store.images())        # by the training for the frozen path; computed on the fly else)
+            t = time.perf_counter()
+            RewardScorer(model, store, EmbeddingCache("toy", home=home))(pool_rows)
+            scorer_s = time.perf_counter() - t
+        m = result.metrics
+        row["variants"][name] = {"spearman": round(rho, 4), "train_s": round(train_s, 1), "load_1m_before": round(load, 2),
+                                 "scorer_images_per_s": round(len(pool_rows) / scorer_s, 1),
+                                 "val_accuracy": m.get("val_accuracy"), "val_log_loss": m.get("val_log_loss"),
+                                 "tower": (model.metadata.get("tower") or {}).get("fit"), "settings": SPEARMAN_VARIANTS[name]}
+        print(f"{oracle:>14} {name:>10}: spearman {rho:.3f}  train {train_s:.0f} s  val acc "
+              f"{m.get('val_accuracy') if m.get('val_accuracy') is None else round(m['val_accuracy'], 3)}  "
+              f"(load {load:.1f})", flush=True)
+    return row
+
+
+def spearman(args) -> None:
+    """Per oracle: reward Spearman against the oracle on fresh held-out samples, for each variant (timed); merged
+    into bench/results/reward.json under "spearman" (each oracle's row replaced, the others kept), or with
+    --trial under "spearman"/"trials"/NAME."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    out_path = Path(args.out)
+    for oracle in args.oracles.split(","):
+        row = spearman_row(oracle, args)
+        data = json.loads(out_path.read_text()) if out_path.is_file() else {}
+        node = data.setdefault("spearman", {})
+        if args.trial:
+            node = node.setdefault("trials", {}).setdefault(args.trial, {})
+        node.setdefault("rows", {})[oracle] = row
+        node["setup"] = {
+            "pool": f"{args.train_prompts} training prompts x {args.pool_per_prompt} toy-model images (20 DDIM steps, "
+                    "CFG 3), the oracle's attributes left open in the prompts",
+            "judgements": args.judgements, "rater": f"{TARGET_CONSISTENCY:.0%} consistent with the oracle (noise "
+                                                   f"calibrated on the pool), strategy {args.strategy or 'the store default'}",
+            "fresh": f"{args.test_prompts} held-out prompts x {args.test_seeds} seeds (20 DDIM steps, CFG 3)",
+            "metric": "Spearman of the reward's ensemble mean and the noiseless oracle on the fresh samples",
+            "variants": {name: SPEARMAN_VARIANTS[name] for name in args.variants.split(",")},
+            "threads": args.threads, "rater_seed": args.rater_seed, "seed": args.seed,
+            "targets": {"spearman": SPEARMAN_TARGET, "train_s": SPEARMAN_TRAIN_S, "checked_on": args.best},
+        }
+        node["machine"] = {"cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                           "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if not args.trial:
+            checked = [r["variants"].get(args.best) for r in node["rows"].values()]
+            node["all_targets_met"] = (len(node["rows"]) == len(SPEARMAN_ORACLES.split(",")) and all(
+                v is not None and v["spearman"] >= SPEARMAN_TARGET and v["train_s"] <= SPEARMAN_TRAIN_S for v in checked))
+        out_path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", nargs="?", default="curves", choices=["curves", "spearman"],
+                    help="curves: accuracy curves, throughput, 100k training; spearman: Spearman on fresh samples")
     ap.add_argument("--pool", type=int, default=120, help="toy-pipeline images in the pool")
     ap.add_argument("--gen-steps", type=int, default=10, help="DDIM steps for the pool images")
     ap.add_argument("--seeds", type=int, default=1, help="simulated raters per (oracle, strategy)")
     ap.add_argument("--first-seed", type=int, default=0, help="raters are seeds first-seed .. first-seed + seeds - 1 (to add raters to a run)")
-    ap.add_argument("--oracles", default="warm,cool,big,small,centered,dark,bright")
+    ap.add_argument("--oracles", default=None, help="comma-separated (default: the 7 single oracles for curves, "
+                    "those and the composites for spearman)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--head", default="mlp", choices=["linear", "mlp"], help="reward head for the learning curves")
     ap.add_argument("--active", default="uncertain", choices=["uncertain", "bald", "epig"], help="strategy of the active curve")
@@ -302,7 +509,29 @@ def main() -> None:
     ap.add_argument("--plot", default=str(ROOT / "docs" / "reward_learning_curves.png"))
     ap.add_argument("--throughput-only", action="store_true", help="re-measure embedding throughput only, updating --out")
     ap.add_argument("--merge", default=None, help="comma-separated result files to pool into --out (no measuring)")
+    sp = ap.add_argument_group("spearman mode")
+    sp.add_argument("--judgements", type=int, default=300)
+    sp.add_argument("--train-prompts", type=int, default=24, help="pool prompts (training prompts of the toy world)")
+    sp.add_argument("--pool-per-prompt", type=int, default=8, help="pool images per prompt (8: 192 images)")
+    sp.add_argument("--test-prompts", type=int, default=32, help="held-out prompts of the fresh samples")
+    sp.add_argument("--test-seeds", type=int, default=4, help="fresh samples per held-out prompt")
+    sp.add_argument("--rater-seed", type=int, default=0, help="seed of the simulated rater (pairs and noise)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of reward training (--seed of `rlft reward train`)")
+    sp.add_argument("--variants", default="frozen,heads,tuned,tuned-patch", help=f"reward settings to compare: {', '.join(SPEARMAN_VARIANTS)}")
+    sp.add_argument("--best", default="tuned", help="the variant the targets are checked on")
+    sp.add_argument("--strategy", default=None, help="pair strategy of the simulated rater (default: the store's)")
+    sp.add_argument("--trial", default=None, help="record the rows under spearman/trials/NAME (headline rows untouched)")
+    sp.add_argument("--fresh", action="store_true", help="judge again (default: reuse a home judged with the same settings)")
     args = ap.parse_args()
+    if args.mode == "spearman":
+        if args.oracles is None:
+            args.oracles = SPEARMAN_ORACLES
+        unknown = [v for v in args.variants.split(",") if v not in SPEARMAN_VARIANTS]
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; valid: {', '.join(SPEARMAN_VARIANTS)}")
+        spearman(args)
+        return
+    args.oracles = args.oracles or "warm,cool,big,small,centered,dark,bright"
     if args.merge:
         merge(args.merge.split(","), Path(args.out), Path(args.plot))
         return

@@ -15,11 +15,15 @@
 
     scorer = reward.make_scorer(store, "latest")  # for prefs' `uncertain` pair strategy (active learning)
     result = reward.train(store, reward.RewardTrainConfig(clip="toy", fit=reward.FitConfig(head="mlp", ensemble=5)))
+    tuned = reward.train(store, reward.RewardTrainConfig(split="image", tune=reward.TuneConfig(mode="blocks")))
+    result.model                                  # the new version in memory, as reward.load gives it
 
 Utilities are on the Bradley-Terry logit scale: P(a beats b) = sigmoid(r(a) - r(b)), centred on the training
 pool. Modules: `clip` (CLIP specs, differentiable preprocessing), `embeddings` (the on-disk cache), `heads`,
 `loss`, `fit`, `data`, `evaluate`, `training`, `versions`, `model`, `scorer`, `reward_fn`, `laion` (LAION
-aesthetic priors), `aesthetic` (aesthetic embeddings and aesthetic-gradients conditioning).
+aesthetic priors), `aesthetic` (aesthetic embeddings and aesthetic-gradients conditioning), `tower` (the CLIP
+image tower as the heads' feature extractor: frozen, LoRA or last blocks; patch tokens), `tune` (tuning it with
+the heads on the judgements, early stopping).
 Errors for bad input are `prefs.errors.UserError` / `NotFoundError`.
 """
 
@@ -37,6 +41,7 @@ _LAZY = {
     "train": "reward.training",
     "RewardTrainConfig": "reward.training",
     "FitConfig": "reward.fit",
+    "TuneConfig": "reward.tune",
     "EmbeddingCache": "reward.embeddings",
     "load_laion": "reward.laion",
     "load_embedding": "reward.aesthetic",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from prefs.errors import UserError
-from reward.heads import HEADS, build_head
+from reward.heads import HEADS, TOKEN_HEADS, build_head
 from reward.loss import TIE_MODES, bt_loss, rao_kupper_loss
 
 
@@ -77,12 +77,16 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
                  t: np.ndarray | None = None, prior=None) -> FitResult:
     """Fit `config.ensemble` heads to judgements (ia[k] vs ib[k], target y[k] = P(a wins)).
 
-    `x`: N x D image embeddings; `t`: N x D prompt embeddings (each image's own prompt) for prompt-conditioned
-    heads; `prior`: a `reward.laion.LaionHead` to start from. With K > 1 members each sees a bootstrap
+    `x`: N x D image embeddings (N x (1 + L) x D token features for the `patch` head); `t`: N x D prompt
+    embeddings (each image's own prompt) for prompt-conditioned heads; `prior`: a `reward.laion.LaionHead` to start from. With K > 1 members each sees a bootstrap
     resample of the judgements (Poisson(1) weights); a single head sees them all.
     """
     if len(ia) == 0:
         raise UserError("no usable judgements to fit (a, b and tie outcomes count; skip and both_bad do not)")
+    if (config.head in TOKEN_HEADS) != (np.ndim(x) == 3):
+        raise UserError(f"the {config.head} head reads " + ("patch tokens (N x (1 + L) x D features from a "
+                        "reward.tower.Tower)" if config.head in TOKEN_HEADS else "N x D embeddings") +
+                        f", got features of shape {np.shape(x)}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     X = torch.as_tensor(x, dtype=torch.float32)
@@ -99,7 +103,7 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
 
             head = LaionPriorHead(copy.deepcopy(prior.layers), getattr(prior, "path", None))
         else:
-            head = build_head(config.head, X.shape[1], config.prompt, hidden=config.hidden)
+            head = build_head(config.head, X.shape[-1], config.prompt, hidden=config.hidden)
         head.set_standardisation(X[used], None if T is None else T[used])
         w = torch.as_tensor(rng.poisson(1.0, len(ia)), dtype=torch.float32) if config.ensemble > 1 else None
         lt = torch.zeros((), requires_grad=True) if config.ties == "rao-kupper" else None

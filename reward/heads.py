@@ -10,8 +10,10 @@ matter to Bradley-Terry; centring makes ensemble members comparable, so their sp
 - `laion`: a LAION improved-aesthetic-predictor head (`--prior laion:PATH`), fine-tuned from its weights,
   times a learnt scale (its 1-10 scores are not on the logit scale). No standardisation: it expects raw
   L2-normalised embeddings.
+- `patch`: reads the patch tokens as well as the pooled embedding (a `reward.tower.Tower` with output
+  "tokens"), so *where* and *how big* are visible: see `PatchHead`.
 Prompt conditioning (`prompt=True`): the features are [x, x * t] (image, and image times prompt embedding),
-so the head can learn which image directions matter for which prompts.
+so the head can learn which image directions matter for which prompts (for `patch`, of the pooled embedding).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-HEADS = ("linear", "mlp")
+HEADS = ("linear", "mlp", "patch")
+TOKEN_HEADS = ("patch",)  # heads that read N x (1 + L) x D token features, not N x D embeddings
 
 
 class Head(nn.Module):
@@ -85,6 +88,73 @@ class MLPHead(Head):
         return {"kind": self.kind, "dim": self.dim, "prompt": self.prompt, "hidden": self.hidden, "dropout": self.dropout}
 
 
+class PatchHead(Head):
+    """Attention pooling over the patch grid with each patch's position: *where* and *how big*, not only *what*.
+
+    Input N x (1 + L) x D: the pooled embedding, then L patch tokens on a square grid (`Tower` output "tokens").
+    Each of `queries` learnt queries scores every patch (one logit per patch); its softmax over the grid weighs
+    (a) the patches' features, reduced to `reduced` channels, and (b) the moments of their grid positions (x, y,
+    x^2, y^2, xy in [-1, 1]: the centroid and spread of what it attends to, i.e. where and how big), and the mean
+    sigmoid of its logits is the share of the grid it covers (area). An MLP as `mlp`'s reads those beside the
+    pooled embedding (with the prompt terms when prompt-conditioned). Patch tokens are standardised per channel
+    with the training pool's statistics (buffers), the pooled part as every head's.
+    """
+
+    kind = "patch"
+    MOMENTS = 5
+
+    def __init__(self, dim: int, prompt: bool = False, hidden: int = 128, dropout: float = 0.1, queries: int = 4,
+                 reduced: int = 16):
+        super().__init__(dim, prompt)
+        self.hidden, self.dropout, self.queries, self.reduced = int(hidden), float(dropout), int(queries), int(reduced)
+        self.register_buffer("tok_mu", torch.zeros(dim))
+        self.register_buffer("tok_sigma", torch.ones(dim))
+        self.score = nn.Linear(dim, queries)
+        self.value = nn.Linear(dim, reduced)
+        n_in = len(self.mu) + queries * (reduced + self.MOMENTS + 1)
+        self.net = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2), nn.GELU(), nn.Linear(hidden // 2, 1),
+        )
+
+    def set_standardisation(self, x: torch.Tensor, t: torch.Tensor | None) -> None:
+        super().set_standardisation(x[:, 0], t)
+        tok = x[:, 1:].reshape(-1, x.shape[-1])
+        self.tok_mu.copy_(tok.mean(0))
+        self.tok_sigma.copy_(tok.std(0).clamp_min(1e-4) if len(tok) > 1 else torch.ones_like(self.tok_sigma))
+
+    @staticmethod
+    def moments(n_patches: int, device=None) -> torch.Tensor:
+        """L x 5 position features of a square grid's patches (row-major, as ViT tokens): x, y, x^2, y^2, xy."""
+        g = int(round(n_patches ** 0.5))
+        if g * g != n_patches:
+            raise ValueError(f"the patch head needs a square grid of patch tokens, got {n_patches}")
+        c = (torch.arange(g, device=device, dtype=torch.float32) + 0.5) / g * 2 - 1
+        y, x = torch.meshgrid(c, c, indexing="ij")
+        x, y = x.flatten(), y.flatten()
+        return torch.stack([x, y, x * x, y * y, x * y], dim=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        if x.ndim != 3:
+            raise ValueError(f"the patch head reads token features N x (1 + L) x D, got shape {tuple(x.shape)}")
+        tok = (x[:, 1:] - self.tok_mu) / self.tok_sigma
+        logits = self.score(tok)  # N x L x Q
+        att = logits.softmax(dim=1)
+        pooled_values = torch.einsum("nlq,nlr->nqr", att, self.value(tok)).flatten(1)
+        where = torch.einsum("nlq,lm->nqm", att, self.moments(tok.shape[1], tok.device)).flatten(1)
+        area = torch.sigmoid(logits).mean(1)
+        f = torch.cat([self.features(x[:, 0], t), pooled_values, where, area], dim=-1)
+        return self.net(f).squeeze(-1) - self.offset
+
+    def penalty(self) -> torch.Tensor:
+        return super().penalty() + (self.score.weight ** 2).sum() + (self.value.weight ** 2).sum()
+
+    @property
+    def config(self) -> dict:
+        return {"kind": self.kind, "dim": self.dim, "prompt": self.prompt, "hidden": self.hidden, "dropout": self.dropout,
+                "queries": self.queries, "reduced": self.reduced}
+
+
 class LaionPriorHead(nn.Module):
     """A LAION aesthetic head fine-tuned as a reward: r = scale * laion(x) - offset."""
 
@@ -123,6 +193,9 @@ def build_head(kind: str, dim: int, prompt: bool = False, **kw) -> nn.Module:
         return LinearHead(dim, prompt)
     if kind == "mlp":
         return MLPHead(dim, prompt, hidden=kw.get("hidden", 128), dropout=kw.get("dropout", 0.1))
+    if kind == "patch":
+        return PatchHead(dim, prompt, hidden=kw.get("hidden", 128), dropout=kw.get("dropout", 0.1),
+                         queries=kw.get("queries", 4), reduced=kw.get("reduced", 16))
     if kind == "laion":
         from reward.laion import build_sequential
 

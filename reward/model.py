@@ -1,4 +1,5 @@
-"""`RewardModel`: a frozen CLIP plus K reward heads, loaded from a version; differentiable in the pixels."""
+"""`RewardModel`: a CLIP image tower (frozen, or tuned on the judgements) plus K reward heads, loaded from a version;
+differentiable in the pixels."""
 
 from __future__ import annotations
 
@@ -19,14 +20,17 @@ class RewardModel(torch.nn.Module):
 
     Attributes: `version` (e.g. "r0003"), `clip_spec`, `path` (the version folder), `metadata` (its
     reward.json), `members` (K, the ensemble size), `heads` (ModuleList), `log_theta` (Rao-Kupper tie
-    parameter or None).
+    parameter or None), `tower` (a `reward.tower.Tower` when the heads read a tuned tower or patch tokens; None
+    when they read the frozen CLIP's pooled embedding, which the on-disk embedding cache holds). All members
+    share the tower: one pass per image scores them all.
     """
 
     def __init__(self, heads: Sequence[torch.nn.Module], clip_spec: str, metadata: dict | None = None,
                  path: str | os.PathLike | None = None, log_theta: torch.Tensor | None = None, clip=None,
-                 device=None):
+                 device=None, tower=None):
         super().__init__()
         self.heads = torch.nn.ModuleList(heads)
+        self.tower = tower
         self.clip_spec = clip_spec
         self.metadata = dict(metadata or {})
         self.version = self.metadata.get("id")
@@ -67,7 +71,7 @@ class RewardModel(torch.nn.Module):
             raise UserError(f"member indices must be in 0..{self.members - 1}, got {indices}")
         meta = {**self.metadata, "members_of": self.version, "member_indices": indices}
         sub = RewardModel([self.heads[i] for i in indices], self.clip_spec, meta, self.path, self.log_theta,
-                          self._clip, self._device)
+                          self._clip, self._device, self.tower)
         sub.version = self.version
         return sub
 
@@ -87,8 +91,14 @@ class RewardModel(torch.nn.Module):
         return [pil_to_tensor(im) for im in images]
 
     def embed(self, images) -> torch.Tensor:
-        """L2-normalised CLIP image embeddings (N x D), differentiable for a pixel tensor."""
+        """What the heads read, differentiable for a pixel tensor: L2-normalised CLIP image embeddings (N x D), or,
+        with a tower (`self.tower`), its features: the tuned tower's embeddings, or N x (1 + L) x D with patch
+        tokens for the `patch` head."""
         x = self._pixels(images)
+        if self.tower is not None:
+            if isinstance(x, list):
+                return torch.cat([self.tower(t[None]) for t in x])
+            return self.tower(x)
         clip = self.clip
         if isinstance(x, list):  # PIL images of any sizes: preprocess one by one
             return torch.cat([clip.encode_pixels(t[None]) for t in x])
@@ -111,7 +121,8 @@ class RewardModel(torch.nn.Module):
 
     # -- scores -------------------------------------------------------------------------------------------
     def member_scores(self, emb: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        """K x N utilities of precomputed image embeddings."""
+        """K x N utilities of precomputed image features (`embed`'s output; the cached CLIP embeddings when the
+        version has no tower)."""
         dev = self._head_device()
         emb = emb.to(dev)
         text = text.to(dev) if text is not None else None
@@ -152,7 +163,8 @@ class RewardModel(torch.nn.Module):
         return float(p.mean()), float(p.std(unbiased=False)) if len(p) > 1 else 0.0
 
     def __repr__(self) -> str:
-        return f"RewardModel({self.version or 'unsaved'}, clip={self.clip_spec}, heads={self.members}x{self.metadata.get('config', {}).get('head', '?')})"
+        tower = f", tower={self.tower.mode}" if self.tower is not None and self.tower.mode != "none" else ""
+        return f"RewardModel({self.version or 'unsaved'}, clip={self.clip_spec}, heads={self.members}x{self.metadata.get('config', {}).get('head', '?')}{tower})"
 
 
 # -- persistence --------------------------------------------------------------------------------------------
@@ -192,6 +204,7 @@ def load(spec: str | os.PathLike | versions.RewardRef = "latest", device=None, h
     """Load a reward version: `latest`, an id like `r0003`, a version folder, or a `versions.RewardRef` (resolved
     already: loaded from its folder with its metadata, nothing looked up again).
 
+    A version with a tuned tower gets it back from `tower.safetensors` on a copy of its CLIP's frozen tower.
     Raises NotFoundError listing the versions for an unknown name, and one telling the user to run
     `rlft reward train` when there are none; UserError when the CLIP weights it was trained on have changed.
     """
@@ -212,7 +225,16 @@ def load(spec: str | os.PathLike | versions.RewardRef = "latest", device=None, h
         head = build_head(kind, **cfg)
         head.load_state_dict(state)
         heads.append(head.eval())
-    model = RewardModel(heads, meta["clip_spec"], meta, folder, tensors.get("log_theta"), device=device)
+    tower, clip = None, None
+    tower_spec = meta.get("tower") or {}  # versions from before towers have none: the frozen pooled embedding
+    if tower_spec.get("mode", "none") != "none" or tower_spec.get("output", "pooled") != "pooled":
+        from reward.clip import load_clip
+        from reward.tower import load_tower
+
+        clip = load_clip(meta["clip_spec"], device or "cpu")
+        tower = load_tower(clip, tower_spec, folder / tower_spec["file"] if tower_spec.get("file") else None)
+    model = RewardModel(heads, meta["clip_spec"], meta, folder, tensors.get("log_theta"), clip=clip, device=device,
+                        tower=tower)
     if device is not None:
         model.to(device)
     return model

@@ -3,7 +3,8 @@
     scorer = reward.make_scorer(store, "latest")     # a prefs.ScoreCache around the ensemble
     pair = store.next_pair("alice", "uncertain:0.7,balanced:0.25,repeat:0.05", scorer=scorer)
 
-Each image is scored once (embeddings come from the on-disk cache, utilities are memoised per sha256): the
+Each image is scored once (embeddings come from the on-disk cache, utilities are memoised per sha256; a version
+with a tower, tuned or read for its patch tokens, computes its own features from the files instead): the
 mean over ensemble members is the utility, their standard deviation the uncertainty, both on the
 Bradley-Terry logit scale as `prefs.samplers` expects, and each member's utilities go along (joint samples).
 Call `scorer.clear()` after loading a new version.
@@ -18,8 +19,12 @@ the store's standing judgements every `refit_every` votes (what `rlft simulate -
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from reward.embeddings import EmbeddingCache
+
+_log = logging.getLogger(__name__)
+TOWER_BATCH = 64  # images per tower pass when a version computes its own features
 
 
 class RewardScorer:
@@ -38,7 +43,7 @@ class RewardScorer:
 
         from reward.model import member_mean_std
 
-        kept, emb = self.cache.embed_pool(self.store, images, progress=False)
+        kept, emb = self._features(images)
         k = len(self.model.heads)
         members = np.zeros((k, len(images)))
         if kept:
@@ -48,6 +53,39 @@ class RewardScorer:
             members[:, cols] = self.model.member_scores_np(emb, text)[:, [at[images[j].sha256] for j in cols]]
         mean, std = member_mean_std(members)
         return mean.tolist(), std.tolist(), members
+
+    def _features(self, images):
+        """(the images whose files could be read, their features): the cached CLIP embeddings, or for a version
+        with a tower its own features, computed from the files here. Those are not cached on disk: a tuned toy-CLIP
+        pass costs about a millisecond an image (bench/bench_reward.py `spearman` measures it), and the ScoreCache
+        around this scorer computes each image once per process."""
+        if self.model.tower is None:
+            return self.cache.embed_pool(self.store, images, progress=False)
+        import torch
+
+        from prefs.pool import ImageError, read_image
+        from reward.embeddings import pil_to_tensor
+
+        kept, pixels = [], []
+        for im in images:
+            try:
+                pixels.append(pil_to_tensor(read_image(self.store.image_path(im))))
+            except ImageError as e:
+                _log.warning(f"skipped {e}")
+                continue
+            kept.append(im)
+        by_size: dict[tuple, list[int]] = {}
+        for i, x in enumerate(pixels):
+            by_size.setdefault(tuple(x.shape), []).append(i)
+        out: list = [None] * len(pixels)
+        with torch.no_grad():
+            for rows in by_size.values():
+                for start in range(0, len(rows), TOWER_BATCH):
+                    chunk = rows[start:start + TOWER_BATCH]
+                    feats = self.model.embed(torch.stack([pixels[i] for i in chunk])).cpu()
+                    for i, f in zip(chunk, feats, strict=True):
+                        out[i] = f
+        return kept, (torch.stack(out).numpy() if out else None)
 
 
 def make_scorer(store, reward="latest", cache: EmbeddingCache | None = None):

@@ -1,4 +1,8 @@
-"""`rlft reward train` as a library call: judgements -> embeddings -> heads -> held-out metrics -> a version."""
+"""`rlft reward train` as a library call: judgements -> embeddings -> heads -> held-out metrics -> a version.
+
+With the defaults the CLIP tower is frozen and its embeddings come from the on-disk cache (`reward.fit`, seconds).
+`--head patch` reads the frozen tower's patch tokens (computed in memory); `--tune lora|blocks` tunes the tower
+with the heads (`reward.tune`), and the version folder keeps the tuned tensors beside the heads."""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ from prefs.errors import UserError
 from reward import evaluate
 from reward.data import PairData, load_pairs, split
 from reward.fit import FitConfig, fit_ensemble
+from reward.heads import TOKEN_HEADS
+from reward.tune import TuneConfig
+from reward.versions import TOWER_NAME
 
 _log = logging.getLogger(__name__)
 
@@ -29,10 +36,15 @@ class RewardTrainConfig:
     prior: str | None = None  # laion:PATH, a LAION aesthetic head to start from
     rater: str | None = None  # only this rater's judgements (default: everyone's)
     seed: int = 0  # split, bootstrap and initialisation
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)  # tower: frozen (default), or LoRA / last blocks tuned
 
     def __post_init__(self):
         if isinstance(self.fit, dict):
             self.fit = FitConfig(**self.fit)
+        if isinstance(self.tune, dict):
+            self.tune = TuneConfig(**self.tune)
+        if self.prior is not None and self.fit.head == "patch":
+            raise UserError("a LAION prior is a head on the pooled embedding: use it without --head patch")
         if not 0 <= self.val_frac < 1:
             raise UserError(f"--val-frac must be in [0, 1), got {self.val_frac}")
 
@@ -43,6 +55,7 @@ class TrainResult:
     version: str
     metrics: dict  # val metrics of the reward and of each baseline
     n_judgements: int
+    model: object = None  # the new reward in memory, a RewardModel (what `reward.load` of the version gives)
 
 
 def embedded_pairs(store, cache, rater: str | None = None, prompt: bool = False, progress: bool = False,
@@ -76,13 +89,18 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
     from reward.embeddings import EmbeddingCache
     from reward.laion import load_laion, parse_prior
     from reward.model import save_weights
-    from reward.versions import write_version
+    from reward.versions import read_meta, write_version
 
     config = config or RewardTrainConfig()
     prior_path = parse_prior(config.prior)
     resolve_clip(config.clip)  # an unknown spec fails before any work
     prior = load_laion(prior_path) if prior_path else None
     cache = EmbeddingCache(config.clip, home=home)
+    if config.tune.mode != "none" or config.fit.head in TOKEN_HEADS:  # a tower that cannot be tuned fails before any work
+        from reward.tower import check_tower
+
+        check_tower(cache.clip, "none" if config.tune.mode == "heads" else config.tune.mode,
+                    "tokens" if config.fit.head in TOKEN_HEADS else "pooled", config.tune.blocks)
     data, x, t = embedded_pairs(store, cache, config.rater, config.fit.prompt, progress, notice)
     if prior is not None:
         prior.path = prior_path
@@ -91,14 +109,23 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
                             f"{x.shape[1]}-d; use --clip ViT-L-14/openai with LAION priors")
     tr, va = split(len(data), config.val_frac, config.split, config.seed, data.ia, data.ib, data.order)
     train_data = data.take(tr)
-    fitted = fit_ensemble(x, train_data.ia, train_data.ib, train_data.y,
-                          dataclasses.replace(config.fit, seed=config.seed), t=t, prior=prior)
+    fit = dataclasses.replace(config.fit, seed=config.seed)
+    tower, tower_meta = None, {"mode": "none", "output": "pooled"}
+    if config.tune.mode == "none" and config.fit.head not in TOKEN_HEADS:
+        fitted = fit_ensemble(x, train_data.ia, train_data.ib, train_data.y, fit, t=t, prior=prior)
+        features = torch.as_tensor(x)
+    else:
+        fitted, tower, features, tower_meta = _fit_with_tower(store, data, train_data, data.take(va), config, fit,
+                                                              cache, x, t, prior, progress)
+    with torch.no_grad():
+        T = torch.as_tensor(t) if t is not None else None
+        member = torch.stack([h(features, None if T is None else T.to(features.device)) for h in fitted.heads]).cpu().numpy()
     # val_accuracy is always there (null without a validation split): `reward list` promises it for every version.
     metrics: dict = {"train_loss": float(np.mean(fitted.train_loss)), "n_train": int(len(tr)), "n_val": int(len(va)),
                      "val_accuracy": None}
     if len(va):
         val = data.take(va)
-        metrics.update(_evaluate(fitted, x, t, val, config, cache, data, train_data, prior))
+        metrics.update(_evaluate(member, x, val, config, cache, data, train_data, prior))
     meta = {
         "clip_spec": config.clip,
         "clip_key": cache.source.cache_key(),
@@ -110,22 +137,74 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
         "metrics": metrics,
         "tie_model": config.fit.ties,
         "log_theta": None if fitted.log_theta is None else float(fitted.log_theta),
+        "tower": tower_meta,
     }
+    from reward.model import RewardModel
+
+    def in_memory(meta, path=None):
+        return RewardModel(fitted.heads, config.clip, meta, path, fitted.log_theta, tower=tower)
+
     if not save:
-        return TrainResult(Path(), "", metrics, len(data))
-    path = write_version(meta, lambda p: save_weights(p, fitted.heads, fitted.log_theta), home)
-    return TrainResult(path, path.name, metrics, len(data))
+        return TrainResult(Path(), "", metrics, len(data), in_memory(meta))
+    tower_bytes = _tower_file(tower, meta["tower"])
+
+    def write_weights(p: Path) -> None:
+        save_weights(p, fitted.heads, fitted.log_theta)
+        if tower_bytes is not None:
+            (p.parent / TOWER_NAME).write_bytes(tower_bytes)
+
+    path = write_version(meta, write_weights, home)
+    return TrainResult(path, path.name, metrics, len(data), in_memory(read_meta(path), path))
+
+
+def _fit_with_tower(store, data, train_data, val, config, fit, cache, x, t, prior, progress):
+    """Heads on the tower's features: patch tokens of the frozen tower (computed in memory, heads fitted
+    full-batch as on cached embeddings), or a tower tuned with the heads. Returns (fitted, tower, features of
+    every image, the tower's provenance for reward.json)."""
+    from reward.tower import Tower
+    from reward.tune import fit_tuned, pool_pixels, prefix_features, suffix_features
+
+    output = "tokens" if config.fit.head in TOKEN_HEADS else "pooled"
+    clip = cache.clip
+    if config.tune.mode == "heads" and output == "pooled":  # the cached embeddings are the frozen tower's features
+        fitted = fit_tuned(clip, None, (train_data.ia, train_data.ib, train_data.y), (val.ia, val.ib, val.y), fit,
+                           config.tune, output, t=t, prior=prior, progress=progress,
+                           features=torch.as_tensor(x, dtype=torch.float32))
+        return fitted, None, fitted.features, {**fitted.tower.spec, "file": None, "trainable_params": 0,
+                                               "fit": fitted.history}
+    pixels = pool_pixels(store, data.images, clip)
+    if config.tune.mode == "none":
+        tower = Tower(clip, "none", output)
+        features = suffix_features(tower, prefix_features(tower, pixels)).cpu()  # heads fitted full-batch on the CPU
+        fitted = fit_ensemble(features.numpy(), train_data.ia, train_data.ib, train_data.y, fit, t=t, prior=prior)
+        return fitted, tower, features, {**tower.spec, "file": None, "trainable_params": 0}
+    fitted = fit_tuned(clip, pixels, (train_data.ia, train_data.ib, train_data.y), (val.ia, val.ib, val.y), fit,
+                       config.tune, output, t=t, prior=prior, progress=progress)
+    trainable = sum(p.numel() for p in fitted.tower.trainable_parameters())
+    return fitted, fitted.tower, fitted.features, {**fitted.tower.spec, "file": TOWER_NAME if trainable else None,
+                                                   "trainable_params": trainable, "fit": fitted.history}
+
+
+def _tower_file(tower, tower_meta: dict) -> bytes | None:
+    """The tuned tower's tensors as safetensors bytes (None for a frozen tower); their sha256 goes in `tower_meta`."""
+    if tower is None or not tower.train_names:
+        return None
+    import hashlib
+
+    from safetensors.torch import save
+
+    data = save(tower.trainable_state())
+    tower_meta["sha256"] = hashlib.sha256(data).hexdigest()
+    return data
 
 
 def _p_from_scores(s: np.ndarray, val: PairData) -> np.ndarray:
     return evaluate.sigmoid(s[val.ia] - s[val.ib])
 
 
-def _evaluate(fitted, x, t, val: PairData, config, cache, data, train_data, prior) -> dict:
-    with torch.no_grad():
-        X = torch.as_tensor(x)
-        T = torch.as_tensor(t) if t is not None else None
-        member = torch.stack([h(X, T) for h in fitted.heads]).numpy()
+def _evaluate(member: np.ndarray, x, val: PairData, config, cache, data, train_data, prior) -> dict:
+    """Held-out metrics of the members' utilities (K x N, over `data.shas`) and the baselines (`x`: the frozen
+    CLIP embeddings)."""
     # Ensemble prediction: average the members' probabilities (a proper mixture), not their scores.
     p = evaluate.sigmoid(member[:, val.ia] - member[:, val.ib]).mean(0)
     out = {"val_" + k: v for k, v in evaluate.metrics(p, val.y, config.seed).items()}

@@ -1,8 +1,9 @@
 """Reward versions: `<home>/rewards/r0001/`, `r0002/`, ... and the `latest` alias.
 
 Each version folder holds `reward.json` (id, created_at, clip spec, config, metrics, judgements used, head
-configs: the provenance) and `weights.safetensors`. A version is built in a hidden temp folder and renamed
-into place, so a half-written version is never visible; `latest` is the highest id (no alias file to go stale).
+configs, the tower: the provenance) and `weights.safetensors`, and for a tuned CLIP tower `tower.safetensors`.
+A version is built in a hidden temp folder and renamed into place, so a half-written version is never visible;
+`latest` is the highest id (no alias file to go stale).
 
 A consumer resolves a spec once with `ref(spec)`: a `RewardRef` (folder, id, clip spec, created_at and the
 metadata, read once) that it checks and loads from, so `latest` moving meanwhile cannot change what it uses.
@@ -32,6 +33,7 @@ BUILDING = ".building-"  # prefix of a version being written: `.building-<host>-
 STALE_BUILD_S = 600  # a build takes seconds (the weights are small): one this old was killed, whoever made it
 META_NAME = "reward.json"
 WEIGHTS_NAME = "weights.safetensors"
+TOWER_NAME = "tower.safetensors"  # a tuned CLIP tower's tensors (LoRA or blocks), beside the heads' weights
 
 
 def rewards_dir(home=None, create: bool = True) -> Path:

@@ -16,7 +16,9 @@ def reward() -> None:
 
 @reward.command("train")
 @click.option("--clip", "clip", default="toy", show_default=True, help="CLIP for embeddings: toy, a folder, ARCH/TAG (ViT-L-14/openai for SD 1.x), hf-hub:...")
-@click.option("--head", type=click.Choice(["mlp", "linear"]), default="mlp", show_default=True, help="Reward head on the embedding.")
+@click.option("--head", type=click.Choice(["mlp", "linear", "patch"]), default="mlp", show_default=True,
+              help="Reward head: mlp or linear on the pooled CLIP embedding, or patch (attention pooling over the patch "
+                   "tokens with their grid positions: where and how big).")
 @click.option("--ensemble", type=int, default=5, show_default=True, help="Heads on bootstrap resamples (uncertainty for active learning).")
 @click.option("--val-frac", type=FINITE_FLOAT, default=0.2, show_default=True, help="Share of judgements held out for the metrics.")
 @click.option("--split", type=click.Choice(["random", "time", "image"]), default="random", show_default=True,
@@ -28,17 +30,33 @@ def reward() -> None:
 @click.option("--steps", type=int, default=200, show_default=True, help="Full-batch optimiser steps.")
 @click.option("--rater", default=None, help="Only this rater's judgements (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tune", type=click.Choice(["none", "heads", "lora", "blocks"]), default="none", show_default=True,
+              help="none: frozen CLIP tower, heads fitted full-batch on cached embeddings (seconds); heads: frozen tower, "
+                   "heads trained in mini-batches with early stopping on the held-out judgements; lora, blocks: the tower "
+                   "tuned with them (LoRA adapters, or its last --blocks blocks; minutes). Use --split image with these.")
+@click.option("--lora-rank", type=int, default=8, show_default=True, help="LoRA rank (--tune lora).")
+@click.option("--blocks", type=int, default=2, show_default=True, help="Last residual blocks tuned (--tune blocks).")
+@click.option("--epochs", type=int, default=30, show_default=True, help="Tuning passes over the judgements, at most.")
+@click.option("--patience", type=int, default=4, show_default=True,
+              help="Stop tuning after this many epochs without a lower validation loss (0: never early).")
+@click.option("--weight-decay", type=FINITE_FLOAT, default=0.1, show_default=True,
+              help="Decay of the tuned tower weights toward the frozen ones, per unit step size.")
+@click.option("--tower-lr", type=FINITE_FLOAT, default=1e-4, show_default=True, help="Step size of the tuned tower weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version's metadata as JSON.")
-def train_cmd(clip, head, ensemble, val_frac, split, prior, prompt_conditioned, ties, l2, steps, rater, seed, as_json):
+def train_cmd(clip, head, ensemble, val_frac, split, prior, prompt_conditioned, ties, l2, steps, rater, seed, tune,
+              lora_rank, blocks, epochs, patience, weight_decay, tower_lr, as_json):
     """Fit a reward on the stored judgements and save it as the next version (then `latest`)."""
     from prefs import open_store
     from reward.fit import FitConfig
     from reward.training import RewardTrainConfig, metrics_table, train
+    from reward.tune import TuneConfig
     from reward.versions import resolve
 
     config = RewardTrainConfig(clip=clip, fit=FitConfig(head=head, ensemble=ensemble, prompt=prompt_conditioned,
                                                         ties=ties, l2=l2, steps=steps),
-                               val_frac=val_frac, split=split, prior=prior, rater=rater, seed=seed)
+                               val_frac=val_frac, split=split, prior=prior, rater=rater, seed=seed,
+                               tune=TuneConfig(mode=tune, lora_rank=lora_rank, blocks=blocks, epochs=epochs,
+                                               patience=patience, weight_decay=weight_decay, tower_lr=tower_lr))
     with open_store() as store:
         result = train(store, config, progress=not as_json, notice=lambda m: click.echo(f"notice: {m}", err=True))
     if as_json:
@@ -72,8 +90,10 @@ def list_cmd(as_json):
     for v in versions:
         acc = (v.get("metrics") or {}).get("val_accuracy")
         acc_text = "n/a" if acc is None else f"{acc:.3f}"
+        mode = (v.get("tower") or {}).get("mode", "none")
+        tower = "" if mode == "none" else f" tuned {mode}"
         click.echo(f"{v['id']}  {v['created_at']}  {v['n_judgements']:>6} judgements  val accuracy {acc_text}  "
-                   f"{v['config']['head']} x{len(v['heads'])}  clip {v['clip_spec']}")
+                   f"{v['config']['head']} x{len(v['heads'])}  clip {v['clip_spec']}{tower}")
 
 
 @reward.command("show")
@@ -94,6 +114,13 @@ def show_cmd(version, as_json):
                f"ties {meta['tie_model']}, prompt-conditioned {cfg['fit']['prompt']}, prior {cfg['prior']}")
     click.echo(f"{meta['n_judgements']} judgements over {meta['n_images']} images; split {cfg['split']} "
                f"{cfg['val_frac']:.0%} held out, seed {cfg['seed']}")
+    tower = meta.get("tower") or {}
+    if tower.get("mode", "none") != "none":
+        what = f"LoRA rank {tower['lora_rank']}" if tower["mode"] == "lora" else f"last {tower['blocks']} block(s)"
+        fit = tower.get("fit") or {}
+        stop = (f", best epoch {fit['best_epoch']} of {fit['epochs_run']}" + (" (stopped early)" if fit.get("stopped_early") else "")
+                if fit.get("best_epoch") else f", {fit.get('epochs_run')} epochs")
+        click.echo(f"tower tuned: {what}, {tower['trainable_params']:,} weights in {tower['file']}{stop}")
     if meta["metrics"].get("n_val"):
         click.echo(metrics_table(meta["metrics"]))
     else:
