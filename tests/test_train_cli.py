@@ -43,6 +43,14 @@ def _judged_pool():
         store.record_judgement(blue, red, "b")
 
 
+def _processes_output(stderr: str, limit: int = 6000) -> str:
+    """What the processes a launcher started printed, without the launcher's own report of their exit (which
+    names the signal, not the cause)."""
+    cut = stderr.find("Traceback (most recent call last):\n  File \"<frozen runpy>\"")
+    mine = stderr[:cut] if cut > 0 else stderr
+    return mine[-limit:] + "\n[launcher] " + stderr[cut:][-600:] if cut > 0 else mine[-limit:]
+
+
 def _runs(home):
     return sorted(p.name for p in (home / "runs").glob("t*")) if (home / "runs").is_dir() else []
 
@@ -405,7 +413,8 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\na blue square\n")
     config_file.write_text(json.dumps({**TINY, "epochs": 2, "sample": {**TINY["sample"], "batch_size": 2}}))
-    env = {**os.environ, "RLFT_HOME": str(rlft_home), "OMP_NUM_THREADS": "1"}
+    # a process that dies in native code (a signal) prints its Python stack: the failure names where it stopped
+    env = {**os.environ, "RLFT_HOME": str(rlft_home), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
     def launch(*more, config=config_file):
         return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -420,7 +429,7 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
     assert refused.stderr.count("Error: --out") == 2 and "cannot make the run folder" in refused.stderr
 
     out = launch()
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, _processes_output(out.stderr)
     assert _runs(rlft_home) == ["t0001"] and out.stdout.count("run t0001 done") == 1
     assert (rlft_home / "runs" / "latest").resolve() == (rlft_home / "runs" / "t0001").resolve()
     metrics = [json.loads(l) for l in (rlft_home / "runs" / "t0001" / "metrics.jsonl").read_text().splitlines()]
@@ -437,7 +446,7 @@ def test_two_processes_train_one_run(model_folder, config_file, tmp_path, rlft_h
                                                                      "images_per_prompt": 4},
                                "optim": {"train_batch_size": 3}, "rwr": {"shared_noise": True}}))
     out = launch(config=rwr)
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, _processes_output(out.stderr)
     metrics = [json.loads(l) for l in (rlft_home / "runs" / "t0002" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3] and sum(m["padded_batches"] for m in metrics) > 0
 

@@ -94,7 +94,9 @@ def test_toy_defaults_per_algorithm_and_give_way_to_given_ones():
     assert TrainConfig.toy(kl_weight=0.0).kl_weight == 0.0 and TrainConfig.toy(algo="rwr", kl_weight=0.2).kl_weight == 0.2
     ddpo, rwr = TrainConfig.toy().optim, TrainConfig.toy(algo="rwr").optim
     assert (ddpo.learning_rate, ddpo.gradient_accumulation_steps) == (3e-3, 4) and (rwr.learning_rate, rwr.gradient_accumulation_steps) == (1e-3, 1)
-    assert (ddpo.inner_epochs, rwr.inner_epochs) == (1, 1) and not TrainConfig.toy(algo="rwr").rwr.shared_noise
+    assert (ddpo.inner_epochs, rwr.inner_epochs) == (1, 1)
+    awm = TrainConfig.toy(algo="rwr").rwr  # advantage-weighted matching: group advantages at a shared noise draw
+    assert (awm.weighting, awm.group_advantages, awm.shared_noise) == ("advantage", True, True)
     given = TrainConfig.toy(optim={"learning_rate": 1e-4}).optim  # a given value wins, the rest of the section stays
     assert (given.learning_rate, given.gradient_accumulation_steps) == (1e-4, 4)
     assert build_config("toy", {}, {"algo": "rwr"}).kl_weight == 1.0
@@ -114,13 +116,18 @@ def test_config_defaults_and_validation():
     assert diff(TrainConfig(), cfg) == ["ddpo.clip_range (0.0001 -> 0.0002)", "sample.guidance (3.0 -> 5.0)"]
     for bad, match in [({"algo": "ppo"}, "ddpo, rwr, dpo"), ({"epochs": 0}, "epochs"), ({"sample.eta": 0.0}, "eta"),
                        ({"optim.mixed_precision": "fp8"}, "bf16"), ({"lora.rank": -1}, "rank"),
-                       ({"nope": 1}, "valid"), ({"rwr.weighting": "soft"}, "exp or topk"), ({"ddpo.bogus": 1}, "clip_range"),
+                       ({"nope": 1}, "valid"), ({"rwr.weighting": "soft"}, "advantage, nft, exp, topk"), ({"ddpo.bogus": 1}, "clip_range"),
                        ({"rwr.guided_loss": "no"}, "true or false"), ({"ddpo.timestep_choice": "last"}, "random or first"),
                        ({"ddpo.discount": 0.0}, "discount must be a number > 0.0 and <= 1.0"), ({"ddpo.discount": 1.5}, "discount"),
                        ({"rwr.min_timestep": 1.0}, "below 1"), ({"dpo.min_timestep": -0.1}, "dpo.min_timestep must"),
                        ({"rwr.shared_noise": 1}, "rwr.shared_noise must be true or false"),
                        ({"rwr.clip_range": 1.0}, "rwr.clip_range must be a number >= 0.0 and below 1.0"),
-                       ({"rwr.clip_range": 0.1, "rwr.baseline": False}, "rwr.clip_range bounds the signed")]:
+                       ({"rwr.clip_range": 0.1, "rwr.weighting": "exp", "rwr.baseline": False}, "rwr.clip_range bounds the signed"),
+                       ({"rwr.clip_range": 0.1, "rwr.weighting": "nft"}, "nft bounds its own"),
+                       ({"rwr.nft_beta": 0.0}, "rwr.nft_beta must be a number > 0.0"),
+                       ({"rwr.adv_clip_max": -1.0}, "rwr.adv_clip_max must be"),
+                       ({"rwr.group_advantages": "yes"}, "rwr.group_advantages must be true or false"),
+                       ({"ddpo.group_advantages": 1}, "ddpo.group_advantages must be true or false")]:
         with pytest.raises(UserError, match=match):
             from_dict(bad)
     assert from_dict(TrainConfig.sd().to_dict()) == TrainConfig.sd()
@@ -131,6 +138,9 @@ def test_a_run_saved_before_a_field_existed_resumes_as_it_started():
     del saved["rwr"]["guided_loss"]  # config.json of a run written before rwr fitted the guided prediction
     assert from_saved(saved).rwr.guided_loss is False and TrainConfig.toy(algo="rwr").rwr.guided_loss is True
     assert from_saved(TrainConfig.toy(algo="rwr").to_dict()) == TrainConfig.toy(algo="rwr")
+    saved = TrainConfig.toy(algo="rwr", rwr={"weighting": "exp", "shared_noise": False}).to_dict()
+    del saved["rwr"]["group_advantages"]  # an exp-weighted run from before group advantages: the running stats
+    assert from_saved(saved).rwr.group_advantages is False and TrainConfig.toy(algo="rwr").rwr.group_advantages
     saved = TrainConfig.toy(algo="ddpo").to_dict()
     del saved["ddpo"]["timestep_choice"]  # a ddpo run from before it trained the first steps
     assert from_saved(saved).ddpo.timestep_choice == "random" and TrainConfig.toy().ddpo.timestep_choice == "first"

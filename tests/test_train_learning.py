@@ -106,7 +106,9 @@ def test_ddpo_trains_the_chosen_steps_with_the_temporal_discount(monkeypatch, ch
 @pytest.mark.parametrize("algo", ["rwr", "dpo"])
 def test_denoising_losses_train_only_the_noise_levels_asked_for(algo):
     def timesteps(min_timestep):
-        tr = make(algo, epochs=2, kl_weight=0.0, lora={"init_std": 0.01}, **{algo: {"min_timestep": min_timestep}})
+        # rwr without shared noise: a draw per sample, not one per prompt's group
+        section = {"min_timestep": min_timestep, **({"shared_noise": False} if algo == "rwr" else {})}
+        tr = make(algo, epochs=2, kl_weight=0.0, lora={"init_std": 0.01}, **{algo: section})
         seen, real = [], tr.algorithm.denoise_inputs
         tr.algorithm.denoise_inputs = lambda *a: (out := real(*a), seen.extend(out[2].tolist()))[0]
         tr.train()
@@ -233,21 +235,25 @@ def test_rwr_baseline_takes_no_step_when_every_sample_is_as_good():
     def flat(images, prompts, metadata):
         return torch.zeros(len(images)), {}
 
-    def trainer(baseline):
-        return Trainer(tiny_pipeline(0), tiny_config("rwr", epochs=1, rwr={"baseline": baseline}, lora={"init_std": 0.01}),
+    def trainer(rwr):
+        return Trainer(tiny_pipeline(0), tiny_config("rwr", epochs=1, rwr=rwr, lora={"init_std": 0.01}),
                        prompts=PROMPTS, reward_fn=flat, heldout_fn=flat, judgements=judgements())
 
-    for baseline, moves in [(True, False), (False, True)]:
-        tr = trainer(baseline)
+    # exp weights centred or not, and the group advantages (all 0 here) of the default
+    for rwr, moves in [({"weighting": "exp", "baseline": True}, False), ({"weighting": "exp", "baseline": False}, True),
+                       ({}, False)]:
+        tr = trainer(rwr)
         before = [p.detach().clone() for p in tr.params]
         tr.train()
         assert any(not torch.equal(a, b) for a, b in zip(before, tr.params, strict=False)) == moves
 
 
-@pytest.mark.parametrize("algo", ["ddpo", "rwr", "dpo"])
+@pytest.mark.parametrize("algo", ["ddpo", "rwr", "rwr-nft", "dpo"])
 def test_resume_equals_uninterrupted_run(tmp_path, algo):
-    # rwr also mixes in rated images; every algorithm with its regulariser on
-    over = {"lora": {"init_std": 0.01}, "kl_weight": 0.1, "rwr": {"mix_top_rated": 1}}
+    # rwr also mixes in rated images (two micro-batches, two optimizer steps: nft reads its sampling weights in the
+    # second); every algorithm with its regulariser on
+    algo, _, weighting = algo.partition("-")
+    over = {"lora": {"init_std": 0.01}, "kl_weight": 0.1, "rwr": {"mix_top_rated": 1, "weighting": weighting or "advantage"}}
 
     def trainer(run, **more):
         tr = make(algo, run_dir=tmp_path / run, **over, **more)

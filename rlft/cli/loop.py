@@ -62,7 +62,7 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
     if strategy and not oracle:
         raise UserError("--strategy picks the simulated rater's pairs; it needs --oracle (in `rlft ui`, pass --strategy there)")
     from rlft.sim.rater import SimulationConfig
-    from rlft.train.configure import build_config, image_size_of, read_config_file
+    from rlft.train.configure import build_config, family_of, image_size_of, read_config_file
     from rlft.train.tracking import check_trackers
 
     log_with = check_trackers(log_with)
@@ -79,7 +79,7 @@ def loop(model, prompts_source, rounds, n, oracle, judgements, consistency, stra
     if algo != "dpo":  # the reward's CLIP must see the model's images: a toy CLIP cannot judge SD's, nor the reverse
         from rlft.train.rewards import check_compatible
 
-        check_compatible(clip, image_size_of(model), model)
+        check_compatible(clip, image_size_of(model), model, family_of(model))
 
     def run(*args):
         click.echo(f"$ rlft {' '.join(map(str, args))}", err=True)

@@ -101,11 +101,15 @@ def export_lora(run, fmt, out):
         raise UserError(f"run {run_dir.name} has no checkpoint yet; nothing to export")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     config = from_saved(state["config"])
+    # the model family the LoRA fits (SDXL's layouts differ): the checkpoint's, else the run's record; a run from
+    # before either was recorded is SD 1.x, which `lora_family` tells from the adapters themselves
+    family = state.get("family") or runs.read_config(run_dir).get("provenance", {}).get("family")
     if fmt == "diffusers":
-        path = lora_io.save_diffusers(state["lora"], config.lora, out)
+        path = lora_io.save_diffusers(state["lora"], config.lora, out, family=family)
     else:
         path = Path(out)
         if path.suffix != ".safetensors":
             path = path / f"{run_dir.name}.safetensors" if path.is_dir() else path.with_suffix(".safetensors")
-        lora_io.save_kohya(state["lora"], config.lora, path, {"rlft_run": run_dir.name, "rlft_epoch": str(state["epoch"])})
+        lora_io.save_kohya(state["lora"], config.lora, path, {"rlft_run": run_dir.name, "rlft_epoch": str(state["epoch"])},
+                           family=family)
     click.echo(f"wrote {path}")

@@ -43,6 +43,11 @@ class Conditioning:
     def __len__(self) -> int:
         return int(self.embeds.shape[0])
 
+    def __iter__(self):
+        """`embeds, negative_embeds = cond`: the pair SD 1.x code passes around (`rlft.train.ddim.encode_prompts`).
+        It leaves out the added conditioning, so SDXL code passes the `Conditioning` itself."""
+        return iter((self.embeds, self.negative_embeds))
+
     def _map(self, fn) -> Conditioning:
         return Conditioning(
             fn(self.embeds), None if self.negative_embeds is None else fn(self.negative_embeds),
@@ -81,6 +86,7 @@ class ModelAdapter:
     """What sampling and training need from a pipeline of one family. Subclasses set `family` and `encode_prompt`."""
 
     family: str = ""  # a key of rlft.models.families.FAMILIES
+    size_conditioned: bool = False  # whether the UNet is told each image's size and crop (SDXL's micro-conditioning)
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -114,6 +120,12 @@ class ModelAdapter:
         `image_size`): SDXL conditions on it; SD 1.x ignores it.
         """
         raise NotImplementedError
+
+    def with_sizes(self, cond: Conditioning, sizes: Sequence[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]
+                   ) -> Conditioning:
+        """`cond` conditioned on each sample's own image geometry: `sizes[i]` is (original size, crop top-left,
+        target size) of sample i, each (height, width). Families without micro-conditioning return `cond` as it is."""
+        return cond
 
     def predict_noise(self, unet, latents: torch.Tensor, t, cond: Conditioning, guidance: float) -> torch.Tensor:
         """The UNet's noise prediction for `latents` at timestep `t` (one, or one per latent), guided as the
@@ -203,6 +215,7 @@ class SDXLAdapter(ModelAdapter):
     """
 
     family = "sdxl"
+    size_conditioned = True
 
     def time_ids(self, n: int, size: tuple[int, int] | None = None, *, original_size: tuple[int, int] | None = None,
                  crop: tuple[int, int] = (0, 0), dtype=None, device=None) -> torch.Tensor:
@@ -216,6 +229,15 @@ class SDXLAdapter(ModelAdapter):
             raise ValueError(f"the UNet's added embedding takes {expected} numbers, but {len(ids)} size ids of "
                              f"{unet.config.addition_time_embed_dim} and a {pooled_dim}-d pooled text make another count")
         return torch.tensor([ids], dtype=dtype, device=device).repeat(n, 1)
+
+    def with_sizes(self, cond, sizes):
+        if len(sizes) != len(cond):
+            raise ValueError(f"{len(sizes)} image sizes for {len(cond)} conditionings")
+        ref = cond.added["time_ids"]
+        ids = torch.cat([self.time_ids(1, target, original_size=original, crop=crop, dtype=ref.dtype, device=ref.device)
+                         for original, crop, target in sizes])
+        negative_added = {**cond.negative_added, "time_ids": ids} if cond.guided else {}
+        return Conditioning(cond.embeds, cond.negative_embeds, {**cond.added, "time_ids": ids}, negative_added)
 
     def encode_prompt(self, prompts, guidance, negative=None, *, size=None, device=None) -> Conditioning:
         device = device or self.pipe._execution_device

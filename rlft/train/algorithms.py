@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from rlft.train import losses
-from rlft.train.ddim import predict_noise, recompute_log_prob
+from rlft.train.ddim import recompute_log_prob
+from rlft.train.judged import JudgedLatents, encode_pairs_at_own_size
+from rlft.train.stats import group_advantages
 
 
 class Algorithm:
@@ -59,9 +61,14 @@ class Algorithm:
         all_held = None if held is None else acc.gather(torch.as_tensor(held, device=acc.device)).cpu().numpy()
         return all_prompts, all_rewards, all_held
 
-    def advantages(self, prompts, rewards, held):
+    def advantages(self, prompts, rewards, held, group: bool = False):
+        """This process's advantages and the epoch's reward metrics. With `group`, each reward is normalised within
+        its prompt's group of this epoch (`group_advantages`, GRPO); else per prompt over the stat tracker's running
+        buffer (`ddpo.per_prompt_stats`) or over the whole epoch."""
         all_prompts, all_rewards, all_held = self.gather(prompts, rewards, held)
-        if self.cfg.ddpo.per_prompt_stats:
+        if group:
+            adv = group_advantages(all_prompts, all_rewards)
+        elif self.cfg.ddpo.per_prompt_stats:
             adv = self.t.tracker.update(all_prompts, all_rewards)
         else:
             adv = (all_rewards - all_rewards.mean()) / (all_rewards.std() + 1e-6)
@@ -71,12 +78,13 @@ class Algorithm:
                    "samples": len(all_rewards)}
         return adv[k * n : (k + 1) * n], metrics
 
-    def base_prediction(self, noisy, steps, prompts, embeds, negative, guidance: float = 1.0):
-        """The frozen base's noise prediction from the same latents and timesteps, with the base's encodings of
-        `prompts` (`Trainer.base_embed`: `embeds`/`negative` themselves unless the text encoder trains)."""
-        embeds, negative = self.t.base_embed(prompts, guidance, embeds, negative)
+    def base_prediction(self, noisy, steps, prompts, cond, negative=None, guidance: float = 1.0):
+        """The frozen base's noise prediction from the same latents and timesteps, with the base's conditioning on
+        `prompts` (`Trainer.base_embed`: `cond` itself unless the text encoders train). `cond`: a `Conditioning`, or
+        SD 1.x's text states with `negative`."""
+        cond = self.t.base_embed(prompts, guidance, cond, negative)
         with self.t.base_model() as base, self.t.autocast():
-            return predict_noise(base, noisy, steps, embeds, negative, guidance)
+            return self.t.adapter.predict_noise(base, noisy, steps, cond, guidance)
 
     def minibatches(self, n: int, gen: torch.Generator, stats: dict, shuffle: bool = True, groups=None):
         """Index batches over `inner_epochs` passes; steps the optimizer every `gradient_accumulation_steps`.
@@ -136,15 +144,10 @@ class DDPO(Algorithm):
     def epoch(self, epoch: int) -> dict:
         t, cfg = self.t, self.cfg
         trajs, prompts, rewards, held = self.collect(epoch)
-        adv, metrics = self.advantages(prompts, rewards, held)
+        adv, metrics = self.advantages(prompts, rewards, held, group=cfg.ddpo.group_advantages)
         from rlft.train.ddim import Trajectory
 
-        traj = Trajectory(
-            sum((tr.prompts for tr in trajs), []), torch.cat([tr.prompt_embeds for tr in trajs]),
-            None if trajs[0].negative_embeds is None else torch.cat([tr.negative_embeds for tr in trajs]),
-            trajs[0].timesteps, torch.cat([tr.latents for tr in trajs]), torch.cat([tr.next_latents for tr in trajs]),
-            torch.cat([tr.log_probs for tr in trajs]), torch.cat([tr.final for tr in trajs]),
-        )
+        traj = Trajectory.cat(trajs)
         adv = torch.as_tensor(adv, dtype=torch.float32, device=t.device)
         n_steps = traj.latents.shape[1]
         n_train = max(1, int(round(n_steps * cfg.ddpo.timestep_fraction)))
@@ -158,13 +161,12 @@ class DDPO(Algorithm):
                 steps = torch.arange(n_train)
             step_w = cfg.ddpo.discount ** steps.double()
             step_w = (step_w / step_w.mean()).tolist()  # mean 1: the loss keeps plain DDPO's scale
-            ref_sub = sub  # the base policy's view of the trajectory: the base text encoder's encodings
+            ref_sub = sub  # the base policy's view of the trajectory: the base text encoders' conditioning
             if cfg.kl_weight > 0:
-                pos, neg = t.base_embed(sub.prompts, cfg.sample.guidance, sub.prompt_embeds, sub.negative_embeds)
-                ref_sub = dataclasses.replace(sub, prompt_embeds=pos, negative_embeds=neg)
+                ref_sub = dataclasses.replace(sub, cond=t.base_embed(sub.prompts, cfg.sample.guidance, sub.cond))
             for k, wk in zip(steps.tolist(), step_w, strict=False):
                 if cfg.lora.train_text_encoder:  # a fresh text-encoder graph for each step's backward
-                    sub.prompt_embeds, sub.negative_embeds = t.embed(sub.prompts, cfg.sample.guidance)
+                    sub.cond = t.embed(sub.prompts, cfg.sample.guidance)
                 with t.autocast():
                     out = recompute_log_prob(t.pipe, t.unet, sub, k, cfg.sample.guidance, cfg.sample.eta)
                 loss, info = losses.ppo_loss(out.log_prob.float(), sub.log_probs[:, k].float(), adv[idx],
@@ -184,13 +186,15 @@ class DDPO(Algorithm):
 
 
 class RWR(Algorithm):
-    """Reward-weighted regression (exp weights) or RAFT (top-k): the denoising loss on weighted own samples."""
+    """Reward-weighted denoising on the model's own samples (`RWRConfig`): advantage-weighted matching by default,
+    DiffusionNFT's negative-aware loss, reward-weighted regression (exp weights) or RAFT (top-k)."""
 
     name = "rwr"
 
     def __init__(self, trainer):
         super().__init__(trainer)
         self.extra = None  # (latents, prompts) of mixed-in top-rated images, encoded once
+        self.old = None  # nft: the LoRA weights that drew this epoch's samples
 
     def _extra(self):
         if self.extra is None and self.t.extra_images and self.cfg.rwr.mix_top_rated:
@@ -198,53 +202,91 @@ class RWR(Algorithm):
             self.extra = (encode_images(self.t, [im for im, _ in items]), [p for _, p in items])
         return self.extra
 
+    def weights(self, adv, prompts) -> tuple[torch.Tensor, dict]:
+        """Per-sample weights of the own samples, and metrics on them: the clipped advantages themselves (advantage,
+        nft), or exp / top-k weights, centred with `rwr.baseline`."""
+        rc = self.cfg.rwr
+        if rc.weighting in ("advantage", "nft"):
+            w = torch.as_tensor(adv, dtype=torch.float32).clamp(-rc.adv_clip_max, rc.adv_clip_max)
+            return w, {"adv_abs_mean": float(w.abs().mean())}
+        w = losses.rwr_weights(adv, prompts, rc.weighting, rc.beta, rc.top_k, rc.max_weight)
+        ess = float(w.sum() ** 2 / (w**2).sum())  # of the own samples' weights
+        return (w - 1.0 if rc.baseline else w), {"effective_samples": ess}
+
+    def old_prediction(self, noisy, steps, prompts, cond, negative=None, guidance: float = 1.0):
+        """nft: the prediction of the weights that drew this epoch's samples (`self.old`) at the same inputs (with
+        their text encoders' conditioning when those train too). `cond`: a `Conditioning`, or SD 1.x's text states
+        with `negative`."""
+        t = self.t
+        with torch.no_grad():
+            now = [p.detach().clone() for p in t.params]
+            for p, o in zip(t.params, self.old, strict=True):
+                p.copy_(o)
+            try:
+                cond = t.embed(prompts, guidance) if self.cfg.lora.train_text_encoder else t.conditioning(cond, negative)
+                with t.autocast():
+                    return t.adapter.predict_noise(t.raw_unet, noisy, steps, cond, guidance)
+            finally:
+                for p, n in zip(t.params, now, strict=True):
+                    p.copy_(n)
+
     def epoch(self, epoch: int) -> dict:
         t, cfg = self.t, self.cfg
+        rc = cfg.rwr
         trajs, prompts, rewards, held = self.collect(epoch)
-        adv, metrics = self.advantages(prompts, rewards, held)
-        w = losses.rwr_weights(adv, prompts, cfg.rwr.weighting, cfg.rwr.beta, cfg.rwr.top_k, cfg.rwr.max_weight)
-        ess = float(w.sum() ** 2 / (w**2).sum())  # of the own samples' weights
-        if cfg.rwr.baseline:  # own samples only; mixed-in rated images keep their positive weight
-            w = w - 1.0
+        adv, metrics = self.advantages(prompts, rewards, held, group=rc.group_advantages)
+        w, info = self.weights(adv, prompts)
+        metrics.update(info)
         x0 = torch.cat([tr.final for tr in trajs])
         all_prompts = list(prompts)
         extra = self._extra()
-        if extra is not None:
+        if extra is not None:  # mixed-in rated images keep their positive weight
             x0 = torch.cat([x0, extra[0]])
             all_prompts += extra[1]
-            w = torch.cat([w, torch.full((len(extra[1]),), float(cfg.rwr.mix_weight))])
+            w = torch.cat([w, torch.full((len(extra[1]),), float(rc.mix_weight))])
         # a prompt's own samples form a group; each mixed-in rated image is a group of its own
         groups = list(prompts) + [("rated", i) for i in range(len(all_prompts) - len(prompts))]
-        # top-k leaves most samples at weight 0: skip their compute (one process; under several, every process keeps
-        # its samples, so none is left without a batch while the others all-reduce)
-        keep = (w != 0).nonzero().flatten() if t.accelerator.num_processes == 1 else torch.arange(len(w))
+        # weight 0 (top-k's left-out samples, a group of equal rewards) gives no gradient: skip its compute (one
+        # process; under several, every process keeps its samples, so none is left without a batch while the others
+        # all-reduce). nft keeps them: its loss at r = 1/2 still holds the model near the sampling policy.
+        drop = t.accelerator.num_processes == 1 and rc.weighting != "nft"
+        keep = (w != 0).nonzero().flatten() if drop else torch.arange(len(w))
         x0, w = x0[keep], w[keep].to(t.device)
         all_prompts = [all_prompts[i] for i in keep.tolist()]
-        groups = [groups[i] for i in keep.tolist()] if cfg.rwr.shared_noise else None
+        groups = [groups[i] for i in keep.tolist()] if rc.shared_noise else None
+        if rc.weighting == "nft":
+            self.old = [p.detach().clone() for p in t.params]
         gen = torch.Generator().manual_seed(epoch)
         stats = {"loss": [], "kl": [], "grad_norm": [], "active_frac": []}
         padded = 0  # micro-batches repeated at zero loss (several processes only)
         accum = cfg.optim.gradient_accumulation_steps
-        guidance = cfg.sample.guidance if cfg.rwr.guided_loss else 1.0  # the guided prediction, as sampling uses it
+        guidance = cfg.sample.guidance if rc.guided_loss else 1.0  # the guided prediction, as sampling uses it
         for idx in self.minibatches(len(x0), gen, stats, groups=groups):
-            # shared noise: a prompt's samples are denoised from the same noise at the same timestep, so the
+            # shared noise: a group's samples are denoised from the same noise at the same timestep, so the
             # weighted loss compares the samples themselves rather than their noise draws (Diffusion-DPO's pairing)
             batch_groups = None if groups is None else [groups[i] for i in idx.tolist()]
-            noisy, noise, steps = self.denoise_inputs(x0[idx], gen, cfg.rwr.min_timestep, batch_groups)
+            noisy, noise, steps = self.denoise_inputs(x0[idx], gen, rc.min_timestep, batch_groups)
             batch_prompts = [all_prompts[i] for i in idx.tolist()]
-            embeds, negative = t.embed(batch_prompts, guidance)
+            cond = t.embed(batch_prompts, guidance)
+            old = None  # nft, once this epoch took an optimizer step: the sampling weights' prediction, read before the
+            if rc.weighting == "nft" and stats["grad_norm"]:  # forward pass whose graph holds the current weights
+                old = self.old_prediction(noisy, steps, batch_prompts, cond, guidance=guidance)
             with t.autocast():
-                eps = predict_noise(t.unet, noisy, steps, embeds, negative, guidance)
-            clip = cfg.rwr.clip_range  # > 0 only with the signed (baseline) weights: RWRConfig refuses it otherwise
+                eps = t.adapter.predict_noise(t.unet, noisy, steps, cond, guidance)
+            clip = rc.clip_range  # > 0 only with signed weights: RWRConfig refuses it otherwise
             ref = None
             if cfg.kl_weight > 0 or clip > 0:
-                ref = self.base_prediction(noisy, steps, batch_prompts, embeds, negative, guidance)
-            if clip > 0:
+                ref = self.base_prediction(noisy, steps, batch_prompts, cond, guidance=guidance)
+            if rc.weighting == "nft":
+                # until this epoch's first optimizer step the weights are still those that drew the samples
+                old = eps.detach() if old is None else old
+                loss = losses.nft_denoising_loss(eps, old, noise, w[idx], rc.nft_beta, rc.adv_clip_max)
+            elif clip > 0:
                 ref_mse = losses.per_sample_mse(ref, noise)
                 loss, active = losses.clipped_advantage_denoising_loss(eps, noise, w[idx], ref_mse, clip)
                 if not self.padding:
                     stats["active_frac"].append(active.item())
-            elif cfg.rwr.baseline:
+            elif rc.signed:
                 loss = losses.advantage_denoising_loss(eps, noise, w[idx])
             else:
                 loss = losses.weighted_denoising_loss(eps, noise, w[idx])
@@ -259,7 +301,7 @@ class RWR(Algorithm):
             else:
                 stats["loss"].append(loss.item())
             t.accelerator.backward(loss / accum)
-        metrics["effective_samples"] = ess
+        self.old = None
         if t.accelerator.num_processes > 1:  # over all processes
             metrics["padded_batches"] = int(t.accelerator.gather(torch.tensor([padded], device=t.device)).sum())
         return {**metrics, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
@@ -285,8 +327,10 @@ class DPO(Algorithm):
         j = trainer.judgements
         self.prompts = [x[2] for x in j]
         self.lose_prompts = [x[3] if len(x) > 3 else x[2] for x in j]
-        self.win = encode_images(trainer, [x[0] for x in j])
-        self.lose = encode_images(trainer, [x[1] for x in j])
+        if trainer.adapter.size_conditioned:  # SDXL: each pair at its own size, told to the UNet (rlft.train.judged)
+            self.pairs = encode_pairs_at_own_size(trainer, [(x[0], x[1]) for x in j])
+        else:
+            self.pairs = JudgedLatents(encode_images(trainer, [x[0] for x in j]), encode_images(trainer, [x[1] for x in j]))
 
     def epoch(self, epoch: int) -> dict:
         t, cfg = self.t, self.cfg
@@ -299,25 +343,12 @@ class DPO(Algorithm):
         accum = cfg.optim.gradient_accumulation_steps
         for batch in self.minibatches(n, gen, stats, shuffle=False):
             idx = pick[batch]
-            xw, xl = self.win[idx].to(t.device), self.lose[idx].to(t.device)
-            noisy_w, noise, steps = self.denoise_inputs(xw, gen, cfg.dpo.min_timestep)
-            noisy_l = t.pipe.scheduler.add_noise(xl, noise, steps)  # same noise and timestep, as the paper
-            ids = idx.tolist()
-            both_prompts = [self.prompts[i] for i in ids] + [self.lose_prompts[i] for i in ids]
-            both_e, _ = t.embed(both_prompts, 1.0)
-            base_e, _ = t.base_embed(both_prompts, 1.0, both_e, None)
-            noisy = torch.cat([noisy_w, noisy_l])
-            both_t = torch.cat([steps, steps])
-            with t.autocast():
-                eps = t.unet(noisy, both_t, encoder_hidden_states=both_e).sample
-            with t.base_model() as base, t.autocast():
-                ref = base(noisy, both_t, encoder_hidden_states=base_e).sample
-            target = torch.cat([noise, noise])
-            model_err = losses.per_sample_mse(eps, target).chunk(2)
-            ref_err = losses.per_sample_mse(ref, target).chunk(2)
-            loss, info = losses.dpo_loss(model_err[0], model_err[1], ref_err[0], ref_err[1], cfg.dpo.beta)
+            # pairs of one size share a UNet call; a micro-batch of several sizes (SDXL's buckets) takes one per size
+            parts = [self.errors(sub, gen) for sub in self.pairs.size_groups(idx)]
+            model_w, model_l, ref_w, ref_l, gap = (torch.cat(e) for e in zip(*parts, strict=True))
+            loss, info = losses.dpo_loss(model_w, model_l, ref_w, ref_l, cfg.dpo.beta)
             if cfg.kl_weight > 0:
-                reg = losses.per_sample_mse(eps, ref).mean()
+                reg = gap.mean()
                 loss = loss + cfg.kl_weight * reg
                 stats["kl"].append(reg.item())
             t.accelerator.backward(loss / accum)
@@ -325,6 +356,32 @@ class DPO(Algorithm):
             stats["implicit_acc"].append(info["implicit_acc"].item())
         out = {"pairs": n * acc.num_processes, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
         return out
+
+    def errors(self, idx, gen):
+        """The model's and the frozen reference's per-image denoising errors on the judgements `idx` (of one size):
+        (model winners, model losers, reference winners, reference losers, ||eps - eps_ref||^2 per image). Winner
+        and loser share noise and timestep, as the paper; each image is conditioned on its own prompt (and, on
+        SDXL, its own size and crop)."""
+        t, cfg = self.t, self.cfg
+        xw, xl, geometry = self.pairs.batch(idx, t.device)
+        noisy_w, noise, steps = self.denoise_inputs(xw, gen, cfg.dpo.min_timestep)
+        noisy_l = t.pipe.scheduler.add_noise(xl, noise, steps)  # same noise and timestep, as the paper
+        ids = idx.tolist()
+        both_prompts = [self.prompts[i] for i in ids] + [self.lose_prompts[i] for i in ids]
+        cond = t.embed(both_prompts, 1.0)
+        base_cond = t.base_embed(both_prompts, 1.0, cond)
+        if geometry is not None:
+            cond, base_cond = t.adapter.with_sizes(cond, geometry), t.adapter.with_sizes(base_cond, geometry)
+        noisy = torch.cat([noisy_w, noisy_l])
+        both_t = torch.cat([steps, steps])
+        with t.autocast():
+            eps = t.adapter.predict_noise(t.unet, noisy, both_t, cond, 1.0)
+        with t.base_model() as base, t.autocast():
+            ref = t.adapter.predict_noise(base, noisy, both_t, base_cond, 1.0)
+        target = torch.cat([noise, noise])
+        model_err = losses.per_sample_mse(eps, target).chunk(2)
+        ref_err = losses.per_sample_mse(ref, target).chunk(2)
+        return (*model_err, *ref_err, losses.per_sample_mse(eps, ref))
 
 
 def group_batches(groups, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:

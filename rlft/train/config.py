@@ -2,7 +2,7 @@
 
 `TrainConfig.toy()` holds the defaults for the toy world (finish within 20 minutes on a 2-core CPU);
 `TrainConfig.sd()` those for a real Stable Diffusion model, following ddpo-pytorch (`config/base.py`) and
-the Diffusion-DPO paper. `from_dict` / `to_dict` round-trip through the run's `config.json`.
+the Diffusion-DPO paper; `TrainConfig.sdxl()` those for an SDXL model. `from_dict` / `to_dict` round-trip through the run's `config.json`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class SampleConfig:
     eta: float = 1.0  # DDIM eta; 1 makes every step a proper Gaussian policy step (DDPO needs eta > 0)
     batch_size: int = 8  # images per sampling forward pass (speed/memory only, never the samples)
     samples_per_epoch: int = 32  # images drawn per epoch, across all processes
-    images_per_prompt: int = 4  # each drawn prompt is sampled this often per epoch: peers for per-prompt stats and top-k
+    images_per_prompt: int = 4  # G: each drawn prompt is sampled this often per epoch, a group of peers for group advantages, top-k and shared noise
     grid_prompts: int = 4  # prompts in the fixed-seed sample grid written each epoch
     grid_seeds: int = 4  # seeds per grid prompt
 
@@ -118,6 +118,7 @@ class DDPOConfig:
     per_prompt_stats: bool = True  # normalise rewards per prompt (running mean/std) rather than per batch
     stat_buffer_size: int = 32  # rewards remembered per prompt
     stat_min_count: int = 8  # below this many, a prompt uses the batch's mean/std instead of its own
+    group_advantages: bool = False  # GRPO: normalise each reward within its prompt's group of this epoch (sample.images_per_prompt samples) instead; overrides per_prompt_stats
 
     def __post_init__(self):
         _finite("ddpo.", "clip_range", self.clip_range, 0.0, low_open=True)
@@ -128,27 +129,44 @@ class DDPOConfig:
         _finite("ddpo.", "discount", self.discount, 0.0, 1.0, low_open=True)
         _positive_int("ddpo.", "stat_buffer_size", self.stat_buffer_size)
         _positive_int("ddpo.", "stat_min_count", self.stat_min_count)
+        for name in ("per_prompt_stats", "group_advantages"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"ddpo.{name} must be true or false, got {getattr(self, name)!r}")
+
+
+RWR_WEIGHTINGS = ("advantage", "nft", "exp", "topk")
 
 
 @dataclass
 class RWRConfig:
-    """Reward-weighted regression / reward-ranked fine-tuning on the model's own samples (Lee et al. 2023; RAFT)."""
+    """Reward-weighted denoising on the model's own samples.
 
-    weighting: str = "exp"  # exp: weight exp(advantage / beta); topk: keep the top_k samples per prompt
-    beta: float = 0.5  # temperature of exp weights (on normalised advantages); lower is greedier
-    top_k: int = 1  # with weighting=topk: samples kept per prompt per epoch
-    max_weight: float = 20.0  # cap on a single sample's normalised weight, so one lucky sample cannot dominate
+    The default is advantage-weighted matching (AWM, Xue et al. 2025): each prompt's group of samples is scored,
+    the rewards are normalised within the group (GRPO), and every sample's ordinary denoising loss, at a noise draw
+    and timestep its group shares, is weighted by its advantage. `nft` is DiffusionNFT's negative-aware form of the
+    same (Zheng et al. 2025); `exp` reward-weighted regression (Lee et al. 2023); `topk` RAFT (Dong et al. 2023).
+    """
+
+    weighting: str = "advantage"  # advantage (AWM) | nft (DiffusionNFT) | exp: exp(advantage / beta) | topk: each prompt's top_k samples (RAFT)
+    group_advantages: bool = True  # normalise rewards within each prompt's group of this epoch (GRPO); false: ddpo's running per-prompt stats (ddpo.per_prompt_stats)
+    adv_clip_max: float = 5.0  # advantage and nft: advantages clipped to [-c, c] (as ddpo); nft maps them to r = A / 2c + 1/2 in [0, 1]
+    nft_beta: float = 1.0  # nft: the implicit policies v+- = v_old +- beta (v_theta - v_old); the loss is bounded in v_theta, its minimum a step of |A| / (c beta) toward (or away from) the target
+    beta: float = 0.5  # exp: temperature of the weights (on normalised advantages); lower is greedier
+    top_k: int = 1  # topk: samples kept per prompt per epoch
+    max_weight: float = 20.0  # exp: cap on a single sample's normalised weight, so one lucky sample cannot dominate
     mix_top_rated: int = 0  # add this many of the person's top-rated pool images (with captions) per epoch
-    mix_weight: float = 1.0  # weight of each mixed-in rated image relative to an average own sample
+    mix_weight: float = 1.0  # weight (advantage, for advantage and nft) of each mixed-in rated image
     guided_loss: bool = True  # fit the CFG-combined noise prediction (at sample.guidance), the policy that drew the samples
-    baseline: bool = True  # weights minus their mean (1): equally good samples give no gradient, so no drift toward the sampler's own output
+    baseline: bool = True  # exp and topk: weights minus their mean (1), so equally good samples give no gradient (advantages are centred already)
     min_timestep: float = 0.0  # train on noise levels t >= min_timestep * T only (0: all, as Lee et al.; 0.5: the noisier half)
-    shared_noise: bool = False  # one noise draw and timestep per prompt's samples, trained in one micro-batch (as Diffusion-DPO pairs)
-    clip_range: float = 0.0  # > 0 (needs baseline): a sample stops contributing once its error is past (1 -/+ clip_range) x the base's at the same input
+    shared_noise: bool = True  # one noise draw and timestep per prompt's group, trained in one micro-batch, so the weights compare the samples rather than their noise draws
+    clip_range: float = 0.0  # > 0 (advantage, or exp/topk with baseline): a sample stops contributing once its error is past (1 -/+ clip_range) x the base's at the same input
 
     def __post_init__(self):
-        if self.weighting not in ("exp", "topk"):
-            raise UserError(f"rwr.weighting must be exp or topk, got {self.weighting!r}")
+        if self.weighting not in RWR_WEIGHTINGS:
+            raise UserError(f"rwr.weighting must be one of {', '.join(RWR_WEIGHTINGS)}, got {self.weighting!r}")
+        _finite("rwr.", "adv_clip_max", self.adv_clip_max, 0.0, low_open=True)
+        _finite("rwr.", "nft_beta", self.nft_beta, 0.0, low_open=True)
         _finite("rwr.", "beta", self.beta, 0.0, low_open=True)
         _positive_int("rwr.", "top_k", self.top_k)
         _finite("rwr.", "max_weight", self.max_weight, 0.0, low_open=True)
@@ -157,18 +175,25 @@ class RWRConfig:
         _finite("rwr.", "mix_weight", self.mix_weight, 0.0)
         _finite("rwr.", "min_timestep", self.min_timestep, 0.0, 1.0, high_open=True)
         _finite("rwr.", "clip_range", self.clip_range, 0.0, 1.0, high_open=True)
-        if self.clip_range > 0 and self.baseline is False:
-            raise UserError("rwr.clip_range bounds the signed (baseline) loss: set rwr.baseline = true or rwr.clip_range = 0")
-        for name in ("guided_loss", "baseline", "shared_noise"):
+        for name in ("guided_loss", "baseline", "shared_noise", "group_advantages"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"rwr.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.clip_range > 0 and self.weighting == "nft":
+            raise UserError("rwr.clip_range is for the signed loss; nft bounds its own: set rwr.clip_range = 0 or another rwr.weighting")
+        if self.clip_range > 0 and self.weighting in ("exp", "topk") and not self.baseline:
+            raise UserError("rwr.clip_range bounds the signed (baseline) loss: set rwr.baseline = true or rwr.clip_range = 0")
+
+    @property
+    def signed(self) -> bool:
+        """Whether the weights are centred (advantages, or exp/topk weights minus their mean)."""
+        return self.weighting in ("advantage", "nft") or self.baseline
 
 
 @dataclass
 class DPOConfig:
     """Diffusion-DPO on the stored pairwise judgements against the frozen base (Wallace et al. 2023)."""
 
-    beta: float = 5000.0  # KL strength beta_dpo: the paper's SD 1.5 value (2500 in its SDXL runs), and the toy world's (TrainConfig.toy)
+    beta: float = 5000.0  # KL strength beta_dpo: the paper's, for SD 1.5 and SDXL alike (the authors' launchers/sd15.sh and sdxl.sh), and the toy world's (TrainConfig.toy)
     pairs_per_epoch: int = 64  # judgements (winner, loser) drawn per epoch
     min_timestep: float = 0.0  # train on noise levels t >= min_timestep * T only (0: all, as the paper)
 
@@ -222,8 +247,11 @@ class TrainConfig:
         - `rwr` centres its weights (`rwr.baseline`), so samples as good as their peers give no gradient and the
           model does not drift toward its own output where the reward is silent (rwr-centred-weights).
         - `rwr` keeps kl-weight 1.0: lower weights lost adherence or collapsed (rwr-warm-fixed-rater, rwr-guided-loss).
-        - `rwr.shared_noise`, `optim.inner_epochs > 1`, `rwr.clip_range` and `min_timestep` stay off: none was better
-          on balance across oracles and seeds (rwr-shared-noise, rwr-clip-range-seeds, min-timestep-half).
+        - `rwr` is advantage-weighted matching (`rwr.weighting = advantage`): rewards normalised within each
+          prompt's group of `sample.images_per_prompt` samples, which share a noise draw and timestep
+          (`rwr.shared_noise`), so the weights compare the samples, not their noise (rwr-awm).
+        - `optim.inner_epochs > 1`, `rwr.clip_range` and `min_timestep` stay off: none was better on balance across
+          oracles and seeds (rwr-clip-range-seeds, min-timestep-half).
         - `dpo` uses the paper's beta of 5000: 100% on `bright` without adherence loss, where 2000 reached 72.9%
           (dpo-beta-5000)."""
         algo = overrides.get("algo", cls.algo)
@@ -242,6 +270,18 @@ class TrainConfig:
             rwr=RWRConfig(beta=1.0),
             dpo=DPOConfig(pairs_per_epoch=512),
         )
+        return from_dict(overrides, base=base)
+
+    @classmethod
+    def sdxl(cls, **overrides) -> TrainConfig:
+        """Defaults for an SDXL model on a GPU: `sd()`'s at the model's own 1024 px, with micro-batches of one sample
+        (two UNet passes under CFG; bench/gpu_sdxl.py measures a ddpo and a dpo step against a 24 GB card)
+        accumulated to sd()'s 16 samples per optimizer step, four images per sampling batch (the VAE decodes each
+        batch at 1024 px), and Diffusion-DPO's beta of 5000, which its authors used for SDXL as for SD 1.5
+        (launchers/sdxl.sh); their other SDXL settings (2048 pairs per step, lr 1e-8 per pair, Adafactor) are for
+        training the whole UNet, not a LoRA."""
+        base = cls.sd(sample={"batch_size": 4}, optim={"train_batch_size": 1, "gradient_accumulation_steps": 16},
+                      dpo={"beta": 5000.0})
         return from_dict(overrides, base=base)
 
     def to_dict(self) -> dict[str, Any]:
@@ -273,7 +313,7 @@ def _build(cls, values: dict, prefix: str):
 # Fields added after runs were already being written, with the behaviour of the code before them: a run
 # saved without the field resumes as it started.
 LEGACY_FIELDS: dict[tuple[str, str], Any] = {("rwr", "guided_loss"): False, ("rwr", "baseline"): False,
-                                             ("ddpo", "timestep_choice"): "random"}
+                                             ("ddpo", "timestep_choice"): "random", ("rwr", "group_advantages"): False}
 # Fields older runs saved that rlft no longer has (none of them changed a result), with what to use instead.
 REMOVED_FIELDS: dict[str, str] = {"dpo.rater": "never read; `rlft train --rater NAME` picks whose judgements dpo trains on"}
 

@@ -42,13 +42,20 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
 
 def build_config(model: str, file_values: dict | None = None, flags: dict | None = None) -> TrainConfig:
-    """A new run's config: the defaults of the model's world (`TrainConfig.toy(algo=...)` for a toy-world model,
-    `TrainConfig.sd()` otherwise), then `file_values` (a config file's), then `flags` (dotted keys) on top.
-    UserError naming the exact key for an unknown field or a bad value."""
+    """A new run's config: the defaults of the model's world (`TrainConfig.sdxl()` for an SDXL model,
+    `TrainConfig.toy(algo=...)` for a toy-world model, `TrainConfig.sd()` otherwise), then `file_values` (a config
+    file's), then `flags` (dotted keys) on top. UserError naming the exact key for an unknown field or a bad value."""
     file_values, flags = file_values or {}, flags or {}
     algo = flags.get("algo") or file_values.get("algo") or TrainConfig.algo
-    base = TrainConfig.toy(algo=algo) if image_size_of(model) == TOY_IMAGE_SIZE else TrainConfig.sd()
-    return from_dict(flags, base=from_dict(file_values, base=base))
+    return from_dict(flags, base=from_dict(file_values, base=preset(model, algo)))
+
+
+def preset(model: str, algo: str = TrainConfig.algo) -> TrainConfig:
+    """The defaults of the model's world: `TrainConfig.sdxl()` for an SDXL model (of any size), `TrainConfig.toy`
+    for an SD 1.x model of the toy world's size, `TrainConfig.sd()` for the others."""
+    if family_of(model) == "sdxl":
+        return TrainConfig.sdxl()
+    return TrainConfig.toy(algo=algo) if image_size_of(model) == TOY_IMAGE_SIZE else TrainConfig.sd()
 
 
 def config_for_resume(saved: dict, flags: dict | None = None) -> TrainConfig:
@@ -64,13 +71,18 @@ def config_for_resume(saved: dict, flags: dict | None = None) -> TrainConfig:
 
 
 def image_size_of(model: str) -> int:
-    """The model's image size from its UNet and VAE configs (no weights loaded); 512 when they cannot be read
-    (single files and hub models). NotFoundError for an unknown model."""
-    from rlft.models.pipeline import resolve_model
+    """The model's image size (its longer side) from its configs, no weights loaded
+    (`rlft.models.pipeline.native_image_size`: a folder's, a single file's config folder's), else its family's
+    (SD 1.x 512, SDXL 1024). NotFoundError for an unknown model."""
+    from rlft.models.pipeline import native_image_size, resolve_model
 
-    source = resolve_model(model)
-    unet, vae = (Path(source.location) / part / "config.json" for part in ("unet", "vae"))
-    if source.kind in ("builtin", "folder") and unet.is_file() and vae.is_file():
-        levels = len(json.loads(vae.read_text())["block_out_channels"])
-        return int(json.loads(unet.read_text())["sample_size"]) * 2 ** (levels - 1)
-    return 512
+    return max(native_image_size(resolve_model(model)))
+
+
+def family_of(model: str) -> str | None:
+    """The model's family (`sd1`, `sdxl`) from its files alone; None when that needs a download (a hub id not in
+    the local cache). NotFoundError for an unknown model, UnsupportedModelError for a family rlft does not run."""
+    from rlft.models.pipeline import model_family, resolve_model
+
+    family = model_family(resolve_model(model))
+    return family.name if family is not None else None

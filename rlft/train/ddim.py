@@ -2,10 +2,13 @@
 
 `ddim_step_with_logprob` is diffusers' `DDIMScheduler.step` written out (epsilon prediction), returning the
 posterior mean and std as well, so the log-probability of any given `prev_sample` can be recomputed after
-the weights change (DDPO's importance ratio). `sample_with_logprob` is `StableDiffusionPipeline.__call__`
-with that step: same prompt encoding, same initial latents, same noise draws from the same generators, so
-with the same generator it ends on the same latents as the plain pipeline (tested) whenever the scheduler's
+the weights change (DDPO's importance ratio). `sample_with_logprob` is the pipeline's `__call__` with that
+step, driven through the model adapter (`rlft.models.adapters`: SD 1.x, SDXL with its `added_cond_kwargs`):
+same prompt encoding, same initial latents, same noise draws from the same generators, so with the same
+generator it ends on the same latents as the plain pipeline (tested) whenever the scheduler's
 `set_alpha_to_one` is off; with it on, the last step is ddpo-pytorch's (see `ddim_posterior`), not diffusers'.
+A `Trajectory` keeps the `Conditioning` it was sampled under, so `recompute_log_prob` replays each step
+exactly as it was drawn.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from rlft.models.adapters import Conditioning, adapter_for
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -78,8 +83,7 @@ class Trajectory:
     """What sampling recorded: latents[:, k] is x before step k, next_latents[:, k] after it."""
 
     prompts: list[str]
-    prompt_embeds: torch.Tensor  # [N, L, D]
-    negative_embeds: torch.Tensor | None  # [N, L, D] (None without CFG)
+    cond: Conditioning  # what the UNet was conditioned on (text states, SDXL's added conditioning, CFG's negative half)
     timesteps: torch.Tensor  # [T]
     latents: torch.Tensor  # [N, T, C, H, W]
     next_latents: torch.Tensor  # [N, T, C, H, W]
@@ -88,13 +92,21 @@ class Trajectory:
 
     def index(self, idx) -> Trajectory:
         """The trajectories of the samples at `idx`."""
-        neg = None if self.negative_embeds is None else self.negative_embeds[idx]
-        return Trajectory([self.prompts[i] for i in idx.tolist()], self.prompt_embeds[idx], neg, self.timesteps,
+        return Trajectory([self.prompts[i] for i in idx.tolist()], self.cond.index(idx), self.timesteps,
                           self.latents[idx], self.next_latents[idx], self.log_probs[idx], self.final[idx])
+
+    @staticmethod
+    def cat(parts: list[Trajectory]) -> Trajectory:
+        """The samples of `parts` (sampled with the same timesteps), one batch after the other."""
+        return Trajectory(sum((p.prompts for p in parts), []), Conditioning.cat([p.cond for p in parts]),
+                          parts[0].timesteps, torch.cat([p.latents for p in parts]),
+                          torch.cat([p.next_latents for p in parts]), torch.cat([p.log_probs for p in parts]),
+                          torch.cat([p.final for p in parts]))
 
 
 def encode_prompts(pipe, prompts: list[str], guidance: float, negative_prompt: str | None = None, device=None):
-    """(prompt_embeds, negative_embeds or None) exactly as the pipeline encodes them."""
+    """(prompt_embeds, negative_embeds or None) exactly as an SD 1.x pipeline encodes them (the adapter's
+    `encode_prompt` is the same for SD 1.x, and the only way for SDXL)."""
     device = device or pipe._execution_device
     cfg = guidance > 1.0
     neg = [negative_prompt] * len(prompts) if negative_prompt else None
@@ -103,8 +115,8 @@ def encode_prompts(pipe, prompts: list[str], guidance: float, negative_prompt: s
 
 
 def predict_noise(unet, latents, t, prompt_embeds, negative_embeds, guidance: float):
-    """The UNet's (guided) noise prediction; CFG as the pipeline does it (one batched call). `t` is one
-    timestep or one per latent."""
+    """The UNet's (guided) noise prediction for SD 1.x's bare text states; CFG as the pipeline does it (one batched
+    call). `t` is one timestep or one per latent. `ModelAdapter.predict_noise` takes any family's `Conditioning`."""
     if negative_embeds is None:
         return unet(latents, t, encoder_hidden_states=prompt_embeds).sample
     both_t = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim else t
@@ -115,44 +127,44 @@ def predict_noise(unet, latents, t, prompt_embeds, negative_embeds, guidance: fl
 
 @torch.no_grad()
 def sample_with_logprob(pipe, prompts: list[str], *, steps: int, guidance: float, eta: float = 1.0, generator=None,
-                        latents=None, negative_prompt: str | None = None, unet=None) -> Trajectory:
+                        latents=None, negative_prompt: str | None = None, unet=None,
+                        size: tuple[int, int] | None = None) -> Trajectory:
     """Sample with DDIM, recording each step's latents and log-probability; returns a `Trajectory`.
 
     `generator` may be one `torch.Generator` or a list (one per prompt), as for the pipeline. `unet`
-    overrides `pipe.unet` (e.g. accelerate's wrapped model).
+    overrides `pipe.unet` (e.g. accelerate's wrapped model). `size` (height, width): the model's own by default.
     """
+    adapter = adapter_for(pipe)
     unet = unet or pipe.unet
     device = pipe._execution_device
-    pos, neg = encode_prompts(pipe, prompts, guidance, negative_prompt, device)
+    cond = adapter.encode_prompt(prompts, guidance, negative_prompt, size=size, device=device)
     scheduler = pipe.scheduler
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
-    height = width = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    x = pipe.prepare_latents(len(prompts), pipe.unet.config.in_channels, height, width, pos.dtype, device, generator, latents)
+    x = adapter.prepare_latents(len(prompts), generator, size=size, latents=latents, dtype=cond.embeds.dtype, device=device)
     all_x, all_next, all_lp = [], [], []
     for t in timesteps:
-        eps = predict_noise(unet, scheduler.scale_model_input(x, t), t, pos, neg, guidance)
+        eps = adapter.predict_noise(unet, scheduler.scale_model_input(x, t), t, cond, guidance)
         out = ddim_step_with_logprob(scheduler, eps, t, x, eta, generator=generator)
         all_x.append(x)
         all_next.append(out.prev_sample)
         all_lp.append(out.log_prob)
         x = out.prev_sample
-    return Trajectory(list(prompts), pos, neg, timesteps, torch.stack(all_x, 1), torch.stack(all_next, 1),
+    return Trajectory(list(prompts), cond, timesteps, torch.stack(all_x, 1), torch.stack(all_next, 1),
                       torch.stack(all_lp, 1), x)
 
 
 def decode(pipe, latents: torch.Tensor) -> torch.Tensor:
-    """Latents to images as float N x 3 x H x W in [0, 1] (differentiable)."""
-    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    return (images / 2 + 0.5).clamp(0, 1)
+    """Latents to images as float N x 3 x H x W in [0, 1] (differentiable); `ModelAdapter.decode` for any family."""
+    return adapter_for(pipe).decode(latents)
 
 
-def recompute_log_prob(pipe, unet, traj: Trajectory, step: int, guidance: float, eta: float, prompt_embeds=None,
-                       negative_embeds=None) -> StepOutput:
-    """The current policy's log-probability of the recorded step `step` of `traj` (with grad)."""
-    pos = traj.prompt_embeds if prompt_embeds is None else prompt_embeds
-    neg = traj.negative_embeds if negative_embeds is None else negative_embeds
+def recompute_log_prob(pipe, unet, traj: Trajectory, step: int, guidance: float, eta: float,
+                       cond: Conditioning | None = None) -> StepOutput:
+    """The current policy's log-probability of the recorded step `step` of `traj` (with grad), conditioned on
+    `cond` (default: the trajectory's own)."""
+    cond = traj.cond if cond is None else cond
     t = traj.timesteps[step]
     x = traj.latents[:, step]
-    eps = predict_noise(unet, pipe.scheduler.scale_model_input(x, t), t, pos, neg, guidance)
+    eps = adapter_for(pipe).predict_noise(unet, pipe.scheduler.scale_model_input(x, t), t, cond, guidance)
     return ddim_step_with_logprob(pipe.scheduler, eps, t, x, eta, prev_sample=traj.next_latents[:, step])

@@ -1,4 +1,4 @@
-"""LoRA adapters through peft on the UNet's attention projections (optionally the text encoder), and export.
+"""LoRA adapters through peft on the UNet's attention projections (optionally the text encoders: SDXL's two), and export.
 
 Exports fold peft's `alpha / rank` scale into the up-projection, so the files mean the same in every
 loader: diffusers format (`pipe.load_lora_weights(folder)`) and the kohya / AUTOMATIC1111 single-file
@@ -20,18 +20,25 @@ TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
+def text_encoder_names(pipe) -> list[str]:
+    """The pipeline's text encoders by component name: `text_encoder`, and SDXL's `text_encoder_2`."""
+    return [name for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
+
+
 def add_lora(pipe, cfg: LoRAConfig) -> list[torch.nn.Parameter]:
-    """Freeze the pipeline and add LoRA adapters; returns the trainable parameters (the base stays untouched)."""
+    """Freeze the pipeline and add LoRA adapters; returns the trainable parameters (the base stays untouched).
+    With `cfg.train_text_encoder`, every text encoder gets one (SDXL: both)."""
     from peft import LoraConfig
 
-    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for part in (pipe.unet, pipe.vae, *(getattr(pipe, name) for name in text_encoder_names(pipe))):
         part.requires_grad_(False)
     init = "gaussian" if cfg.init_std else True
     pipe.unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=init,
                                      target_modules=list(cfg.target_modules)))
     if cfg.train_text_encoder:
-        pipe.text_encoder.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=init,
-                                                 target_modules=list(TEXT_ENCODER_TARGETS)))
+        for name in text_encoder_names(pipe):
+            getattr(pipe, name).add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=init,
+                                                       target_modules=list(TEXT_ENCODER_TARGETS)))
     params = [p for m in trainable_modules(pipe, cfg) for p in m.parameters() if p.requires_grad]
     if cfg.init_std:
         with torch.no_grad():
@@ -42,18 +49,22 @@ def add_lora(pipe, cfg: LoRAConfig) -> list[torch.nn.Parameter]:
     return params
 
 
+def trainable_parts(pipe, cfg: LoRAConfig) -> list[str]:
+    """The component names that carry trained adapters: `unet`, and the text encoders when they train."""
+    return ["unet", *text_encoder_names(pipe)] if cfg.train_text_encoder else ["unet"]
+
+
 def trainable_modules(pipe, cfg: LoRAConfig) -> list[torch.nn.Module]:
-    return [pipe.unet, pipe.text_encoder] if cfg.train_text_encoder else [pipe.unet]
+    return [getattr(pipe, name) for name in trainable_parts(pipe, cfg)]
 
 
 def peft_state(pipe, cfg: LoRAConfig) -> dict[str, dict[str, torch.Tensor]]:
-    """The adapters' weights in peft layout: {"unet": {...}, "text_encoder": {...}} (CPU copies)."""
+    """The adapters' weights in peft layout: {"unet": {...}, "text_encoder": {...}, "text_encoder_2": {...}} (CPU
+    copies; the encoders only when they train)."""
     from peft.utils import get_peft_model_state_dict
 
-    out = {"unet": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(pipe.unet).items()}}
-    if cfg.train_text_encoder:
-        out["text_encoder"] = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(pipe.text_encoder).items()}
-    return out
+    return {part: {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(getattr(pipe, part)).items()}
+            for part in trainable_parts(pipe, cfg)}
 
 
 def load_peft_state(pipe, state: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -61,6 +72,8 @@ def load_peft_state(pipe, state: dict[str, dict[str, torch.Tensor]]) -> None:
     from peft.utils import set_peft_model_state_dict
 
     for part, sd in state.items():
+        if getattr(pipe, part, None) is None:
+            raise ValueError(f"checkpoint holds adapters for {part}, which this model does not have")
         result = set_peft_model_state_dict(getattr(pipe, part), sd)
         unexpected = getattr(result, "unexpected_keys", None)
         if unexpected:

@@ -52,6 +52,23 @@ def advantage_denoising_loss(pred, target, weights):
     return (weights * per_sample_mse(pred, target)).mean()
 
 
+def nft_denoising_loss(pred, old_pred, target, advantages, beta: float = 1.0, adv_clip_max: float = 5.0):
+    """DiffusionNFT's negative-aware loss (Zheng et al. 2025) on noise predictions, per sample i:
+
+        v+ = (1 - beta) old + beta pred,  v- = (1 + beta) old - beta pred,  r = clip(A, -c, c) / 2c + 1/2,
+        loss_i = (c / beta) * (r mse(v+, target) + (1 - r) mse(v-, target)),  the batch mean returned.
+
+    `old_pred` is the sampling policy's prediction at the same input (no gradient). The scale c / beta makes the
+    gradient at pred = old equal `advantage_denoising_loss`'s with weights clip(A); unlike that loss, this one is
+    bounded below in pred: each sample's minimum lies a step of (2r - 1) / beta x (target - old) from old."""
+    old = old_pred.detach().float()
+    pred = pred.float()
+    r = (advantages.float().clamp(-adv_clip_max, adv_clip_max) / (2 * adv_clip_max) + 0.5).clamp(0.0, 1.0)
+    positive = per_sample_mse((1 - beta) * old + beta * pred, target)
+    negative = per_sample_mse((1 + beta) * old - beta * pred, target)
+    return (adv_clip_max / beta * (r * positive + (1 - r) * negative)).mean()
+
+
 def clipped_advantage_denoising_loss(pred, target, weights, ref_mse, clip_range: float):
     """`advantage_denoising_loss` inside a trust region around the reference model, as PPO clips its ratio: a
     sample stops contributing once its error has moved past (1 -/+ clip_range) x the reference's error at the

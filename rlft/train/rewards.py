@@ -20,13 +20,22 @@ def is_toy_clip(clip_spec: str) -> bool:
     return str(clip_spec).split("/")[0] == "toy" or str(clip_spec).rstrip("/").endswith("assets/toy/clip")
 
 
-def check_compatible(clip_spec: str, image_size: int, model: str) -> None:
-    """UserError when the reward's CLIP cannot judge the model's images (toy CLIP vs real model, or the reverse)."""
-    toy_model = image_size == TOY_IMAGE_SIZE
+def check_compatible(clip_spec: str, image_size: int, model: str, family: str | None = None) -> None:
+    """UserError when the reward's CLIP cannot judge the model's images (toy CLIP vs real model, or the reverse).
+
+    A real CLIP takes images of any size and shape (its preprocessing resizes and centre-crops them: SDXL's 1024 px
+    buckets too); the toy CLIP knows only the toy world, an SD 1.x model of its size (`family` None or `sd1`)."""
+    toy_model = image_size == TOY_IMAGE_SIZE and family in (None, "sd1")
     if is_toy_clip(clip_spec) and not toy_model:
+        if image_size == TOY_IMAGE_SIZE:
+            from rlft.models.families import get_family
+
+            what = f"is an {get_family(family).title} model, not the toy world's"
+        else:
+            what = f"makes {image_size}px images"
         raise UserError(
             f"the reward was trained on the toy CLIP ({clip_spec}), which only understands the toy world's "
-            f"{TOY_IMAGE_SIZE}px shapes, but {model} makes {image_size}px images; train a reward with a real CLIP "
+            f"{TOY_IMAGE_SIZE}px shapes, but {model} {what}; train a reward with a real CLIP "
             "(`rlft reward train --clip ViT-B-32/openai`) or train the toy model (`--model toy`)")
     if toy_model and not is_toy_clip(clip_spec):
         raise UserError(
@@ -34,13 +43,14 @@ def check_compatible(clip_spec: str, image_size: int, model: str) -> None:
             "model; train the reward with `--clip toy` for it")
 
 
-def resolve_reward(spec, image_size: int, model: str):
+def resolve_reward(spec, image_size: int, model: str, family: str | None = None):
     """Reward version `spec` (`latest`, an id, a folder, or a `RewardRef` already resolved) as a `RewardRef`, looked
-    up once and checked once against the model's images; the run loads and records exactly this version."""
+    up once and checked once against the model's images (`family`: the model's); the run loads and records exactly
+    this version."""
     from reward import versions
 
     ref = spec if isinstance(spec, versions.RewardRef) else versions.ref(spec)
-    check_compatible(ref.clip_spec, image_size, model)
+    check_compatible(ref.clip_spec, image_size, model, family)
     return ref
 
 

@@ -24,7 +24,7 @@ from prefs.errors import UserError
 from reward.versions import RewardRef
 from rlft.train import runs
 from rlft.train.config import TrainConfig
-from rlft.train.configure import image_size_of
+from rlft.train.configure import family_of, image_size_of
 from rlft.train.data import training_data
 from rlft.train.processes import main_process_only, process_state
 
@@ -53,6 +53,7 @@ class _Plan:
     log_with: list[str]
     provenance: dict  # a resumed run's, updated as it goes; a new run's is written with its folder
     data: tuple[list, list, dict] = field(default_factory=lambda: ([], [], {}))  # judgements, images, their record
+    family: str | None = None  # the model's family as its files say (None: a hub model not yet downloaded)
 
 
 def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | None = None,
@@ -78,14 +79,14 @@ def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | 
     prompts = training_prompts(prompts_source) if config.algo != "dpo" or prompts_source else []
     if config.algo != "dpo" and not prompts:
         raise UserError("no prompts given; pass --prompts FILE (one prompt a line) or a named set")
-    size = image_size_of(model)
+    size, family = image_size_of(model), family_of(model)
     ref = None
     if config.algo == "dpo":
         if reward is not None:
             say("dpo trains on the stored judgements directly; --reward is ignored")
     else:
-        ref = resolve_reward("latest" if reward is None else reward, size, model)
-    plan = _Plan(config, model, prompts, ref, size, log_with, {}, training_data(config, rater, None, say))
+        ref = resolve_reward("latest" if reward is None else reward, size, model, family)
+    plan = _Plan(config, model, prompts, ref, size, log_with, {}, training_data(config, rater, None, say), family)
     pipe, rewards = _load(plan, device)
     previous_latest = runs.latest_run()  # before the new folder: where `latest` goes back if the run is refused
     plan.provenance = _new_provenance(plan, pipe, prompts_source, _spec_text(reward), rater, rewards[2],
@@ -130,14 +131,14 @@ def resume_run(run: str | os.PathLike, *, overrides: dict | None = None, reward:
         raise UserError(f"cannot resume with a different --rater ({rater}; the run trains on "
                         f"{provenance.get('rater') or 'every rater'}'s judgements); start a new run")
     provenance["log_with"] = log_with = log_with or tracking.check_trackers(provenance.get("log_with", []))
-    size = image_size_of(model)
+    size, family = image_size_of(model), family_of(model)
     if ref is not None:
-        check_compatible(ref.clip_spec, size, model)
+        check_compatible(ref.clip_spec, size, model, family)
     elif reward is not None:
         say("dpo trains on the stored judgements directly; --reward is ignored")
     data = training_data(config, provenance.get("rater"), provenance, say)
     provenance.update(data[2])  # a run from before these keys existed has them from now on
-    plan = _Plan(config, model, provenance.get("prompts", []), ref, size, list(log_with), provenance, data)
+    plan = _Plan(config, model, provenance.get("prompts", []), ref, size, list(log_with), provenance, data, family)
     pipe, rewards = _load(plan, device)
     _record_resumed(plan, rewards[2], state.num_processes, say)
     main_process_only(state, lambda: record_run(run_dir, config, provenance, set_latest=True))
@@ -230,6 +231,7 @@ def _load(plan: _Plan, device: str | None):
     resolved, nothing looked up again."""
     import torch
 
+    from rlft.models.families import family_of_pipeline
     from rlft.models.pipeline import load_pipeline, quiet_libraries
     from rlft.train.rewards import check_compatible, load_rewards, model_image_size
 
@@ -238,15 +240,19 @@ def _load(plan: _Plan, device: str | None):
     pipe = load_pipeline(plan.model, device=device, dtype="fp32" if cpu else None, scheduler="ddim")
     if plan.reward is None:
         return pipe, (None, None, {})
-    if model_image_size(pipe) != plan.image_size:  # a hub model or single file whose size its configs did not tell
-        check_compatible(plan.reward.clip_spec, model_image_size(pipe), plan.model)
+    family = family_of_pipeline(pipe).name
+    if model_image_size(pipe) != plan.image_size or family != plan.family:  # a hub model its files did not tell
+        check_compatible(plan.reward.clip_spec, model_image_size(pipe), plan.model, family)
     return pipe, load_rewards(plan.reward, plan.config.heldout_member, device=pipe.device)
 
 
 def _new_provenance(plan: _Plan, pipe, prompts_source, reward_spec: str, rater, reward_info: dict,
                     processes: int) -> dict:
     judgements, extra, data_info = plan.data
-    return {"model": plan.model, "model_source": pipe.model_source.location, "prompts_source": prompts_source,
+    from rlft.models.families import family_of_pipeline
+
+    return {"model": plan.model, "model_source": pipe.model_source.location,
+            "family": family_of_pipeline(pipe).name, "prompts_source": prompts_source,
             "prompts": plan.prompts, "reward_spec": reward_spec, **reward_info, "rater": rater,
             "judgements": len(judgements), "mixed_images": len(extra), **data_info, "log_with": list(plan.log_with),
             "processes": processes, "rlft_version": _version(), "created": _now()}

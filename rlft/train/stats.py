@@ -1,10 +1,24 @@
-"""Per-prompt reward normalisation, as ddpo-pytorch's `PerPromptStatTracker`."""
+"""Reward normalisation: within each prompt's group of this epoch's samples (GRPO), or per prompt over a running
+buffer, as ddpo-pytorch's `PerPromptStatTracker`."""
 
 from __future__ import annotations
 
 from collections import deque
 
 import numpy as np
+
+
+def group_advantages(prompts: list[str], rewards, eps: float = 1e-6) -> np.ndarray:
+    """GRPO's group-relative advantages: (r - mean_g) / (std_g + eps), with the mean and (population) std of the
+    rewards of the samples that share the prompt (the group g). A group whose samples are equally good gets 0."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    prompts = np.asarray(prompts)
+    advantages = np.empty_like(rewards)
+    for prompt in np.unique(prompts):
+        mask = prompts == prompt
+        group = rewards[mask]
+        advantages[mask] = (group - group.mean()) / (group.std() + eps)
+    return advantages
 
 
 class PerPromptStatTracker:

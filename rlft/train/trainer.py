@@ -1,7 +1,8 @@
 """The trainer: one object, a config, a pipeline and a reward function in; a LoRA run out.
 
 `Trainer(pipe, config, prompts=..., reward_fn=...)` adds LoRA, prepares the model with accelerate and runs
-`config.epochs` epochs of its algorithm (`rlft.train.algorithms`). Reward functions share ddpo-pytorch's
+`config.epochs` epochs of its algorithm (`rlft.train.algorithms`). The algorithms reach the model only through
+its family's adapter (`trainer.adapter`, `rlft.models.adapters`), so each is written once for SD 1.x and SDXL. Reward functions share ddpo-pytorch's
 signature `fn(images [N,3,H,W] in [0,1], prompts, metadata) -> (scores [N], info)`, so tests pass a stub.
 Every epoch's randomness derives from (seed, epoch, process), so resuming from a checkpoint at an epoch
 boundary replays exactly what an uninterrupted run would have done.
@@ -20,10 +21,11 @@ import numpy as np
 import torch
 
 from prefs.errors import UserError
+from rlft.models.adapters import Conditioning, adapter_for
 from rlft.train import lora as lora_io
 from rlft.train import tracking
 from rlft.train.config import TrainConfig
-from rlft.train.ddim import decode, sample_with_logprob
+from rlft.train.ddim import sample_with_logprob
 from rlft.train.stats import PerPromptStatTracker
 
 RewardFn = Callable[[torch.Tensor, list, dict], tuple]
@@ -45,7 +47,8 @@ class Trainer:
     """Fine-tune `pipe` toward a reward with LoRA. See the module docstring.
 
     Args:
-        pipe: a diffusers `StableDiffusionPipeline` (DDIM scheduler), frozen by the trainer.
+        pipe: a diffusers `StableDiffusionPipeline` or `StableDiffusionXLPipeline`, frozen by the trainer; it samples
+            with DDIM (another scheduler is swapped for DDIM on the same noise schedule).
         config: a `TrainConfig`.
         prompts: training prompts (ddpo, rwr); also the source of the fixed sample grid's prompts.
         reward_fn: the training reward (ddpo, rwr); optional for dpo (then only reported).
@@ -97,7 +100,14 @@ class Trainer:
             log_with=self.log_with or None, project_config=project,
         )
         self.pipe = pipe
+        self.adapter = adapter_for(pipe)  # the model family's encode / predict / decode
         pipe.set_progress_bar_config(disable=True)
+        from diffusers import DDIMScheduler
+
+        if not isinstance(pipe.scheduler, DDIMScheduler):  # SDXL ships Euler; the policy's steps are DDIM's
+            from rlft.models.schedulers import set_scheduler
+
+            set_scheduler(pipe, "ddim")
         # The adapters' random initial weights follow the run's seed, not whatever the process drew before (loading a
         # reward model draws too): two runs with one seed, or a run and its resume, start from the same LoRA.
         seed_everything(epoch_seed(config.seed, 0))
@@ -122,40 +132,49 @@ class Trainer:
     def raw_unet(self):
         return self.accelerator.unwrap_model(self.unet)
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the training samples: the model's own."""
+        return self.adapter.image_size
+
     @contextlib.contextmanager
     def base_model(self):
-        """The frozen base (adapters off, the text encoder's too), for the reference policy and the regulariser."""
+        """The frozen base (adapters off, the text encoders' too), for the reference policy and the regulariser."""
         unet = self.raw_unet
-        te = self.pipe.text_encoder if self.config.lora.train_text_encoder else None
+        encoders = [getattr(self.pipe, name) for name in lora_io.trainable_parts(self.pipe, self.config.lora)[1:]]
         unet.disable_adapters()
-        if te is not None:
+        for te in encoders:
             te.disable_adapters()
         try:
             with torch.no_grad():
                 yield unet
         finally:
             unet.enable_adapters()
-            if te is not None:
+            for te in encoders:
                 te.enable_adapters()
 
-    def base_embed(self, prompts: list[str], guidance: float, embeds, negative):
-        """The frozen base's encodings of `prompts`: `(embeds, negative)` themselves unless the text encoder
-        trains, then the base text encoder's (no grad)."""
+    @staticmethod
+    def conditioning(cond, negative=None) -> Conditioning:
+        """`cond` itself when it is a `Conditioning`; SD 1.x's pair (text states `cond`, `negative`) made into one."""
+        return cond if isinstance(cond, Conditioning) else Conditioning(cond, negative)
+
+    def base_embed(self, prompts: list[str], guidance: float, cond, negative=None) -> Conditioning:
+        """The frozen base's conditioning on `prompts`: `cond` itself unless the text encoders train, then the base
+        encoders' (no grad). `cond` is a `Conditioning` (or SD 1.x's pair: `embeds`, `negative`)."""
         if not self.config.lora.train_text_encoder:
-            return embeds, negative
+            return self.conditioning(cond, negative)
         with self.base_model():
             return self.embed(prompts, guidance)
 
     def autocast(self):
         return self.accelerator.autocast()
 
-    def embed(self, prompts: list[str], guidance: float):
-        """Prompt embeddings (and negative ones with CFG); with grad when the text encoder trains."""
-        from rlft.train.ddim import encode_prompts
-
+    def embed(self, prompts: list[str], guidance: float) -> Conditioning:
+        """The conditioning on `prompts` at the training size (a negative half with CFG), as the pipeline encodes
+        them; with grad when the text encoders train. Unpacks as SD 1.x's `(embeds, negative)` pair."""
         grad = self.config.lora.train_text_encoder
         with contextlib.nullcontext() if grad else torch.no_grad():
-            return encode_prompts(self.pipe, prompts, guidance, device=self.device)
+            return self.adapter.encode_prompt(prompts, guidance, size=self.image_size, device=self.device)
 
     def rewards(self, images, prompts) -> tuple[np.ndarray, np.ndarray | None]:
         """(training reward, held-out reward or None) for decoded images."""
@@ -180,17 +199,18 @@ class Trainer:
             with self.autocast():
                 trajs.append(sample_with_logprob(self.pipe, prompts[start : start + cfg.batch_size], steps=cfg.steps,
                                                  guidance=cfg.guidance, eta=cfg.eta, generator=gens, latents=latents,
-                                                 unet=unet))
+                                                 unet=unet, size=self.image_size))
         return trajs
 
     def _latent_shape(self):
-        size = self.pipe.unet.config.sample_size
-        return (self.pipe.unet.config.in_channels, size, size)
+        h, w = self.image_size
+        factor = self.pipe.vae_scale_factor
+        return (self.pipe.unet.config.in_channels, h // factor, w // factor)
 
     @torch.no_grad()
     def decode(self, latents):
         with self.autocast():
-            return decode(self.pipe, latents.to(self.pipe.vae.dtype)).float()
+            return self.adapter.decode(latents.to(self.pipe.vae.dtype)).float()
 
     def optimizer_step(self) -> float:
         grad_norm = self.accelerator.clip_grad_norm_(self.params, self.config.optim.max_grad_norm)
@@ -317,6 +337,7 @@ class Trainer:
 
         state = {
             "epoch": self.epoch,
+            "family": self.adapter.family,  # what the LoRA fits: `rlft export-lora` writes that family's layout
             "config": self.config.to_dict(),
             "lora": self.lora_state(),
             "optimizer": self.optimizer.state_dict(),
@@ -328,18 +349,25 @@ class Trainer:
         self.export()
 
     def export(self) -> None:
-        """The LoRA as `lora/` (diffusers) and `lora_kohya.safetensors` (kohya / A1111)."""
+        """The LoRA as `lora/` (diffusers) and `lora_kohya.safetensors` (kohya / A1111), in the model family's layout."""
         state = self.lora_state()
-        lora_io.save_diffusers(state, self.config.lora, self.run_dir / "lora")
+        family = self.adapter.family
+        lora_io.save_diffusers(state, self.config.lora, self.run_dir / "lora", family=family)
         meta = {"rlft_run": self.run_dir.name, "rlft_epoch": str(self.epoch),
                 "ss_sd_model_name": str(self.provenance.get("model", ""))}
-        lora_io.save_kohya(state, self.config.lora, self.run_dir / "lora_kohya.safetensors", meta)
+        lora_io.save_kohya(state, self.config.lora, self.run_dir / "lora_kohya.safetensors", meta, family=family)
 
     def load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT if self.run_dir is not None else None
         if path is None or not path.is_file():
             raise UserError(f"run {self.run_dir} has no checkpoint to resume from; start it again without --resume")
         state = torch.load(path, map_location="cpu", weights_only=False)
+        family = state.get("family", self.adapter.family)  # checkpoints from before families were recorded: SD 1.x
+        if family != self.adapter.family:
+            from rlft.models.families import FAMILIES
+
+            raise UserError(f"run {self.run_dir.name} trains a {FAMILIES[family].title} model, but this one is "
+                            f"{self.adapter.info.title}; resume it on its own model")
         lora_io.load_peft_state(self.pipe, state["lora"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.tracker.load_state_dict(state["tracker"])
