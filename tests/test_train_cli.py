@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from prefs.errors import UserError
 from rlft.cli import main
 from rlft.models.tiny import tiny_pipeline
 
@@ -282,6 +283,47 @@ def test_load_judgements_keeps_each_image_s_own_prompt(tmp_path, rlft_home):
     win, lose, win_prompt, lose_prompt = out[0]
     assert (win_prompt, lose_prompt) == ("a blue square", "a red circle")
     assert win.getpixel((0, 0)) == (30, 30, 230) and lose.getpixel((0, 0)) == (230, 30, 30)
+
+
+def test_training_data_skips_judgements_and_rated_images_whose_files_are_gone(tmp_path, rlft_home):
+    from PIL import Image
+
+    from prefs import open_store
+    from rlft.train.data import load_judgements, top_rated
+
+    with open_store() as store:
+        shas = []
+        for k in range(4):
+            Image.new("RGB", (8, 8), (60 * k, 0, 0)).save(tmp_path / f"{k}.png")
+            shas.append(store.add_image(tmp_path / f"{k}.png", prompt=f"p{k}", model="toy").sha256)
+        for k in range(3):  # image k+1 beats image k: 3 wins for 1, 2, 3 ... and the last is rated best
+            store.record_judgement(shas[k], shas[k + 1], "b", rater="r")
+        store.image_path(store.get_image(shas[3])).unlink()  # the best-rated image's file is gone
+        notices = []
+        out, last = load_judgements(store, notice=notices.append)
+        assert [(w.getpixel((0, 0))[0], lo.getpixel((0, 0))[0]) for w, lo, *_ in out] == [(60, 0), (120, 60)]
+        assert len(notices) == 1 and notices[0].startswith("1 judgement(s) skipped: 1 of their pool image file(s)")
+        best, best_shas = top_rated(store, 2, notices.append)
+        assert best_shas == [shas[2], shas[1]] and [p for _, p in best] == ["p2", "p1"]
+        assert notices[-1].startswith("1 top-rated pool image(s) skipped")
+        for sha in shas[:3]:
+            store.image_path(store.get_image(sha)).unlink()
+        with pytest.raises(UserError, match="no decisive judgements"):
+            load_judgements(store)
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--kl-weight", "--guidance"])
+def test_train_float_flags_refuse_nan_and_inf(flag, model_folder, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a circle\n")
+    for bad in ("nan", "inf"):
+        result = invoke("train", "--model", model_folder, "--prompts", prompts, flag, bad)
+        assert result.exit_code == 2 and "is not a finite number" in result.output, result.output
+
+
+def test_loop_consistency_refuses_nan(model_folder):
+    result = invoke("loop", "--model", model_folder, "--prompts", "toy", "--oracle", "warm", "--consistency", "nan")
+    assert result.exit_code == 2 and "is not a finite number" in result.output
 
 
 def _lora(run):

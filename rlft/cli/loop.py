@@ -20,7 +20,7 @@ import os
 
 import click
 
-from rlft.cli.params import STRATEGY
+from rlft.cli.params import FINITE_FLOAT, STRATEGY
 
 
 @click.command("loop")
@@ -30,7 +30,7 @@ from rlft.cli.params import STRATEGY
 @click.option("-n", "n", type=int, default=4, show_default=True, help="Images per prompt generated each round.")
 @click.option("--oracle", default=None, help="Rate with a simulated rater (warm, big, ...); default: you rate in `rlft ui`.")
 @click.option("--judgements", type=int, default=300, show_default=True, help="Pairs the simulated rater judges per round.")
-@click.option("--consistency", type=float, default=None,
+@click.option("--consistency", type=FINITE_FLOAT, default=None,
               help="The simulated rater agrees with the oracle on this share of pairs (its noise calibrated; default: T = 1).")
 @click.option("--strategy", type=STRATEGY, default=None,
               help="Pair strategy of the simulated rater, e.g. 'uncertain' (active learning: the pairs a reward ensemble "

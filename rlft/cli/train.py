@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from rlft.cli.params import FINITE_FLOAT
+
 # CLI flag -> dotted config field; only flags the user typed (all default to None) override the config file's
 # values and the model's defaults, or a resumed run's config.
 FLAG_FIELDS = {
@@ -24,11 +26,11 @@ FLAG_FIELDS = {
 @click.option("--epochs", type=int, default=None, help="Sample-then-train rounds.")
 @click.option("--samples-per-epoch", type=int, default=None, help="Images sampled per epoch.")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank.")
-@click.option("--kl-weight", type=float, default=None, help="Regulariser weight: ||eps - eps_base||^2 (guided for rwr; KL per DDIM step for ddpo).")
+@click.option("--kl-weight", type=FINITE_FLOAT, default=None, help="Regulariser weight: ||eps - eps_base||^2 (guided for rwr; KL per DDIM step for ddpo).")
 @click.option("--seed", type=int, default=None, help="Seed of the whole run.")
 @click.option("--steps", type=int, default=None, help="DDIM steps when sampling.")
-@click.option("--guidance", type=float, default=None, help="CFG scale when sampling and training.")
-@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--guidance", type=FINITE_FLOAT, default=None, help="CFG scale when sampling and training.")
+@click.option("--lr", type=FINITE_FLOAT, default=None, help="Learning rate.")
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default=None, help="GPU mixed precision.")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="UNet gradient checkpointing.")
 @click.option("--mix-top-rated", type=int, default=None, help="rwr: mix in this many top-rated pool images per epoch.")
