@@ -59,3 +59,16 @@ def main_process_only(state, fn: Callable[[], T]) -> T:
     if error is not None:
         raise UserError(error)
     return result
+
+
+def finish_processes(state) -> None:
+    """Under several processes: wait until every process is done (the main one writes the run's last files), then
+    close the process group. A process that leaves while another is still in a collective, or exits with its
+    gloo group open, can abort (SIGABRT) at interpreter exit and take the launcher down with it."""
+    if state.num_processes <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        state.wait_for_everyone()
+        dist.destroy_process_group()

@@ -26,7 +26,7 @@ from rlft.train import runs
 from rlft.train.config import TrainConfig
 from rlft.train.configure import family_of, image_size_of
 from rlft.train.data import training_data
-from rlft.train.processes import main_process_only, process_state
+from rlft.train.processes import finish_processes, main_process_only, process_state
 
 Notice = Callable[[str], None]
 _log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | 
         if not (run_dir / CHECKPOINT).exists() and state.is_main_process:
             runs.discard(run_dir, previous_latest)  # refused before its first epoch: leave no trace
         raise
+    finish_processes(state)
     return TrainedRun(run_dir, state.is_main_process)
 
 
@@ -143,6 +144,7 @@ def resume_run(run: str | os.PathLike, *, overrides: dict | None = None, reward:
     _record_resumed(plan, rewards[2], state.num_processes, say)
     main_process_only(state, lambda: record_run(run_dir, config, provenance, set_latest=True))
     _fit(plan, pipe, rewards, run_dir, resume=True, progress=progress, on_epoch=_epoch_hook(plan, on_epoch, report))
+    finish_processes(state)
     return TrainedRun(run_dir, state.is_main_process)
 
 
