@@ -90,17 +90,20 @@ class Builtin:
     name: str
     summary: str
     loader: Callable[[str | None, dict, object], BuiltinReward]
+    space: Callable[[str | None, dict], str | None]  # (arg, options) -> the image model's name, without loading
 
 
 BUILTINS: dict[str, Builtin] = {}
 _LOADED: dict[tuple[str, str], BuiltinReward] = {}
 
 
-def register_builtin(name: str, summary: str):
-    """Decorator: make `loader(arg, options, device) -> BuiltinReward` available as spec `name`."""
+def register_builtin(name: str, summary: str, space: Callable[[str | None, dict], str | None] = lambda a, o: "real"):
+    """Decorator: make `loader(arg, options, device) -> BuiltinReward` available as spec `name`. `space(arg,
+    options)` names, without loading anything, the CLIP (spec) whose images it understands: `toy` for the toy
+    world's, None for any image; a real model otherwise (the default)."""
 
     def deco(loader):
-        BUILTINS[name] = Builtin(name, summary, loader)
+        BUILTINS[name] = Builtin(name, summary, loader, space)
         return loader
 
     return deco
@@ -131,6 +134,15 @@ def is_builtin(spec) -> bool:
 def parse_spec_name(spec: str) -> str:
     """The NAME of `NAME[=ARG][,KEY=VALUE...]`."""
     return str(spec).strip().split(",", 1)[0].split("=", 1)[0].strip()
+
+
+def image_space(spec: str) -> str | None:
+    """What the built-in `spec` judges with, without loading it: a CLIP spec (`toy`: the toy world's), another
+    real model's name, or None (any image)."""
+    name, arg, options = parse_spec(spec)
+    if name not in BUILTINS:
+        raise UserError(f"unknown built-in reward {name!r}; built-ins: {', '.join(names())}")
+    return BUILTINS[name].space(arg, options)
 
 
 def names() -> list[str]:
@@ -285,7 +297,8 @@ class LaionAesthetic(BuiltinReward):
                 "clip_fingerprint": self.clip.source.fingerprint(), "licence": "Apache-2.0 (code and heads)"}
 
 
-@register_builtin("laion-aesthetic", "LAION improved aesthetic predictor on CLIP ViT-L/14 (1-10)")
+@register_builtin("laion-aesthetic", "LAION improved aesthetic predictor on CLIP ViT-L/14 (1-10)",
+                  lambda arg, options: options.get("clip", "ViT-L-14/openai"))
 def _load_laion(arg, options, device):
     from reward.laion import load_laion
 
@@ -297,7 +310,7 @@ def _load_laion(arg, options, device):
         head_path = _local(arg, "LAION aesthetic head")
         source = str(head_path)
     head = load_laion(head_path)
-    clip = _load_clip(options.get("clip", "ViT-L-14/openai"), device, "laion-aesthetic")
+    clip = _load_clip(BUILTINS["laion-aesthetic"].space(arg, options), device, "laion-aesthetic")
     if head.in_dim != clip.dim:
         raise UserError(f"laion-aesthetic: the head reads {head.in_dim}-d embeddings but the CLIP "
                         f"{clip.source.spec} makes {clip.dim}-d ones (the published heads need ViT-L-14/openai)")
@@ -504,7 +517,8 @@ class ClipScore(_ClipLike):
                 "licence": "see the CLIP's upstream"}
 
 
-@register_builtin("clipscore", "CLIPScore: 2.5 * max(cos(image, prompt), 0) on a CLIP (default ViT-B-32/openai)")
+@register_builtin("clipscore", "CLIPScore: 2.5 * max(cos(image, prompt), 0) on a CLIP (default ViT-B-32/openai)",
+                  lambda arg, options: arg or CLIPSCORE_CLIP)
 def _load_clipscore(arg, options, device):
     check_options("clipscore", options)
     return ClipScore("clipscore", _load_clip(arg or CLIPSCORE_CLIP, device, "clipscore"))
@@ -541,7 +555,8 @@ class Jpeg(BuiltinReward):
                 "weights": None, "jpeg_quality": JPEG_QUALITY, "licence": "MIT (kvablack/ddpo-pytorch)"}
 
 
-@register_builtin("jpeg-compressibility", "minus the JPEG size in kB at quality 95 (ddpo-pytorch)")
+@register_builtin("jpeg-compressibility", "minus the JPEG size in kB at quality 95 (ddpo-pytorch)",
+                  lambda arg, options: None)
 def _load_compressibility(arg, options, device):
     if arg is not None:
         raise UserError("jpeg-compressibility takes no argument")
@@ -549,7 +564,8 @@ def _load_compressibility(arg, options, device):
     return Jpeg("jpeg-compressibility", -1.0)
 
 
-@register_builtin("jpeg-incompressibility", "the JPEG size in kB at quality 95 (ddpo-pytorch)")
+@register_builtin("jpeg-incompressibility", "the JPEG size in kB at quality 95 (ddpo-pytorch)",
+                  lambda arg, options: None)
 def _load_incompressibility(arg, options, device):
     if arg is not None:
         raise UserError("jpeg-incompressibility takes no argument")

@@ -19,7 +19,13 @@ FLAG_FIELDS = {
 
 
 @click.command("train")
-@click.option("--reward", "reward_spec", default="latest", show_default=True, help="Reward version: latest, r0003, or a folder (ignored by dpo).")
+@click.option("--reward", "reward_spec", default="latest", show_default=True,
+              help="Reward: a version (latest, r0003, a folder), a built-in (pickscore, hpsv2, laion-aesthetic, clipscore, "
+                   "jpeg-compressibility, ...; NAME=PATH for local weights) or a weighted sum ('latest + 0.3 * pickscore', "
+                   "each term normalised per prompt); ignored by dpo.")
+@click.option("--judge", "judges", multiple=True, metavar="REWARD",
+              help="A reward not trained on (any --reward form) that scores each epoch's sample grid: judge/NAME in "
+                   "metrics.jsonl, the trackers and samples/grid.json; repeatable.")
 @click.option("--model", "-m", "model", default=None, help="Model spec (default: toy).")
 @click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default=None, help="Algorithm [default: ddpo].")
 @click.option("--prompts", "prompts_source", default=None, help="Training prompts: a text file or a named set (ddpo, rwr).")
@@ -46,7 +52,7 @@ FLAG_FIELDS = {
 @click.pass_context
 def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epoch, lora_rank, kl_weight, seed, steps,
           guidance, lr, mixed_precision, gradient_checkpointing, mix_top_rated, rater, out_dir, resume, config_file,
-          device, log_with, quiet):
+          device, log_with, quiet, judges):
     """Fine-tune the model toward your reward model (ddpo, rwr) or judgements (dpo) with LoRA.
 
     Writes a run folder (config.json, metrics.jsonl, samples/epoch_NNNN.png, checkpoint.pt, lora/,
@@ -61,6 +67,7 @@ def train(ctx, reward_spec, model, algo, prompts_source, epochs, samples_per_epo
     file_values = read_config_file(config_file) if config_file else {}
     reward = reward_spec if _given(ctx, "reward_spec") else None
     common = {"reward": reward, "rater": rater, "device": device, "log_with": log_with, "progress": not quiet,
+              "judges": judges,
               "report": lambda line: click.echo(line, err=True),
               "notice": lambda message: click.echo(f"notice: {message}", err=True)}
     if resume:

@@ -27,6 +27,7 @@ from rlft.train.config import TrainConfig
 from rlft.train.configure import family_of, image_size_of
 from rlft.train.data import training_data
 from rlft.train.processes import finish_processes, main_process_only, process_state
+from rlft.train.rewards import RewardMix
 
 Notice = Callable[[str], None]
 _log = logging.getLogger(__name__)
@@ -48,23 +49,26 @@ class _Plan:
     config: TrainConfig
     model: str
     prompts: list[str]
-    reward: RewardRef | None  # None for dpo
+    reward: RewardRef | RewardMix | None  # None for dpo
     image_size: int
     log_with: list[str]
     provenance: dict  # a resumed run's, updated as it goes; a new run's is written with its folder
     data: tuple[list, list, dict] = field(default_factory=lambda: ([], [], {}))  # judgements, images, their record
     family: str | None = None  # the model's family as its files say (None: a hub model not yet downloaded)
+    judges: list = field(default_factory=list)  # resolved rewards (RewardRef / RewardMix) that score the grid only
 
 
 def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | None = None,
-              reward: str | os.PathLike | RewardRef | None = None, rater: str | None = None,
+              reward: str | os.PathLike | RewardRef | RewardMix | None = None, rater: str | None = None,
               out_dir: str | os.PathLike | None = None, device: str | None = None, log_with=(), progress: bool = False,
               on_epoch: Callable[[dict], None] | None = None, report: Notice | None = None,
-              notice: Notice | None = None) -> TrainedRun:
+              notice: Notice | None = None, judges=()) -> TrainedRun:
     """Start a new run of `config` (a `TrainConfig`, e.g. from `build_config`) on `model` and train it.
 
-    prompts_source: a prompt file or named set (ddpo, rwr; optional for dpo). reward: the reward version (`latest`
-    when None; a spec or a `RewardRef`), resolved and checked once; dpo ignores it (with a notice). rater: dpo
+    prompts_source: a prompt file or named set (ddpo, rwr; optional for dpo). reward: the reward (`latest` when
+    None; a version, a built-in or a weighted sum: `rlft.train.rewards`), resolved and checked once; dpo ignores it
+    (with a notice). judges: rewards (the same forms) never trained on that score each epoch's sample grid
+    (`judge/NAME` in the metrics). rater: dpo
     trains on this rater's judgements only. out_dir: the run folder (default: the home's next `tNNNN`).
     device: cuda, cpu, ... (default: the best available). log_with: experiment trackers. progress: a progress
     bar on stderr. on_epoch: called with each epoch's metrics; report: with each epoch's one-line summary
@@ -86,11 +90,13 @@ def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | 
             say("dpo trains on the stored judgements directly; --reward is ignored")
     else:
         ref = resolve_reward("latest" if reward is None else reward, size, model, family)
-    plan = _Plan(config, model, prompts, ref, size, log_with, {}, training_data(config, rater, None, say), family)
+    plan = _Plan(config, model, prompts, ref, size, log_with, {}, training_data(config, rater, None, say), family,
+                 resolve_judges(judges, size, model, family))
     pipe, rewards = _load(plan, device)
     previous_latest = runs.latest_run()  # before the new folder: where `latest` goes back if the run is refused
     plan.provenance = _new_provenance(plan, pipe, prompts_source, _spec_text(reward), rater, rewards[2],
                                       state.num_processes)
+    plan.provenance["judges"] = rewards[4]
     run_dir = Path(main_process_only(state, lambda: str(_create(out_dir, config, plan.provenance))))
     try:
         _fit(plan, pipe, rewards, run_dir, resume=False, progress=progress, on_epoch=_epoch_hook(plan, on_epoch, report))
@@ -107,17 +113,18 @@ def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | 
 def resume_run(run: str | os.PathLike, *, overrides: dict | None = None, reward: str | None = None,
                rater: str | None = None, device: str | None = None, log_with=(), progress: bool = False,
                on_epoch: Callable[[dict], None] | None = None, report: Notice | None = None,
-               notice: Notice | None = None) -> TrainedRun:
+               notice: Notice | None = None, judges=()) -> TrainedRun:
     """Continue run `run` (`latest`, a run id or folder) from its last checkpoint, on its own model, prompts,
     config, reward version and training data.
 
     overrides: config fields to change, as dotted keys (only `RESUMABLE` ones: more epochs, say). reward: the
-    run's reward version named again (a moved folder); another version is a UserError, as is a `rater` other
-    than the run's. log_with: trackers (default: the run's own). The rest as for `start_run`.
+    run's reward named again (a moved folder); another reward is a UserError, as is a `rater` other than the
+    run's. log_with: trackers (default: the run's own). judges: replace the run's judges (default: its own).
+    The rest as for `start_run`.
     """
     from rlft.train import tracking
     from rlft.train.configure import config_for_resume
-    from rlft.train.rewards import check_compatible, resumed_reward
+    from rlft.train.rewards import check_reward, resumed_spec
 
     log_with = tracking.check_trackers(log_with)
     state, device = process_state(device)
@@ -127,21 +134,29 @@ def resume_run(run: str | os.PathLike, *, overrides: dict | None = None, reward:
     config = config_for_resume(saved, overrides)
     provenance = saved["provenance"]
     model = provenance["model"]
-    ref = resumed_reward(provenance, reward, say) if config.algo != "dpo" else None
+    ref = resumed_spec(provenance, reward, say) if config.algo != "dpo" else None
     if rater is not None and rater != provenance.get("rater"):
         raise UserError(f"cannot resume with a different --rater ({rater}; the run trains on "
                         f"{provenance.get('rater') or 'every rater'}'s judgements); start a new run")
     provenance["log_with"] = log_with = log_with or tracking.check_trackers(provenance.get("log_with", []))
     size, family = image_size_of(model), family_of(model)
     if ref is not None:
-        check_compatible(ref.clip_spec, size, model, family)
+        check_reward(ref, size, model, family)
     elif reward is not None:
         say("dpo trains on the stored judgements directly; --reward is ignored")
     data = training_data(config, provenance.get("rater"), provenance, say)
     provenance.update(data[2])  # a run from before these keys existed has them from now on
-    plan = _Plan(config, model, provenance.get("prompts", []), ref, size, list(log_with), provenance, data, family)
+    if judges:
+        judged = resolve_judges(judges, size, model, family)
+    else:
+        judged = [resumed_spec(j, None, say) for j in provenance.get("judges", [])]
+        for j in judged:
+            check_reward(j, size, model, family)
+    plan = _Plan(config, model, provenance.get("prompts", []), ref, size, list(log_with), provenance, data, family,
+                 judged)
     pipe, rewards = _load(plan, device)
     _record_resumed(plan, rewards[2], state.num_processes, say)
+    provenance["judges"] = rewards[4]
     main_process_only(state, lambda: record_run(run_dir, config, provenance, set_latest=True))
     _fit(plan, pipe, rewards, run_dir, resume=True, progress=progress, on_epoch=_epoch_hook(plan, on_epoch, report))
     finish_processes(state)
@@ -188,9 +203,13 @@ def make_run_dir(out_dir: str | os.PathLike | None = None) -> Path:
 
 
 def epoch_summary(metrics: dict, epochs: int) -> str:
-    """One line for an epoch's metrics: `epoch 3/60  reward 0.41  held-out 0.38  loss ...  s 12.1`."""
+    """One line for an epoch's metrics: `epoch 3/60  reward 0.41  held-out 0.38  judge/hpsv2 0.27  loss ...  s 12.1`
+    (a weighted sum's terms, `reward/TERM`, in place of its normalised total)."""
     parts = [f"epoch {metrics['epoch']}/{epochs}"]
-    for key, label in (("reward_mean", "reward"), ("heldout_reward_mean", "held-out"), ("loss", "loss"),
+    terms = [(k, k) for k in metrics if k.startswith("reward/")]  # a weighted sum's terms (its total is normalised)
+    judges = [(k, k) for k in metrics if k.startswith("judge/")]
+    rewards = terms or [("reward_mean", "reward")]
+    for key, label in (*rewards, ("heldout_reward_mean", "held-out"), *judges, ("loss", "loss"),
                        ("implicit_acc", "acc"), ("clipfrac", "clip"), ("kl", "kl"), ("wall_s", "s")):
         if metrics.get(key) is not None:
             parts.append(f"{label} {metrics[key]:.4g}")
@@ -225,27 +244,45 @@ def _notices(state, notice: Notice | None) -> Notice:
 def _spec_text(reward) -> str:
     if reward is None:
         return "latest"
-    return getattr(reward, "version", None) or os.fspath(reward)
+    return getattr(reward, "version", None) or getattr(reward, "text", None) or os.fspath(reward)
+
+
+def resolve_judges(specs, image_size: int, model: str, family: str | None) -> list:
+    """Each judge spec resolved and checked as `--reward` is (`resolve_reward`); UserError for two of one name."""
+    from rlft.train.rewards import resolve_reward, reward_label
+
+    judges = [resolve_reward(s, image_size, model, family) for s in dict.fromkeys(str(s) for s in specs)]
+    labels = [reward_label(j) for j in judges]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise UserError(f"two judges are both called {label}; give each judge once")
+    return judges
 
 
 def _load(plan: _Plan, device: str | None):
-    """(the pipeline, (reward fn, held-out fn, reward record)) on `device`; the reward from the version `plan`
-    resolved, nothing looked up again."""
+    """(the pipeline, (reward fn, held-out fn, reward record, {judge name: fn}, judge records)) on `device`; the
+    reward and judges `plan` resolved, nothing looked up again."""
     import torch
 
     from rlft.models.families import family_of_pipeline
     from rlft.models.pipeline import load_pipeline, quiet_libraries
-    from rlft.train.rewards import check_compatible, load_rewards, model_image_size
+    from rlft.train.rewards import check_reward, load_judge, load_rewards, model_image_size, reward_label
 
     quiet_libraries()
     cpu = device in (None, "cpu") and not torch.cuda.is_available()
     pipe = load_pipeline(plan.model, device=device, dtype="fp32" if cpu else None, scheduler="ddim")
-    if plan.reward is None:
-        return pipe, (None, None, {})
     family = family_of_pipeline(pipe).name
     if model_image_size(pipe) != plan.image_size or family != plan.family:  # a hub model its files did not tell
-        check_compatible(plan.reward.clip_spec, model_image_size(pipe), plan.model, family)
-    return pipe, load_rewards(plan.reward, plan.config.heldout_member, device=pipe.device)
+        for r in ([plan.reward] if plan.reward is not None else []) + plan.judges:
+            check_reward(r, model_image_size(pipe), plan.model, family)
+    judges, records = {}, []
+    for j in plan.judges:
+        fn, info = load_judge(j, device=pipe.device)
+        judges[reward_label(j)] = fn
+        records.append({"label": reward_label(j), **info})
+    if plan.reward is None:
+        return pipe, (None, None, {}, judges, records)
+    return pipe, (*load_rewards(plan.reward, plan.config.heldout_member, device=pipe.device), judges, records)
 
 
 def _new_provenance(plan: _Plan, pipe, prompts_source, reward_spec: str, rater, reward_info: dict,
@@ -262,7 +299,9 @@ def _new_provenance(plan: _Plan, pipe, prompts_source, reward_spec: str, rater, 
 
 def _record_resumed(plan: _Plan, reward_info: dict, processes: int, say: Notice) -> None:
     provenance = plan.provenance
-    if reward_info:  # where the version is now (a moved home), and its creation time if the run predates recording it
+    if "reward_terms" in reward_info:  # where each version is now, the built-ins as loaded now
+        provenance["reward_terms"] = reward_info["reward_terms"]
+    elif reward_info:  # where the version is now (a moved home), and its creation time if the run predates recording it
         provenance["reward_path"] = reward_info["reward_path"]
         provenance.setdefault("reward_created_at", reward_info["reward_created_at"])
     if provenance.get("processes", processes) != processes:
@@ -281,10 +320,10 @@ def _fit(plan: _Plan, pipe, rewards, run_dir: Path, *, resume: bool, progress: b
     from rlft.train.trainer import Trainer
 
     judgements, extra, _ = plan.data
-    reward_fn, heldout_fn, _ = rewards
+    reward_fn, heldout_fn, _, judges, _ = rewards
     trainer = Trainer(pipe, plan.config, prompts=plan.prompts, reward_fn=reward_fn, heldout_fn=heldout_fn,
                       judgements=judgements, extra_images=extra, run_dir=run_dir, progress=progress,
-                      on_epoch=on_epoch, provenance=plan.provenance, log_with=plan.log_with)
+                      on_epoch=on_epoch, provenance=plan.provenance, log_with=plan.log_with, judges=judges)
     trainer.train(resume=resume)
 
 

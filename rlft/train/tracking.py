@@ -2,7 +2,8 @@
 
 ddpo-pytorch and TRL log through `Accelerator(log_with=...)`; so does the trainer. Every epoch's numeric
 metrics (the `metrics.jsonl` line) go to each tracker at step = epoch, the fixed-seed sample grid goes to
-TensorBoard and W&B as an image (epoch 0 = the base model), and the resolved config as hyperparameters.
+TensorBoard and W&B as an image (epoch 0 = the base model) captioned with its reward and judges' scores (the
+base model's at step 0 too), and the resolved config as hyperparameters.
 TensorBoard (and Aim) write under the run folder (`<run>/logs/`), so `tensorboard --logdir <home>/runs` shows
 every run side by side; W&B and MLflow runs are named after the run folder; MLflow writes where
 `MLFLOW_TRACKING_URI` points (default `./mlruns`). The metrics file stays the record; trackers are a view of it,
@@ -108,11 +109,19 @@ def log_metrics(accelerator, metrics: dict, step: int) -> None:
         accelerator.log(values, step=step)
 
 
-def log_grid(accelerator, image: np.ndarray, step: int, name: str = "samples") -> None:
-    """The sample grid (H x W x 3 uint8) to the trackers that take images (TensorBoard, W&B)."""
+def log_grid(accelerator, image: np.ndarray, step: int, name: str = "samples", caption: str | None = None) -> None:
+    """The sample grid (H x W x 3 uint8) to the trackers that take images (TensorBoard, W&B), with `caption` (the
+    grid's reward and judges' scores): W&B's image caption, TensorBoard's text at the same step."""
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.log_images({name: image[None]}, step=step, dataformats="NHWC")
+            if caption:
+                tracker.writer.add_text(name, caption, global_step=step)
         elif tracker.name == "wandb":
-            tracker.log_images({name: [image]}, step=step)
+            if caption:
+                import wandb
+
+                tracker.run.log({name: [wandb.Image(image, caption=caption)]}, step=step)
+            else:
+                tracker.log_images({name: [image]}, step=step)
 

@@ -53,6 +53,8 @@ class Trainer:
         prompts: training prompts (ddpo, rwr); also the source of the fixed sample grid's prompts.
         reward_fn: the training reward (ddpo, rwr); optional for dpo (then only reported).
         heldout_fn: a reward not trained on (a held-out ensemble member), reported beside the training reward.
+        judges: {name: reward fn} never trained on, scoring each epoch's sample grid (`judge/NAME` in the
+            metrics, the trackers and `samples/grid.json`; epoch 0 is the base model).
         judgements: for dpo: (winner image, loser image, prompt) triples, or (winner, loser, winner's prompt,
             loser's prompt) for a pair of two prompts; images as PIL.
         extra_images: for rwr: (PIL image, caption) pairs of the person's top-rated images to mix in.
@@ -68,7 +70,7 @@ class Trainer:
                  heldout_fn: RewardFn | None = None, judgements: Sequence | None = None, extra_images: Sequence = (),
                  run_dir: str | Path | None = None, accelerator=None, progress: bool = False,
                  on_epoch: Callable[[dict], None] | None = None, provenance: dict | None = None,
-                 log_with: Sequence[str] = ()):
+                 log_with: Sequence[str] = (), judges: dict[str, RewardFn] | None = None):
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
 
@@ -84,6 +86,8 @@ class Trainer:
         if config.algo == "dpo" and not judgements:
             raise UserError("dpo needs stored judgements (a/b outcomes); rate some pairs first (`rlft ui` or `rlft simulate`)")
         self.reward_fn, self.heldout_fn = reward_fn, heldout_fn
+        self.judges = dict(judges or {})
+        self.reward_terms: dict[str, float] = {}  # a weighted sum's raw term means on the last scored batch
         self.judgements, self.extra_images = judgements, list(extra_images)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress, self.on_epoch, self.provenance = progress, on_epoch, provenance or {}
@@ -179,7 +183,8 @@ class Trainer:
     def rewards(self, images, prompts) -> tuple[np.ndarray, np.ndarray | None]:
         """(training reward, held-out reward or None) for decoded images."""
         with torch.no_grad():
-            scores, _ = self.reward_fn(images, prompts, {})
+            scores, info = self.reward_fn(images, prompts, {})
+            self.reward_terms = {k: float(np.mean(v)) for k, v in (info or {}).get("terms", {}).items()}
             held = None
             if self.heldout_fn is not None:
                 held, _ = self.heldout_fn(images, prompts, {})
@@ -237,7 +242,9 @@ class Trainer:
             if self.log_with:
                 tracking.start(self.accelerator, self.config.to_dict(), self.run_dir, self.epoch if resume else None)
             if not resume and self.run_dir is not None and self.accelerator.is_main_process:
-                self._write_grid(0)
+                base = self._write_grid(0)
+                if self.log_with and base:
+                    tracking.log_metrics(self.accelerator, base, 0)
             bar = tqdm(total=self.config.epochs, initial=self.epoch, desc=f"train {self.config.algo}", unit="epoch",
                        disable=not self.progress or not self.accelerator.is_main_process, dynamic_ncols=True)
             while self.epoch < self.config.epochs:
@@ -258,16 +265,16 @@ class Trainer:
         start = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+        self.reward_terms = {}
         metrics = self.algorithm.epoch(epoch)
+        metrics.update({f"reward/{k}": v for k, v in self.reward_terms.items()})  # a weighted sum's terms, raw
         self.epoch = epoch
         metrics = {"epoch": epoch, "algo": self.config.algo, **{k: _num(v) for k, v in metrics.items()},
                    "lr": self.optimizer.param_groups[0]["lr"], "wall_s": round(time.perf_counter() - start, 3)}
         if torch.cuda.is_available():
             metrics["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         if self.run_dir is not None and self.accelerator.is_main_process:
-            grid_reward = self._write_grid(epoch)
-            if grid_reward is not None:
-                metrics["grid_reward"] = grid_reward
+            metrics.update(self._write_grid(epoch))
             self._append_metrics(metrics)
             if self.log_with:
                 tracking.log_metrics(self.accelerator, metrics, epoch)
@@ -284,15 +291,16 @@ class Trainer:
         prompts = prompts[: cfg.grid_prompts]
         return [p for p in prompts for _ in range(cfg.grid_seeds)], [s for _ in prompts for s in range(cfg.grid_seeds)]
 
-    def _write_grid(self, epoch: int) -> float | None:
-        """The same prompts and seeds every epoch, one row per prompt: `samples/epoch_NNNN.png`."""
+    def _write_grid(self, epoch: int) -> dict:
+        """The same prompts and seeds every epoch, one row per prompt: `samples/epoch_NNNN.png`; returns its scores
+        (`grid_reward`, a weighted sum's `grid_reward/TERM`, `judge/NAME`), also kept per epoch in `grid.json`."""
         from PIL import Image
 
-        from prefs.atomic import atomic_path
+        from prefs.atomic import atomic_path, write_json
 
         prompts, seeds = self.grid_items()
         if not prompts:
-            return None
+            return {}
         state = torch.random.get_rng_state()
         # Fixed seeds, apart from training seeds; through the unwrapped UNet: only the main process draws the grid,
         # and a DDP wrapper's forward may talk to the other processes.
@@ -310,15 +318,25 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             Image.fromarray(canvas).save(tmp, format="PNG")
+        scores = {}
+        if self.reward_fn is not None:
+            train_scores = self.rewards(images, prompts)[0]
+            if self.reward_terms:  # a weighted sum: its normalised total says nothing of the grid; its terms do
+                scores.update({f"grid_reward/{k}": round(v, 5) for k, v in self.reward_terms.items()})
+            else:
+                scores["grid_reward"] = round(float(train_scores.mean()), 5)
+        with torch.no_grad():
+            for name, fn in self.judges.items():
+                scores[f"judge/{name}"] = round(float(torch.as_tensor(fn(images, prompts, {})[0]).float().mean()), 5)
         if self.log_with:
-            tracking.log_grid(self.accelerator, canvas, epoch)
-        if epoch == 0:
-            from prefs.atomic import write_json
-
-            write_json(self.run_dir / "samples" / "grid.json", {"rows": prompts[::cols], "seeds": seeds[:cols]})
-        if self.reward_fn is None:
-            return None
-        return round(float(self.rewards(images, prompts)[0].mean()), 5)
+            caption = f"epoch {epoch}" + "".join(f"  {k} {v:.4g}" for k, v in scores.items())
+            tracking.log_grid(self.accelerator, canvas, epoch, caption=caption)
+        grid_path = self.run_dir / "samples" / "grid.json"
+        grid = json.loads(grid_path.read_text(encoding="utf-8")) if epoch and grid_path.is_file() else {}
+        grid.update({"rows": prompts[::cols], "seeds": seeds[:cols]})
+        grid.setdefault("scores", {})[str(epoch)] = scores  # per epoch: the grid's reward and judges' means
+        write_json(grid_path, grid)
+        return scores
 
     def _append_metrics(self, metrics: dict) -> None:
         import os
