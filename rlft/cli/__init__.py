@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "embed": "rlft.cli.embed:embed",
     "train": "rlft.cli.train:train",
     "export-lora": "rlft.cli.train:export_lora",
+    "judge": "rlft.cli.judge:judge",
     "loop": "rlft.cli.loop:loop",
 }
 
