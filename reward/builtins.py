@@ -26,9 +26,10 @@ caches when offline):
                     ddpo-pytorch's: minus / plus the JPEG size in kB (quality 95) of the uint8 image. Not
                     differentiable.
 
-Add one with `register_builtin(name, summary)` on a loader `fn(arg: str | None, options: dict, device) ->
-BuiltinReward` (options: the KEY=VALUE pairs; refuse unknown ones with `check_options`); `rlft train --reward`,
-`--judge`, `rlft reward score`, `rlft simulate --scorer` and the rating app's Gallery take it at once.
+Add one with `register_builtin(name, summary, space)` on a loader `fn(arg: str | None, options: dict, device) ->
+BuiltinReward` (options: the KEY=VALUE pairs; refuse unknown ones with `check_options`; `space(arg, options)`
+names its image model without loading it, for the toy-world compatibility check); `rlft train --reward`,
+`--judge`, `rlft judge`, `rlft reward score`, `rlft simulate --scorer` and `rlft ui --reward` take it at once.
 Errors for bad specs, missing files and an unreachable hub are one-line `prefs.errors.UserError`s.
 """
 
@@ -97,10 +98,10 @@ BUILTINS: dict[str, Builtin] = {}
 _LOADED: dict[tuple[str, str], BuiltinReward] = {}
 
 
-def register_builtin(name: str, summary: str, space: Callable[[str | None, dict], str | None] = lambda a, o: "real"):
+def register_builtin(name: str, summary: str, space: Callable[[str | None, dict], str | None]):
     """Decorator: make `loader(arg, options, device) -> BuiltinReward` available as spec `name`. `space(arg,
-    options)` names, without loading anything, the CLIP (spec) whose images it understands: `toy` for the toy
-    world's, None for any image; a real model otherwise (the default)."""
+    options)` names, without loading anything, the image model it judges with: a CLIP spec (`toy`: the toy
+    world's) or another real model's name; None for any image (no model)."""
 
     def deco(loader):
         BUILTINS[name] = Builtin(name, summary, loader, space)
@@ -389,7 +390,8 @@ class PickScore(_ClipLike):
                 "licence": "code MIT (yuvalkirstain/PickScore); weights: see the model card"}
 
 
-@register_builtin("pickscore", "PickScore v1: logit_scale * cos(image, prompt) on a CLIP-H (transformers)")
+@register_builtin("pickscore", "PickScore v1: logit_scale * cos(image, prompt) on a CLIP-H (transformers)",
+                  lambda arg, options: "PickScore's CLIP ViT-H/14")
 def _load_pickscore(arg, options, device):
     from transformers import CLIPModel, CLIPProcessor
 
@@ -455,7 +457,8 @@ class HPSv2(_ClipLike):
                 "licence": "Apache-2.0 (tgxs002/HPSv2); weights: see the model card"}
 
 
-@register_builtin("hpsv2", "HPS v2.1: cos(image, prompt) on an open_clip ViT-H-14")
+@register_builtin("hpsv2", "HPS v2.1: cos(image, prompt) on an open_clip ViT-H-14",
+                  lambda arg, options: f"HPS v2's {options.get('arch', HPS_ARCH)}")
 def _load_hpsv2(arg, options, device):
     import open_clip
 
