@@ -1,6 +1,7 @@
 """The reward model as a scorer for `prefs`' `uncertain` pair strategy (active learning).
 
     scorer = reward.make_scorer(store, "latest")     # a prefs.ScoreCache around the ensemble
+    scorer = reward.make_scorer(store, "pickscore")  # or a built-in reward (reward.builtins)
     pair = store.next_pair("alice", "uncertain:0.7,balanced:0.25,repeat:0.05", scorer=scorer)
 
 Each image is scored once (embeddings come from the on-disk cache, utilities are memoised per sha256; a version
@@ -88,11 +89,49 @@ class RewardScorer:
         return kept, (torch.stack(out).numpy() if out else None)
 
 
+class BuiltinScorer:
+    """`scorer(images: list[prefs.Image]) -> (scores, None)` from a built-in reward (`reward.builtins`) on the pool
+    files, each with its own prompt; no spread (one model). An unreadable file is skipped with a logged notice and
+    scores 0."""
+
+    def __init__(self, builtin, store):
+        self.builtin, self.store = builtin, store
+
+    def __call__(self, images):
+        import torch
+
+        from prefs.pool import ImageError, read_image
+        from reward.embeddings import pil_to_tensor
+
+        scores = [0.0] * len(images)
+        by_size: dict[tuple, list[tuple[int, object]]] = {}
+        for i, im in enumerate(images):
+            try:
+                x = pil_to_tensor(read_image(self.store.image_path(im)))
+            except ImageError as e:
+                _log.warning(f"skipped {e}")
+                continue
+            by_size.setdefault(tuple(x.shape), []).append((i, x))
+        with torch.no_grad():
+            for rows in by_size.values():
+                for start in range(0, len(rows), TOWER_BATCH):
+                    chunk = rows[start:start + TOWER_BATCH]
+                    out = self.builtin.score(torch.stack([x for _, x in chunk]),
+                                             [images[i].prompt or "" for i, _ in chunk])
+                    for (i, _), v in zip(chunk, out.tolist(), strict=True):
+                        scores[i] = float(v)
+        return scores, None
+
+
 def make_scorer(store, reward="latest", cache: EmbeddingCache | None = None):
-    """A memoised `uncertain` scorer for `store` from a RewardModel or a version spec (`latest`, `r0003`, path)."""
+    """A memoised `uncertain` scorer for `store` from a RewardModel, a version spec (`latest`, `r0003`, path) or a
+    built-in (`pickscore`, `hpsv2=/path/HPS_v2.1_compressed.pt`, ...; `reward.builtins`)."""
     from prefs.samplers import ScoreCache
+    from reward.builtins import is_builtin, load_builtin
     from reward.model import RewardModel, load
 
+    if isinstance(reward, str) and is_builtin(reward):
+        return ScoreCache(BuiltinScorer(load_builtin(reward), store))
     model = reward if isinstance(reward, RewardModel) else load(reward)
     return ScoreCache(RewardScorer(model, store, cache))
 

@@ -252,3 +252,66 @@ def test_offline_hub_is_one_line(monkeypatch, tmp_path):
         with pytest.raises(UserError) as e:
             load_builtin(spec, device="cpu")
         assert form in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+# --- everywhere a reward is taken: rlft reward score, rlft simulate --scorer, the Gallery's ranking -------------------
+def _pool(n=6):
+    from prefs_util import add_toy_images
+
+    import prefs
+
+    store = prefs.open_store()
+    add_toy_images(store, n)
+    return store
+
+
+def _pool_sizes(store):
+    from prefs.pool import read_image
+
+    out = {}
+    for im in store.images():
+        buf = io.BytesIO()
+        read_image(store.image_path(im)).convert("RGB").save(buf, format="JPEG", quality=95)
+        out[im.sha256] = len(buf.getvalue()) / 1000
+    return out
+
+
+def test_reward_score_simulate_and_gallery_take_a_builtin(tmp_path, rlft_home):
+    from click.testing import CliRunner
+
+    from rlft.cli import main
+    from ui.scoring import Scores
+
+    store = _pool()
+    sizes = _pool_sizes(store)
+    files = [str(store.image_path(im)) for im in store.images()][:2]
+    out = CliRunner().invoke(main, ["reward", "score", "--reward", "jpeg-compressibility", "--json", *files])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.output.strip().splitlines()]
+    by_path = {str(store.image_path(im)): im.sha256 for im in store.images()}
+    assert [r["score"] for r in rows] == pytest.approx([-sizes[by_path[f]] for f in files])
+    assert rows[0]["reward"] == "jpeg-compressibility"
+
+    scores, label = Scores(store, reward="jpeg-incompressibility").rank(list(store.images()), wait=None)
+    assert label == "reward jpeg-incompressibility"
+    assert scores == pytest.approx(sizes)
+
+    sim = CliRunner().invoke(main, ["simulate", "--oracle", "warm", "--n", "3", "--strategy", "uncertain",
+                                    "--scorer", "jpeg-compressibility", "--json"])
+    assert sim.exit_code == 0, sim.output
+    assert json.loads(sim.output.strip().splitlines()[-1])["judged"] == 3
+    store.close()
+
+
+@pytest.mark.parametrize("args", [["reward", "score", "--reward", "hpsv2=/nowhere.pt", "x.png"],
+                                  ["ui", "--reward", "nope", "--no-generate"],
+                                  ["simulate", "--oracle", "warm", "--n", "2", "--strategy", "uncertain",
+                                   "--scorer", "clipscore,a=b"]])
+def test_a_bad_builtin_anywhere_is_exit_2_with_one_line(args, rlft_home):
+    from click.testing import CliRunner
+
+    from rlft.cli import main
+
+    _pool(2).close()
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1, out.output

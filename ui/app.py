@@ -66,6 +66,7 @@ class AppConfig:
     min_decision_ms: int = MIN_DECISION_MS  # faster votes are treated as double clicks
     gallery_limit: int = 200  # images shown in the gallery by default
     prefetch_threads: int = 4  # background pair selection, shared by all sessions
+    reward: str | None = None  # the Gallery's (and `uncertain`'s) reward: a version or built-in spec (None: the newest version)
 
     def __post_init__(self):
         # Mix text or a dict from a library caller is read once, here; a StrategyMix stays as it is.
@@ -78,7 +79,7 @@ class RatingApp:
     def __init__(self, store, config: AppConfig | None = None):
         self.store = store
         self.config = config or AppConfig()
-        self.scores = Scores(store)
+        self.scores = Scores(store, reward=self.config.reward)
         self.executor = ThreadPoolExecutor(self.config.prefetch_threads, thread_name_prefix="rlft-prefetch")
         self.timings: collections.deque[float] = collections.deque(maxlen=1_000_000)  # ms, vote -> next pair ready
         self._timing_lock = threading.Lock()

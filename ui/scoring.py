@@ -1,5 +1,6 @@
 """Scores for the gallery ranking and the `uncertain` pair strategy: the latest reward model when one
-exists, else the Bradley-Terry fit of the judgements in `prefs`.
+exists (or the reward `rlft ui --reward` names: a version or a built-in), else the Bradley-Terry fit of the
+judgements in `prefs`.
 
 `reward` (and with it torch) is imported only here, only inside functions, and only once a reward
 version exists on disk, so the UI starts fast and works before anyone has trained a reward model.
@@ -48,8 +49,9 @@ class Scores:
     `RANK_WAIT_S` at most and ranks by Bradley-Terry meanwhile, saying so.
     """
 
-    def __init__(self, store):
+    def __init__(self, store, reward: str | None = None):
         self.store = store
+        self.reward = reward  # a fixed reward (version or built-in spec) instead of the newest version
         self._lock = threading.Lock()
         self._reward = None  # (version id, ScoreCache scorer)
         self._failed: set[str] = set()  # versions that failed to load: don't retry on every call
@@ -79,7 +81,7 @@ class Scores:
         """(version id, scorer) for the newest reward version, or (None, None) when there is none or it failed
         to load. `wait`: seconds to wait for a version still loading (None: until it is loaded); when it is still
         loading after that, (version id, None)."""
-        versions = reward_versions()
+        versions = [{"id": self.reward, "path": self.reward}] if self.reward else reward_versions()
         if not versions:
             return None, None
         vid = str(versions[-1].get("id") or versions[-1].get("path"))

@@ -129,19 +129,23 @@ def show_cmd(version, as_json):
 
 @reward.command("score")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--reward", "spec", default="latest", show_default=True, help="latest, a version id, or a folder.")
-@click.option("--prompt", default=None, help="The prompt (for prompt-conditioned rewards).")
+@click.option("--reward", "spec", default="latest", show_default=True,
+              help="latest, a version id, a folder, or a built-in (pickscore, hpsv2, laion-aesthetic, clipscore, "
+                   "jpeg-compressibility, ...; NAME=PATH for local weights).")
+@click.option("--prompt", default=None, help="The prompt (for prompt-conditioned rewards and pickscore, hpsv2, clipscore).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image: path, score, std.")
 def score_cmd(images, spec, prompt, as_json):
-    """Score image files with a reward version (higher: more to your taste)."""
+    """Score image files with a reward version or a built-in reward (higher: better by it)."""
     import os
 
     from PIL import Image, UnidentifiedImageError
 
     from prefs.errors import UserError
+    from reward.builtins import is_builtin, load_builtin
     from reward.model import load
 
-    model = load(spec)
+    builtin = load_builtin(spec) if is_builtin(spec) else None
+    model = load(spec) if builtin is None else None
     pil = []
     for path in images:
         if not os.path.isfile(path):
@@ -153,6 +157,13 @@ def score_cmd(images, spec, prompt, as_json):
             raise UserError(f"cannot read {path} as an image: {e}") from None
     import torch
 
+    if builtin is not None:
+        with torch.no_grad():  # one image at a time: files may differ in size
+            scores = [float(builtin.score([im], [prompt or ""])[0]) for im in pil]
+        for path, s in zip(images, scores, strict=True):
+            click.echo(json.dumps({"path": path, "score": s, "std": None, "reward": builtin.name}) if as_json
+                       else f"{s:+.4g}  {path}")
+        return
     with torch.no_grad():
         emb = model.embed(pil)
         member = model.member_scores(emb, model.text_embed(prompt, len(emb)))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 @click.option("--rater", default=None, help="Rater name (default: sim-ORACLE).")
 @click.option("--strategy", type=STRATEGY, default=None, help="Pair strategy or mix, e.g. 'balanced' or 'uncertain:0.7,balanced:0.25,repeat:0.05'.")
 @click.option("--scorer", default="online", show_default=True,
-              help="What 'uncertain' asks: online (a reward ensemble fitted at 20 votes, refitted every 50), bt (item scores), or a reward version (latest, r0003, path).")
+              help="What 'uncertain' asks: online (a reward ensemble fitted at 20 votes, refitted every 50), bt (item scores), a reward version (latest, r0003, path) or a built-in reward (pickscore, clipscore=toy, ...).")
 @click.option("--clip", "clip_spec", default="toy", show_default=True, help="CLIP spec for the online ensemble.")
 @click.option("--among", "among_spec", default=None, metavar="LORA",
               help="Judge pairs among the images generated with this LoRA only: latest (the latest run's; the base "

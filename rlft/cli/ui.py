@@ -88,7 +88,10 @@ def ensure_pool(store, pool_size: int) -> int:
 @click.option("--open", "open_browser", is_flag=True, help="Open the app in a browser when one is available (else print the URL).")
 @click.option("--pool-size", type=click.IntRange(2, 10000), default=48, show_default=True, help="Images to generate on the toy world when the pool is empty.")
 @click.option("--no-generate", is_flag=True, help="Never generate a first pool, even when the pool is empty.")
-def ui(host, port, auth, rater, strategy, open_browser, pool_size, no_generate):
+@click.option("--reward", "reward_spec", default=None,
+              help="Rank the Gallery (and score 'uncertain' pairs) by this reward: a version (r0003, a folder) or a "
+                   "built-in (pickscore, hpsv2, laion-aesthetic, clipscore, ...).  [default: the newest version]")
+def ui(host, port, auth, rater, strategy, open_browser, pool_size, no_generate, reward_spec):
     """Rate pairs of images in the browser, see the gallery and your progress."""
     import prefs
     from prefs.errors import UserError
@@ -100,6 +103,8 @@ def ui(host, port, auth, rater, strategy, open_browser, pool_size, no_generate):
         raise UserError("--rater must not be empty")
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {port}")
+    if reward_spec is not None:
+        check_reward_spec(reward_spec)
     store = prefs.open_store()
     interrupted = False
     try:
@@ -108,7 +113,7 @@ def ui(host, port, auth, rater, strategy, open_browser, pool_size, no_generate):
         if store.count_images() < 2:
             raise UserError("the pool has fewer than 2 images: add some with `rlft generate` or `rlft import`")
         serve(store, ServeOptions(host=host, port=port, auth=pairs, open_browser=open_browser),
-              AppConfig(strategy=strategy, rater=rater.strip() if rater else None), block=True)
+              AppConfig(strategy=strategy, rater=rater.strip() if rater else None, reward=reward_spec), block=True)
     except KeyboardInterrupt:
         interrupted = True
         click.echo("rlft ui: stopped", err=True)
@@ -120,3 +125,15 @@ def ui(host, port, auth, rater, strategy, open_browser, pool_size, no_generate):
         # teardown of Gradio's module graph (over a second), so the terminal is back at once.
         sys.stderr.flush()
         os._exit(0)
+
+
+def check_reward_spec(spec: str) -> None:
+    """UserError now, before the server starts, for a `--reward` that names no version and no built-in (a built-in's
+    weights load in the background, as a version's do)."""
+    from reward.builtins import image_space, is_builtin
+    from reward.versions import resolve
+
+    if is_builtin(spec):
+        image_space(spec)
+    else:
+        resolve(spec)
