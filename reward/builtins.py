@@ -443,7 +443,7 @@ class HPSv2(_ClipLike):
         self.source, self.digest = source, digest
 
     def _embed_images(self, x):
-        return self.model.encode_image(x)
+        return self.model.encode_image(x.to(self.model.visual.conv1.weight.dtype))
 
     def _embed_texts(self, prompts):
         return self.model.encode_text(self.tokenizer(prompts).to(self.preprocess.mean.device))

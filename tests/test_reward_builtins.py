@@ -315,3 +315,22 @@ def test_a_bad_builtin_anywhere_is_exit_2_with_one_line(args, rlft_home):
     _pool(2).close()
     out = CliRunner().invoke(main, args)
     assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1, out.output
+
+
+def test_gpu_rewards_bench_dry_run_scores_both_rewards(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_rewards.py"
+    spec = importlib.util.spec_from_file_location("gpu_rewards", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "gpu_rewards.json"
+    assert bench.main([str(out), "--dry-run"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["rewards"]) == {"pickscore", "hpsv2"} and report["device"] == "cpu"
+    for row in report["rewards"].values():
+        assert row["finite"] and row["images_per_s"] > 0 and row["batch"] == 2 and row["size"] == 64
+    assert bench.main([str(out), "--dry-run", "--rewards", "nope"]) == 2
+    if not torch.cuda.is_available():
+        assert bench.main([str(tmp_path / "x.json")]) == 2 and not (tmp_path / "x.json").exists()
