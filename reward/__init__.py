@@ -14,6 +14,7 @@
     reward.versions.list_versions(); reward.versions.resolve("latest"); reward.versions.latest()
 
     scorer = reward.make_scorer(store, "latest")  # for prefs' `uncertain` pair strategy (active learning)
+    judge = reward.load_builtin("pickscore")      # public rewards by name: reward.builtins (also NAME=PATH)
     result = reward.train(store, reward.RewardTrainConfig(clip="toy", fit=reward.FitConfig(head="mlp", ensemble=5)))
     tuned = reward.train(store, reward.RewardTrainConfig(split="image", tune=reward.TuneConfig(mode="blocks")))
     result.model                                  # the new version in memory, as reward.load gives it
@@ -23,7 +24,8 @@ pool. Modules: `clip` (CLIP specs, differentiable preprocessing), `embeddings` (
 `loss`, `fit`, `data`, `evaluate`, `training`, `versions`, `model`, `scorer`, `reward_fn`, `laion` (LAION
 aesthetic priors), `aesthetic` (aesthetic embeddings and aesthetic-gradients conditioning), `tower` (the CLIP
 image tower as the heads' feature extractor: frozen, LoRA or last blocks; patch tokens), `tune` (tuning it with
-the heads on the judgements, early stopping).
+the heads on the judgements, early stopping), `builtins` (public rewards by name: laion-aesthetic, pickscore,
+hpsv2, clipscore, JPEG (in)compressibility), `combine` (weighted sums of rewards: `latest + 0.3 * pickscore`).
 Errors for bad input are `prefs.errors.UserError` / `NotFoundError`.
 """
 
@@ -44,6 +46,8 @@ _LAZY = {
     "TuneConfig": "reward.tune",
     "EmbeddingCache": "reward.embeddings",
     "load_laion": "reward.laion",
+    "load_builtin": "reward.builtins",
+    "is_builtin": "reward.builtins",
     "load_embedding": "reward.aesthetic",
     "save_embedding": "reward.aesthetic",
     "AestheticConditioner": "reward.aesthetic",

@@ -11,7 +11,7 @@ import click
 @click.argument("run", default="latest")
 @click.option("--judge", "judges", multiple=True, metavar="REWARD",
               help="A judge: any --reward form (pickscore, hpsv2, laion-aesthetic, clipscore, jpeg-compressibility, a "
-                   "reward version, NAME=PATH, a weighted sum); repeatable. [default: the run's own --judge's]")
+                   "reward version, NAME=PATH, a weighted sum); repeatable. [default: the judges the run was trained with]")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(min=100), default=2000, show_default=True,
               help="Bootstrap resamples of the prompt+seed pairs for the interval.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
