@@ -163,6 +163,20 @@ def test_train_on_a_weighted_sum_with_judges_records_them_and_resumes_on_them(mo
     assert lines[-1].split()[0] == "jpeg-compressibility" and lines[-1].endswith("%")
 
 
+def test_a_lone_builtin_trains_on_its_raw_score(model_folder, config_file, prompts, rlft_home):
+    result = invoke("train", "--model", model_folder, "--prompts", prompts, "--config", config_file,
+                    "--reward", "jpeg-incompressibility", "-q")
+    assert result.exit_code == 0, result.output
+    run = rlft_home / "runs" / "t0001"
+    (m,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith(("reward/", "grid_reward/", "judge/")) for k in m)
+    sizes = [_jpeg_kb(c) for c in _cells(run / "samples" / "epoch_0001.png", 2, 2)]
+    assert m["grid_reward"] == pytest.approx(np.mean(sizes), abs=1e-5) and m["reward_mean"] > 0
+    provenance = json.loads((run / "config.json").read_text())["provenance"]
+    assert provenance["reward"] == "jpeg-incompressibility" and provenance["heldout_member"] is None
+    assert provenance["reward_terms"][0]["builtin"]["source"] == "kvablack/ddpo-pytorch rewards.py"
+
+
 def test_a_sum_with_a_reward_version_holds_its_last_member_out(model_folder, config_file, prompts, rlft_home):
     from reward_util import judged_store
 

@@ -263,7 +263,10 @@ def _load_mix(mix: RewardMix, heldout: bool, device):
 
         raw = [np.asarray(torch.as_tensor(f(images, prompts, metadata)[0]).detach().float().cpu()) for f in fns]
         total = combined_scores(list(prompts), raw, weights)
-        return torch.as_tensor(total, dtype=torch.float32), {"reward": mix.text, "terms": dict(zip(labels, raw, strict=True))}
+        info = {"reward": mix.text}
+        if len(raw) > 1:  # a sum's total is normalised: its terms' raw scores say what moved
+            info["terms"] = dict(zip(labels, raw, strict=True))
+        return torch.as_tensor(total, dtype=torch.float32), info
 
     info = {"reward": mix.text, "reward_terms": records, "heldout_member": held_member}
     return fn, held_fn, info
