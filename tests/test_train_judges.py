@@ -163,15 +163,28 @@ def test_train_on_a_weighted_sum_with_judges_records_them_and_resumes_on_them(mo
     assert lines[-1].split()[0] == "jpeg-compressibility" and lines[-1].endswith("%")
 
 
-def test_a_lone_builtin_trains_on_its_raw_score(model_folder, config_file, prompts, rlft_home):
+def test_a_lone_builtin_trains_on_its_raw_score_and_judges_reach_the_tracker(model_folder, config_file, prompts,
+                                                                             rlft_home):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     result = invoke("train", "--model", model_folder, "--prompts", prompts, "--config", config_file,
-                    "--reward", "jpeg-incompressibility", "-q")
+                    "--reward", "jpeg-incompressibility", "--judge", "jpeg-compressibility", "--log-with", "tensorboard",
+                    "-q")
     assert result.exit_code == 0, result.output
     run = rlft_home / "runs" / "t0001"
     (m,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert not any(k.startswith(("reward/", "grid_reward/", "judge/")) for k in m)
+    assert not any(k.startswith(("reward/", "grid_reward/")) for k in m)
     sizes = [_jpeg_kb(c) for c in _cells(run / "samples" / "epoch_0001.png", 2, 2)]
     assert m["grid_reward"] == pytest.approx(np.mean(sizes), abs=1e-5) and m["reward_mean"] > 0
+    assert m["judge/jpeg-compressibility"] == pytest.approx(-m["grid_reward"])
+    events = EventAccumulator(str(run / "logs" / "rlft"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    grid = json.loads((run / "samples" / "grid.json").read_text())["scores"]
+    logged = events.Scalars("judge/jpeg-compressibility")
+    assert [e.step for e in logged] == [0, 1]  # the base model's grid at step 0
+    assert [e.value for e in logged] == pytest.approx([grid["0"]["judge/jpeg-compressibility"], m["judge/jpeg-compressibility"]])
+    captions = [e.step for e in events.Tensors("samples/text_summary")]
+    assert captions == [0, 1]
     provenance = json.loads((run / "config.json").read_text())["provenance"]
     assert provenance["reward"] == "jpeg-incompressibility" and provenance["heldout_member"] is None
     assert provenance["reward_terms"][0]["builtin"]["source"] == "kvablack/ddpo-pytorch rewards.py"
