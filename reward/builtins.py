@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class BuiltinReward:
     def __call__(self, images, prompts, metadata=None):
         """ddpo-pytorch's reward function: `(scores (B,), info)`, detached."""
         with torch.no_grad():
-            scores = self.score(images, list(prompts))
+            scores = self.score(images, list(prompts) if prompts is not None else None)
         return scores.detach(), {"reward": self.name}
 
     def __repr__(self) -> str:
@@ -479,7 +480,11 @@ def _load_hpsv2(arg, options, device):
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise UserError(f"hpsv2: {path} is not an HPS checkpoint (a dict with a 'state_dict')")
     sd = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-    model = open_clip.create_model(arch, pretrained=None, device="cpu")
+    logging.disable(logging.WARNING)  # open_clip warns that no pretrained weights were loaded: they load next
+    try:
+        model = open_clip.create_model(arch, pretrained=None, device="cpu")
+    finally:
+        logging.disable(logging.NOTSET)
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         what = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}")
