@@ -68,8 +68,8 @@ def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | 
     prompts_source: a prompt file or named set (ddpo, rwr; optional for dpo). reward: the reward (`latest` when
     None; a version, a built-in or a weighted sum: `rlft.train.rewards`), resolved and checked once; dpo ignores it
     (with a notice). judges: rewards (the same forms) never trained on that score each epoch's sample grid
-    (`judge/NAME` in the metrics). rater: dpo
-    trains on this rater's judgements only. out_dir: the run folder (default: the home's next `tNNNN`).
+    (`judge/NAME` in the metrics). rater: dpo trains on this rater's judgements only. out_dir: the run folder
+    (default: the home's next `tNNNN`).
     device: cuda, cpu, ... (default: the best available). log_with: experiment trackers. progress: a progress
     bar on stderr. on_epoch: called with each epoch's metrics; report: with each epoch's one-line summary
     (`epoch_summary`); notice: with each notice (default: logged as warnings).
