@@ -87,9 +87,9 @@ def build_from_reward(model, store, top_k: int | None = 50, min_score: float | N
     if not images:
         raise UserError("no pool image could be read: every pool file is missing or unreadable")
     text = cache.embed_texts([im.prompt or "" for im in images]) if model.prompt_conditioned else None
-    if model.tower is None:
+    if model.tower is None and model.prior is None:
         scores, _ = model.score_embeddings(emb, text)
-    else:  # the heads read the version's own tower, not the cached embeddings: score through it
+    else:  # the heads read the version's own tower or its prior's scores: score through the scorer
         from reward.scorer import RewardScorer
 
         scores = np.asarray(RewardScorer(model, store, cache)(images)[0])

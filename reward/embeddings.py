@@ -159,6 +159,7 @@ class EmbeddingCache:
 
         self.source = clip.source if clip is not None else resolve_clip(clip_spec)
         self.clip_spec = self.source.spec
+        self.home = home
         self._clip = clip
         self._device = device
         root = cache_root(home) / self.source.cache_key()

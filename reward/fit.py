@@ -74,12 +74,18 @@ def pair_diff(r: torch.Tensor, ia: torch.Tensor, ib: torch.Tensor) -> torch.Tens
 
 
 def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, config: FitConfig,
-                 t: np.ndarray | None = None, prior=None) -> FitResult:
+                 t: np.ndarray | None = None, prior=None, prior_scores: np.ndarray | None = None,
+                 prior_weight: float | None = None, prior_start: float = 1.0) -> FitResult:
     """Fit `config.ensemble` heads to judgements (ia[k] vs ib[k], target y[k] = P(a wins)).
 
     `x`: N x D image embeddings (N x (1 + L) x D token features for the `patch` head); `t`: N x D prompt
     embeddings (each image's own prompt) for prompt-conditioned heads; `prior`: a `reward.laion.LaionHead` to start from. With K > 1 members each sees a bootstrap
     resample of the judgements (Poisson(1) weights); a single head sees them all.
+
+    `prior_scores` (N): a prior's scores of the images (`reward.prior`); each member is then
+    `reward.heads.PriorResidualHead`: w * prior + a personal head whose output layer starts at 0, w fixed at
+    `prior_weight`, or learnt from `prior_start` when that is None (a Gaussian prior on w around it, of standard
+    deviation |prior_start|).
     """
     if len(ia) == 0:
         raise UserError("no usable judgements to fit (a, b and tie outcomes count; skip and both_bad do not)")
@@ -93,7 +99,10 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
     T = torch.as_tensor(t, dtype=torch.float32) if (t is not None and config.prompt) else None
     IA, IB = torch.as_tensor(ia, dtype=torch.long), torch.as_tensor(ib, dtype=torch.long)
     Y = torch.as_tensor(y, dtype=torch.float32)
+    S = None if prior_scores is None else torch.as_tensor(np.asarray(prior_scores), dtype=torch.float32).reshape(-1)
     used = torch.unique(torch.cat([IA, IB]))
+    if S is not None and len(S) != len(X):
+        raise ValueError(f"{len(S)} prior scores for {len(X)} images")
     heads, losses, log_theta = [], [], None
     for _k in range(config.ensemble):
         if prior is not None:
@@ -104,6 +113,14 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
             head = LaionPriorHead(copy.deepcopy(prior.layers), getattr(prior, "path", None))
         else:
             head = build_head(config.head, X.shape[-1], config.prompt, hidden=config.hidden)
+        if S is not None:
+            from reward.heads import PriorResidualHead
+
+            last = head.net[-1] if isinstance(head.net, torch.nn.Sequential) else head.net
+            torch.nn.init.zeros_(last.weight)  # the personal part starts at 0: the reward starts as the prior
+            torch.nn.init.zeros_(last.bias)
+            head = PriorResidualHead(head, prior_start if prior_weight is None else prior_weight,
+                                     learn_weight=prior_weight is None, scale=1 / max(abs(prior_start), 1e-6))
         head.set_standardisation(X[used], None if T is None else T[used])
         w = torch.as_tensor(rng.poisson(1.0, len(ia)), dtype=torch.float32) if config.ensemble > 1 else None
         lt = torch.zeros((), requires_grad=True) if config.ties == "rao-kupper" else None
@@ -111,10 +128,13 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
         opt = torch.optim.Adam(params, lr=config.lr if prior is None else config.lr * 0.02)
 
         def objective(head=head, w=w, lt=lt):  # bound now: called only within this member's fit
-            d = pair_diff(head(X, T), IA, IB)
+            d = pair_diff(head(X, T) if S is None else head(X, T, S), IA, IB)
             zero = torch.zeros((), dtype=d.dtype)
             loss = bt_loss(d, zero, Y, w) if lt is None else rao_kupper_loss(d, zero, Y, lt, w)
-            return loss, loss + config.l2 * head.penalty() / len(ia)  # a Gaussian prior: fades as judgements grow
+            total = loss + config.l2 * head.penalty() / len(ia)  # a Gaussian prior: fades as judgements grow
+            if S is not None:
+                total = total + head.weight_penalty() / len(ia)
+            return loss, total
 
         head.train()
         for _ in range(config.steps):
@@ -127,7 +147,8 @@ def fit_ensemble(x: np.ndarray, ia: np.ndarray, ib: np.ndarray, y: np.ndarray, c
             with torch.no_grad():
                 loss, _ = objective()
         with torch.no_grad():
-            head.offset.copy_(head(X[used], None if T is None else T[used]).mean() + head.offset)
+            r = head(X[used], None if T is None else T[used], *(() if S is None else (S[used],)))
+            head.offset.copy_(r.mean() + head.offset)
         heads.append(head)
         losses.append(float(loss.detach()))
         if lt is not None:

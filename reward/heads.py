@@ -10,6 +10,8 @@ matter to Bradley-Terry; centring makes ensemble members comparable, so their sp
 - `laion`: a LAION improved-aesthetic-predictor head (`--prior laion:PATH`), fine-tuned from its weights,
   times a learnt scale (its 1-10 scores are not on the logit scale). No standardisation: it expects raw
   L2-normalised embeddings.
+- `residual`: a prior's score times a weight plus a personal head (`--prior VERSION|pickscore|...`, see
+  `reward.prior`): r = w * s + personal(x); it reads the prior's score `s` beside the embedding.
 - `patch`: reads the patch tokens as well as the pooled embedding (a `reward.tower.Tower` with output
   "tokens"), so *where* and *how big* are visible: see `PatchHead`.
 Prompt conditioning (`prompt=True`): the features are [x, x * t] (image, and image times prompt embedding),
@@ -187,6 +189,50 @@ class LaionPriorHead(nn.Module):
         return {"kind": self.kind, "dim": self.dim, "prompt": False, "layer_keys": keys, "prior_path": self.prior_path}
 
 
+class PriorResidualHead(nn.Module):
+    """r = w * s + personal(x, t) - offset: a prior's score `s` times a weight, plus a personal head that starts at 0.
+
+    `w` is learnt or fixed (`learn_weight` False). `penalty` is the personal head's (the fit scales it by `--l2`), so
+    with few judgements the reward is the prior and the personal part grows only where judgements speak;
+    `weight_penalty` is a Gaussian prior on w around `start` of standard deviation 1 / `scale` (the fit uses
+    |start|): much weaker than the personal part's, so the weight follows the judgements sooner, down to 0 or below
+    for a person who disagrees with the prior.
+    """
+
+    kind = "residual"
+
+    def __init__(self, personal: nn.Module, weight: float = 1.0, learn_weight: bool = True, scale: float = 1.0):
+        super().__init__()
+        self.personal = personal
+        self.dim, self.prompt = personal.dim, personal.prompt
+        self.learn_weight = bool(learn_weight)
+        self.weight = nn.Parameter(torch.tensor(float(weight)), requires_grad=self.learn_weight)
+        self.register_buffer("start", torch.tensor(float(weight)))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.register_buffer("offset", torch.zeros(()))
+
+    def set_standardisation(self, x: torch.Tensor, t: torch.Tensor | None) -> None:
+        self.personal.set_standardisation(x, t)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, s: torch.Tensor | None = None) -> torch.Tensor:
+        if s is None:
+            raise ValueError("a reward with a prior needs the prior's scores of the images (s)")
+        return self.weight * s.to(x.dtype) + self.personal(x, t) - self.offset
+
+    def penalty(self) -> torch.Tensor:
+        return self.personal.penalty()
+
+    def weight_penalty(self) -> torch.Tensor:
+        if not self.learn_weight:
+            return torch.zeros(())
+        return ((self.weight - self.start) * self.scale) ** 2
+
+    @property
+    def config(self) -> dict:
+        return {"kind": self.kind, "dim": self.dim, "prompt": self.prompt, "personal": self.personal.config,
+                "learn_weight": self.learn_weight}
+
+
 def build_head(kind: str, dim: int, prompt: bool = False, **kw) -> nn.Module:
     """A fresh head from its `config` dict (the LAION kind needs `state_dict`-shaped `layer_keys`)."""
     if kind == "linear":
@@ -196,6 +242,9 @@ def build_head(kind: str, dim: int, prompt: bool = False, **kw) -> nn.Module:
     if kind == "patch":
         return PatchHead(dim, prompt, hidden=kw.get("hidden", 128), dropout=kw.get("dropout", 0.1),
                          queries=kw.get("queries", 4), reduced=kw.get("reduced", 16))
+    if kind == "residual":
+        personal = dict(kw["personal"])
+        return PriorResidualHead(build_head(personal.pop("kind"), **personal), learn_weight=kw.get("learn_weight", True))
     if kind == "laion":
         from reward.laion import build_sequential
 

@@ -21,16 +21,18 @@ class RewardModel(torch.nn.Module):
     Attributes: `version` (e.g. "r0003"), `clip_spec`, `path` (the version folder), `metadata` (its
     reward.json), `members` (K, the ensemble size), `heads` (ModuleList), `log_theta` (Rao-Kupper tie
     parameter or None), `tower` (a `reward.tower.Tower` when the heads read a tuned tower or patch tokens; None
-    when they read the frozen CLIP's pooled embedding, which the on-disk embedding cache holds). All members
-    share the tower: one pass per image scores them all.
+    when they read the frozen CLIP's pooled embedding, which the on-disk embedding cache holds), `prior` (a
+    `reward.prior.Prior` when each member is w * prior + a personal head, else None). All members share the tower
+    and the prior: one pass per image scores them all.
     """
 
     def __init__(self, heads: Sequence[torch.nn.Module], clip_spec: str, metadata: dict | None = None,
                  path: str | os.PathLike | None = None, log_theta: torch.Tensor | None = None, clip=None,
-                 device=None, tower=None):
+                 device=None, tower=None, prior=None):
         super().__init__()
         self.heads = torch.nn.ModuleList(heads)
         self.tower = tower
+        self.prior = prior
         self.clip_spec = clip_spec
         self.metadata = dict(metadata or {})
         self.version = self.metadata.get("id")
@@ -71,7 +73,7 @@ class RewardModel(torch.nn.Module):
             raise UserError(f"member indices must be in 0..{self.members - 1}, got {indices}")
         meta = {**self.metadata, "members_of": self.version, "member_indices": indices}
         sub = RewardModel([self.heads[i] for i in indices], self.clip_spec, meta, self.path, self.log_theta,
-                          self._clip, self._device, self.tower)
+                          self._clip, self._device, self.tower, self.prior)
         sub.version = self.version
         return sub
 
@@ -120,51 +122,73 @@ class RewardModel(torch.nn.Module):
         return torch.stack([self._text_cache[p] for p in prompts])
 
     # -- scores -------------------------------------------------------------------------------------------
-    def member_scores(self, emb: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+    def prior_scores(self, images, prompts: Sequence[str] | str | None = None) -> torch.Tensor | None:
+        """The prior's scores of the images (tensor [N], differentiable in the pixels when the prior is); None
+        without a prior."""
+        if self.prior is None:
+            return None
+        if isinstance(images, torch.Tensor) and images.ndim == 3:
+            images = images[None]
+        return self.prior.score(images, prompts)
+
+    def member_scores(self, emb: torch.Tensor, text: torch.Tensor | None = None,
+                      prior: torch.Tensor | None = None) -> torch.Tensor:
         """K x N utilities of precomputed image features (`embed`'s output; the cached CLIP embeddings when the
-        version has no tower)."""
+        version has no tower) and, with a prior, the prior's scores of the images (`prior_scores`; cached by
+        `reward.prior.PriorScoreCache`)."""
         dev = self._head_device()
         emb = emb.to(dev)
         text = text.to(dev) if text is not None else None
-        return torch.stack([h(emb, text) for h in self.heads])
+        if self.prior is None:
+            return torch.stack([h(emb, text) for h in self.heads])
+        if prior is None:
+            raise UserError(f"reward {self.version or ''} starts from the prior {self.prior.spec!r}: pass the prior's "
+                            "scores of the images")
+        prior = torch.as_tensor(prior).to(dev).reshape(-1)
+        return torch.stack([h(emb, text, prior) for h in self.heads])
+
+    def members_of(self, images, prompts: Sequence[str] | str | None = None) -> torch.Tensor:
+        """K x N member utilities of images (as `score` takes them); differentiable w.r.t. a pixel tensor."""
+        emb = self.embed(images)
+        return self.member_scores(emb, self.text_embed(prompts, len(emb)), self.prior_scores(images, prompts))
 
     def score(self, images, prompts: Sequence[str] | str | None = None) -> torch.Tensor:
         """Mean utility over the ensemble, one per image (tensor [N]); differentiable w.r.t. a pixel tensor.
 
         `images`: float tensor N x 3 x H x W in [0, 1] (any size: resized and normalised inside) or a list of
-        PIL images. `prompts`: one per image (or one for all); used by prompt-conditioned heads, else ignored.
+        PIL images. `prompts`: one per image (or one for all); used by prompt-conditioned heads and the prior.
         """
-        emb = self.embed(images)
-        return self.member_scores(emb, self.text_embed(prompts, len(emb))).mean(0)
+        return self.members_of(images, prompts).mean(0)
 
     forward = score
 
-    def member_scores_np(self, emb, prompts_emb=None) -> np.ndarray:
-        """K x N member utilities of precomputed embeddings, as numpy (no gradients)."""
+    def member_scores_np(self, emb, prompts_emb=None, prior=None) -> np.ndarray:
+        """K x N member utilities of precomputed embeddings (and prior scores), as numpy (no gradients)."""
         with torch.no_grad():
             s = self.member_scores(torch.as_tensor(np.asarray(emb), dtype=torch.float32),
-                                   None if prompts_emb is None else torch.as_tensor(np.asarray(prompts_emb), dtype=torch.float32))
+                                   None if prompts_emb is None else torch.as_tensor(np.asarray(prompts_emb), dtype=torch.float32),
+                                   None if prior is None else torch.as_tensor(np.asarray(prior), dtype=torch.float32))
         return s.cpu().numpy()
 
-    def score_embeddings(self, emb, prompts_emb=None) -> tuple[np.ndarray, np.ndarray]:
+    def score_embeddings(self, emb, prompts_emb=None, prior=None) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std over members) per embedding, as numpy."""
-        return member_mean_std(self.member_scores_np(emb, prompts_emb))
+        return member_mean_std(self.member_scores_np(emb, prompts_emb, prior))
 
     def predict_pair(self, a, b, prompt: str | None = None) -> tuple[float, float]:
         """(P(a beats b), std of that probability over members) for two images (PIL or 3 x H x W tensors)."""
         imgs = [a, b]
-        if all(isinstance(i, torch.Tensor) for i in imgs):
-            emb = torch.cat([self.embed(i if i.ndim == 4 else i[None]) for i in imgs])
-        else:
-            emb = self.embed(imgs)
         with torch.no_grad():
-            s = self.member_scores(emb, self.text_embed(prompt, 2))
+            if all(isinstance(i, torch.Tensor) for i in imgs):
+                s = torch.cat([self.members_of(i if i.ndim == 4 else i[None], prompt) for i in imgs], dim=1)
+            else:
+                s = self.members_of(imgs, prompt)
             p = torch.sigmoid(s[:, 0] - s[:, 1])
         return float(p.mean()), float(p.std(unbiased=False)) if len(p) > 1 else 0.0
 
     def __repr__(self) -> str:
         tower = f", tower={self.tower.mode}" if self.tower is not None and self.tower.mode != "none" else ""
-        return f"RewardModel({self.version or 'unsaved'}, clip={self.clip_spec}, heads={self.members}x{self.metadata.get('config', {}).get('head', '?')}{tower})"
+        prior = f", prior={self.prior.spec}" if self.prior is not None else ""
+        return f"RewardModel({self.version or 'unsaved'}, clip={self.clip_spec}, heads={self.members}x{self.metadata.get('config', {}).get('head', '?')}{tower}{prior})"
 
 
 # -- persistence --------------------------------------------------------------------------------------------
@@ -204,7 +228,8 @@ def load(spec: str | os.PathLike | versions.RewardRef = "latest", device=None, h
     """Load a reward version: `latest`, an id like `r0003`, a version folder, or a `versions.RewardRef` (resolved
     already: loaded from its folder with its metadata, nothing looked up again).
 
-    A version with a tuned tower gets it back from `tower.safetensors` on a copy of its CLIP's frozen tower.
+    A version with a tuned tower gets it back from `tower.safetensors` on a copy of its CLIP's frozen tower; one
+    with a prior gets it back from its `prior/` copy (a version prior) or `reward.builtins` (a built-in).
     Raises NotFoundError listing the versions for an unknown name, and one telling the user to run
     `rlft reward train` when there are none; UserError when the CLIP weights it was trained on have changed.
     """
@@ -233,8 +258,13 @@ def load(spec: str | os.PathLike | versions.RewardRef = "latest", device=None, h
 
         clip = load_clip(meta["clip_spec"], device or "cpu")
         tower = load_tower(clip, tower_spec, folder / tower_spec["file"] if tower_spec.get("file") else None)
+    prior = None
+    if meta.get("prior"):
+        from reward.prior import load_saved
+
+        prior = load_saved(meta["prior"], folder, device)
     model = RewardModel(heads, meta["clip_spec"], meta, folder, tensors.get("log_theta"), clip=clip, device=device,
-                        tower=tower)
+                        tower=tower, prior=prior)
     if device is not None:
         model.to(device)
     return model

@@ -22,8 +22,7 @@ def as_reward_fn(model, grad: bool = False) -> Callable:
             images = images.float() / 255
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
-            emb = model.embed(images)
-            member = model.member_scores(emb, model.text_embed(list(prompts) if prompts is not None else None, len(emb)))
+            member = model.members_of(images, list(prompts) if prompts is not None else None)
         scores = member.mean(0)
         std = member.std(0, unbiased=False) if len(member) > 1 else torch.zeros_like(scores)
         return scores, {"reward_version": model.version, "members": model.members, "std": std.detach()}

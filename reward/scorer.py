@@ -7,7 +7,8 @@
 Each image is scored once (embeddings come from the on-disk cache, utilities are memoised per sha256; a version
 with a tower, tuned or read for its patch tokens, computes its own features from the files instead): the
 mean over ensemble members is the utility, their standard deviation the uncertainty, both on the
-Bradley-Terry logit scale as `prefs.samplers` expects, and each member's utilities go along (joint samples).
+Bradley-Terry logit scale as `prefs.samplers` expects, and each member's utilities go along (joint samples). A
+version with a prior adds each member's weighted prior score, cached per image by `reward.prior.PriorScoreCache`.
 Call `scorer.clear()` after loading a new version.
 
 `OnlineScorer` is the active-learning loop without saving versions: it refits a small ensemble in memory on
@@ -36,6 +37,7 @@ class RewardScorer:
         self.model = model
         self.store = store
         self.cache = cache or EmbeddingCache(model.clip_spec)
+        self._prior_cache = None
 
     def __call__(self, images):
         """Scores of `images`; one whose pool file is missing or unreadable is skipped with a logged notice and
@@ -51,9 +53,22 @@ class RewardScorer:
             text = self.cache.embed_texts([im.prompt or "" for im in kept]) if self.model.prompt_conditioned else None
             at = {im.sha256: i for i, im in enumerate(kept)}
             cols = [j for j, im in enumerate(images) if im.sha256 in at]
-            members[:, cols] = self.model.member_scores_np(emb, text)[:, [at[images[j].sha256] for j in cols]]
+            prior = self._prior_scores(kept) if self.model.prior is not None else None
+            members[:, cols] = self.model.member_scores_np(emb, text, prior)[:, [at[images[j].sha256] for j in cols]]
         mean, std = member_mean_std(members)
         return mean.tolist(), std.tolist(), members
+
+    def _prior_scores(self, images):
+        """The prior's scores of `images` (readable pool images), from its score cache in the home."""
+        from reward.prior import PriorScoreCache
+
+        if self._prior_cache is None:
+            self._prior_cache = PriorScoreCache(self.model.prior, self.cache.home)
+        kept, s = self._prior_cache.scores(self.store, images)
+        if len(kept) != len(images):
+            at = {im.sha256: v for im, v in zip(kept, s, strict=True)}
+            s = [at.get(im.sha256, 0.0) for im in images]
+        return s
 
     def _features(self, images):
         """(the images whose files could be read, their features): the cached CLIP embeddings, or for a version

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -25,26 +26,53 @@ from reward.versions import TOWER_NAME
 _log = logging.getLogger(__name__)
 
 
+# The personal part beside a scored prior (a reward version or a built-in): a linear head under a stronger L2 prior,
+# a small smooth correction that few judgements cannot turn into noise (docs/experiments.md prior-personal-head).
+PRIOR_FIT = {"head": "linear", "l2": 10.0}
+
+
+def fit_defaults(prior: str | None) -> dict:
+    """The FitConfig fields whose defaults depend on `--prior`: PRIOR_FIT beside a scored prior, else none."""
+    from reward.prior import parse_prior
+
+    spec = parse_prior(prior)
+    return dict(PRIOR_FIT) if spec is not None and spec.kind != "laion" else {}
+
+
 @dataclasses.dataclass
 class RewardTrainConfig:
     """Everything `train` needs besides the store; saved in the version's reward.json."""
 
     clip: str = "toy"  # CLIP spec for the embeddings (ViT-L-14/openai for SD 1.x)
-    fit: FitConfig = dataclasses.field(default_factory=FitConfig)  # head, ensemble, ties, L2, steps
+    fit: FitConfig | None = None  # head, ensemble, ties, L2, steps (None: FitConfig(**fit_defaults(prior)))
     val_frac: float = 0.2  # share of judgements held out for the metrics (0: train on all, no metrics)
     split: str = "random"  # random (seeded), time (newest judgements held out) or image (unseen images held out)
-    prior: str | None = None  # laion:PATH, a LAION aesthetic head to start from
+    prior: str | None = None  # a reward version, pickscore | hpsv2 | laion-aesthetic (reward.prior), or laion:PATH
+    prior_weight: float | None = None  # w in w * prior + personal: None learns it, a number fixes it
     rater: str | None = None  # only this rater's judgements (default: everyone's)
     seed: int = 0  # split, bootstrap and initialisation
     tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)  # tower: frozen (default), or LoRA / last blocks tuned
 
     def __post_init__(self):
+        if self.fit is None:
+            self.fit = FitConfig(**fit_defaults(self.prior))
         if isinstance(self.fit, dict):
-            self.fit = FitConfig(**self.fit)
+            self.fit = FitConfig(**{**fit_defaults(self.prior), **self.fit})
         if isinstance(self.tune, dict):
             self.tune = TuneConfig(**self.tune)
-        if self.prior is not None and self.fit.head == "patch":
-            raise UserError("a LAION prior is a head on the pooled embedding: use it without --head patch")
+        from reward.prior import parse_prior
+
+        spec = parse_prior(self.prior)
+        if spec is not None and self.fit.head == "patch":
+            raise UserError("a prior is read beside the pooled embedding: use it without --head patch")
+        if spec is not None and spec.kind != "laion" and self.tune.mode != "none":
+            raise UserError(f"--prior {self.prior} is fitted on the frozen CLIP's embeddings: use it with --tune none")
+        if self.prior_weight is not None:
+            if spec is None or spec.kind == "laion":
+                raise UserError("--prior-weight needs a --prior to weigh (a reward version, pickscore, hpsv2 or "
+                                "laion-aesthetic)")
+            if not (isinstance(self.prior_weight, (int, float)) and math.isfinite(self.prior_weight)):
+                raise UserError(f"--prior-weight must be a finite number, got {self.prior_weight!r}")
         if not 0 <= self.val_frac < 1:
             raise UserError(f"--val-frac must be in [0, 1), got {self.val_frac}")
 
@@ -87,14 +115,22 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
     `notice(message)`: told of judgements left out because an image's pool file is missing (default: logged)."""
     from reward.clip import resolve_clip
     from reward.embeddings import EmbeddingCache
-    from reward.laion import load_laion, parse_prior
+    from reward.laion import load_laion
     from reward.model import save_weights
+    from reward.prior import PRIOR_DIR, PriorScoreCache, check_world, check_world_of, load_prior, parse_prior
     from reward.versions import read_meta, write_version
 
     config = config or RewardTrainConfig()
-    prior_path = parse_prior(config.prior)
+    spec = parse_prior(config.prior)
+    prior_path = spec.spec if spec is not None and spec.kind == "laion" else None
     resolve_clip(config.clip)  # an unknown spec fails before any work
     prior = load_laion(prior_path) if prior_path else None
+    scored = None  # a prior scored on pixels (a reward version or a built-in): w * prior + personal
+    if spec is not None and spec.kind != "laion":
+        if spec.kind == "builtin":  # public rewards judge real images: refused for the toy world before loading
+            check_world_of(spec.spec, "real", config.clip)
+        scored = load_prior(spec, home)
+        check_world(scored, config.clip)
     cache = EmbeddingCache(config.clip, home=home)
     if config.tune.mode != "none" or config.fit.head in TOKEN_HEADS:  # a tower that cannot be tuned fails before any work
         from reward.tower import check_tower
@@ -107,25 +143,34 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
         if prior.in_dim != x.shape[1]:
             raise UserError(f"the LAION head expects {prior.in_dim}-d embeddings but --clip {config.clip} gives "
                             f"{x.shape[1]}-d; use --clip ViT-L-14/openai with LAION priors")
+    s = None  # the scored prior's scores of the judged images
+    if scored is not None:
+        kept, s = PriorScoreCache(scored, home).scores(store, data.images, notice)
+        if len(kept) != len(data.images):  # read a moment ago for the embeddings: the files went meanwhile
+            raise UserError("pool files went missing while the reward was trained; run it again")
     tr, va = split(len(data), config.val_frac, config.split, config.seed, data.ia, data.ib, data.order)
     train_data = data.take(tr)
     fit = dataclasses.replace(config.fit, seed=config.seed)
     tower, tower_meta = None, {"mode": "none", "output": "pooled"}
     if config.tune.mode == "none" and config.fit.head not in TOKEN_HEADS:
-        fitted = fit_ensemble(x, train_data.ia, train_data.ib, train_data.y, fit, t=t, prior=prior)
+        start = 1.0 if scored is None or scored.kind == "version" else 1.0 / max(float(np.std(s)), 1e-6)
+        fitted = fit_ensemble(x, train_data.ia, train_data.ib, train_data.y, fit, t=t, prior=prior, prior_scores=s,
+                              prior_weight=config.prior_weight, prior_start=start)
         features = torch.as_tensor(x)
     else:
         fitted, tower, features, tower_meta = _fit_with_tower(store, data, train_data, data.take(va), config, fit,
                                                               cache, x, t, prior, progress)
     with torch.no_grad():
         T = torch.as_tensor(t) if t is not None else None
-        member = torch.stack([h(features, None if T is None else T.to(features.device)) for h in fitted.heads]).cpu().numpy()
+        extra = () if s is None else (torch.as_tensor(s),)
+        member = torch.stack([h(features, None if T is None else T.to(features.device), *extra)
+                              for h in fitted.heads]).cpu().numpy()
     # val_accuracy is always there (null without a validation split): `reward list` promises it for every version.
     metrics: dict = {"train_loss": float(np.mean(fitted.train_loss)), "n_train": int(len(tr)), "n_val": int(len(va)),
                      "val_accuracy": None}
     if len(va):
         val = data.take(va)
-        metrics.update(_evaluate(member, x, val, config, cache, data, train_data, prior))
+        metrics.update(_evaluate(member, x, val, config, cache, data, train_data, prior, s))
     meta = {
         "clip_spec": config.clip,
         "clip_key": cache.source.cache_key(),
@@ -139,10 +184,16 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
         "log_theta": None if fitted.log_theta is None else float(fitted.log_theta),
         "tower": tower_meta,
     }
+    if scored is not None:
+        weights = [float(h.weight.detach()) for h in fitted.heads]
+        meta["prior"] = {**scored.record(), "folder": PRIOR_DIR if scored.kind == "version" else None,
+                         "weight": {"mode": "set" if config.prior_weight is not None else "learnt",
+                                    "start": float(fitted.heads[0].start), "members": weights,
+                                    "mean": float(np.mean(weights))}}
     from reward.model import RewardModel
 
     def in_memory(meta, path=None):
-        return RewardModel(fitted.heads, config.clip, meta, path, fitted.log_theta, tower=tower)
+        return RewardModel(fitted.heads, config.clip, meta, path, fitted.log_theta, tower=tower, prior=scored)
 
     if not save:
         return TrainResult(Path(), "", metrics, len(data), in_memory(meta))
@@ -152,6 +203,10 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
         save_weights(p, fitted.heads, fitted.log_theta)
         if tower_bytes is not None:
             (p.parent / TOWER_NAME).write_bytes(tower_bytes)
+        if scored is not None and scored.kind == "version":  # the prior goes with the version
+            import shutil
+
+            shutil.copytree(scored.record()["path"], p.parent / PRIOR_DIR)
 
     path = write_version(meta, write_weights, home)
     return TrainResult(path, path.name, metrics, len(data), in_memory(read_meta(path), path))
@@ -202,9 +257,9 @@ def _p_from_scores(s: np.ndarray, val: PairData) -> np.ndarray:
     return evaluate.sigmoid(s[val.ia] - s[val.ib])
 
 
-def _evaluate(member: np.ndarray, x, val: PairData, config, cache, data, train_data, prior) -> dict:
+def _evaluate(member: np.ndarray, x, val: PairData, config, cache, data, train_data, prior, prior_scores=None) -> dict:
     """Held-out metrics of the members' utilities (K x N, over `data.shas`) and the baselines (`x`: the frozen
-    CLIP embeddings)."""
+    CLIP embeddings; `prior_scores`: a scored prior's, over `data.shas`)."""
     # Ensemble prediction: average the members' probabilities (a proper mixture), not their scores.
     p = evaluate.sigmoid(member[:, val.ia] - member[:, val.ib]).mean(0)
     out = {"val_" + k: v for k, v in evaluate.metrics(p, val.y, config.seed).items()}
@@ -220,6 +275,8 @@ def _evaluate(member: np.ndarray, x, val: PairData, config, cache, data, train_d
         with torch.no_grad():
             s = prior(torch.as_tensor(x)).numpy()
         baselines["laion_prior"] = evaluate.metrics(_p_from_scores(s, val), val.y, config.seed)
+    if prior_scores is not None:
+        baselines["prior"] = evaluate.metrics(_p_from_scores(np.asarray(prior_scores), val), val.y, config.seed)
     # Bradley-Terry item scores from the training judgements, on val pairs whose images were both seen.
     from prefs import bt
 

@@ -1,7 +1,8 @@
 """Reward versions: `<home>/rewards/r0001/`, `r0002/`, ... and the `latest` alias.
 
 Each version folder holds `reward.json` (id, created_at, clip spec, config, metrics, judgements used, head
-configs, the tower: the provenance) and `weights.safetensors`, and for a tuned CLIP tower `tower.safetensors`.
+configs, the tower, the prior: the provenance) and `weights.safetensors`, for a tuned CLIP tower
+`tower.safetensors`, and for a reward-version prior that version's copy in `prior/`.
 A version is built in a hidden temp folder and renamed into place, so a half-written version is never visible;
 `latest` is the highest id (no alias file to go stale).
 
@@ -139,7 +140,9 @@ def write_version(meta: dict, write_weights, home=None) -> Path:
             vid = f"r{n:04d}"
             meta = {**meta, "id": vid, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
             (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-            for f in tmp.iterdir():
+            for f in tmp.rglob("*"):  # a version prior's copy is a folder (`prior/`)
+                if not f.is_file():
+                    continue
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
             try:

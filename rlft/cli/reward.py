@@ -16,17 +16,25 @@ def reward() -> None:
 
 @reward.command("train")
 @click.option("--clip", "clip", default="toy", show_default=True, help="CLIP for embeddings: toy, a folder, ARCH/TAG (ViT-L-14/openai for SD 1.x), hf-hub:...")
-@click.option("--head", type=click.Choice(["mlp", "linear", "patch"]), default="mlp", show_default=True,
+@click.option("--head", type=click.Choice(["mlp", "linear", "patch"]), default=None,
               help="Reward head: mlp or linear on the pooled CLIP embedding, or patch (attention pooling over the patch "
-                   "tokens with their grid positions: where and how big).")
+                   "tokens with their grid positions: where and how big). Default: mlp; with --prior VERSION or a "
+                   "built-in, linear (the personal part).")
 @click.option("--ensemble", type=int, default=5, show_default=True, help="Heads on bootstrap resamples (uncertainty for active learning).")
 @click.option("--val-frac", type=FINITE_FLOAT, default=0.2, show_default=True, help="Share of judgements held out for the metrics.")
 @click.option("--split", type=click.Choice(["random", "time", "image"]), default="random", show_default=True,
               help="Hold out a seeded random share of judgements, the newest, or every judgement of a random share of images (accuracy on unseen images).")
-@click.option("--prior", default=None, help="laion:PATH: start from a LAION aesthetic head (ViT-L/14 embeddings).")
+@click.option("--prior", default=None,
+              help="Start from a prior and learn the difference: a reward version (latest, r0003, a folder: another "
+                   "person's or a team's), pickscore, hpsv2 or laion-aesthetic (reward = w * prior + personal); or "
+                   "laion:PATH to fine-tune a LAION aesthetic head file (ViT-L/14 embeddings).")
+@click.option("--prior-weight", type=FINITE_FLOAT, default=None,
+              help="Fix the prior's weight w (default: learnt from the judgements).")
 @click.option("--prompt-conditioned", is_flag=True, help="Condition the reward on the prompt's text embedding.")
 @click.option("--ties", type=click.Choice(["half", "rao-kupper"]), default="half", show_default=True, help="Ties as half wins, or a Rao-Kupper tie parameter.")
-@click.option("--l2", type=FINITE_FLOAT, default=1.0, show_default=True, help="Prior precision on head weights (more: smoother reward).")
+@click.option("--l2", type=FINITE_FLOAT, default=None,
+              help="Prior precision on head weights (more: smoother reward). Default: 1; with --prior VERSION or a "
+                   "built-in, 10 (the personal part stays nearer 0).")
 @click.option("--steps", type=int, default=200, show_default=True, help="Full-batch optimiser steps.")
 @click.option("--rater", default=None, help="Only this rater's judgements (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -43,18 +51,20 @@ def reward() -> None:
               help="Decay of the tuned tower weights toward the frozen ones, per unit step size.")
 @click.option("--tower-lr", type=FINITE_FLOAT, default=1e-4, show_default=True, help="Step size of the tuned tower weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version's metadata as JSON.")
-def train_cmd(clip, head, ensemble, val_frac, split, prior, prompt_conditioned, ties, l2, steps, rater, seed, tune,
+def train_cmd(clip, head, ensemble, val_frac, split, prior, prior_weight, prompt_conditioned, ties, l2, steps, rater, seed, tune,
               lora_rank, blocks, epochs, patience, weight_decay, tower_lr, as_json):
     """Fit a reward on the stored judgements and save it as the next version (then `latest`)."""
     from prefs import open_store
     from reward.fit import FitConfig
-    from reward.training import RewardTrainConfig, metrics_table, train
+    from reward.training import RewardTrainConfig, fit_defaults, metrics_table, train
     from reward.tune import TuneConfig
     from reward.versions import resolve
 
-    config = RewardTrainConfig(clip=clip, fit=FitConfig(head=head, ensemble=ensemble, prompt=prompt_conditioned,
-                                                        ties=ties, l2=l2, steps=steps),
-                               val_frac=val_frac, split=split, prior=prior, rater=rater, seed=seed,
+    given = {k: v for k, v in (("head", head), ("l2", l2)) if v is not None}
+    config = RewardTrainConfig(clip=clip, fit=FitConfig(**{**fit_defaults(prior), **given}, ensemble=ensemble,
+                                                        prompt=prompt_conditioned, ties=ties, steps=steps),
+                               val_frac=val_frac, split=split, prior=prior, prior_weight=prior_weight, rater=rater,
+                               seed=seed,
                                tune=TuneConfig(mode=tune, lora_rank=lora_rank, blocks=blocks, epochs=epochs,
                                                patience=patience, weight_decay=weight_decay, tower_lr=tower_lr))
     with open_store() as store:
@@ -64,8 +74,17 @@ def train_cmd(clip, head, ensemble, val_frac, split, prior, prompt_conditioned, 
         return
     click.echo(f"{result.version}: {result.n_judgements} judgements ({result.metrics['n_train']} train, "
                f"{result.metrics['n_val']} held out), saved to {result.path}")
+    prior = (result.model.metadata or {}).get("prior")
+    if prior:
+        click.echo(_prior_line(prior))
     if result.metrics["n_val"]:
         click.echo(metrics_table(result.metrics))
+
+
+def _prior_line(prior: dict) -> str:
+    w = prior["weight"]
+    what = f"{prior['id']} ({prior['created_at']})" if prior["kind"] == "version" else prior["spec"]
+    return f"prior {what}, weight {w['mean']:.3f} ({w['mode']}" + (f" from {w['start']:.3g})" if w["mode"] == "learnt" else ")")
 
 
 def _meta(folder) -> dict:
@@ -92,8 +111,9 @@ def list_cmd(as_json):
         acc_text = "n/a" if acc is None else f"{acc:.3f}"
         mode = (v.get("tower") or {}).get("mode", "none")
         tower = "" if mode == "none" else f" tuned {mode}"
+        prior = f"  prior {v['prior'].get('id') or v['prior']['spec']}" if v.get("prior") else ""
         click.echo(f"{v['id']}  {v['created_at']}  {v['n_judgements']:>6} judgements  val accuracy {acc_text}  "
-                   f"{v['config']['head']} x{len(v['heads'])}  clip {v['clip_spec']}{tower}")
+                   f"{v['config']['head']} x{len(v['heads'])}  clip {v['clip_spec']}{tower}{prior}")
 
 
 @reward.command("show")
@@ -114,6 +134,8 @@ def show_cmd(version, as_json):
                f"ties {meta['tie_model']}, prompt-conditioned {cfg['fit']['prompt']}, prior {cfg['prior']}")
     click.echo(f"{meta['n_judgements']} judgements over {meta['n_images']} images; split {cfg['split']} "
                f"{cfg['val_frac']:.0%} held out, seed {cfg['seed']}")
+    if meta.get("prior"):
+        click.echo(_prior_line(meta["prior"]))
     tower = meta.get("tower") or {}
     if tower.get("mode", "none") != "none":
         what = f"LoRA rank {tower['lora_rank']}" if tower["mode"] == "lora" else f"last {tower['blocks']} block(s)"
@@ -165,8 +187,7 @@ def score_cmd(images, spec, prompt, as_json):
                        else f"{s:+.4g}  {path}")
         return
     with torch.no_grad():
-        emb = model.embed(pil)
-        member = model.member_scores(emb, model.text_embed(prompt, len(emb)))
+        member = model.members_of(pil, prompt)
     mean = member.mean(0)
     std = member.std(0, unbiased=False) if len(member) > 1 else torch.zeros_like(mean)
     for path, s, sd in zip(images, mean.tolist(), std.tolist(), strict=False):
