@@ -254,3 +254,31 @@ def test_parse_and_load_errors():
     assert parse_prior("r0003").kind == "version"
     with pytest.raises(NotFoundError, match="reward version .* pickscore, hpsv2, laion-aesthetic"):
         load_prior("r0003")
+
+
+def test_rlft_train_on_a_reward_with_a_prior_and_its_resume(population, rlft_home, tmp_path):
+    from rlft.cli import main
+    from rlft.models.tiny import tiny_pipeline
+
+    with judged(rlft_home, "me", "big", 20, seed=3) as store:
+        reward.train(store, RewardTrainConfig(fit=dict(ensemble=2, steps=40), val_frac=0, prior="r0001"), progress=False)
+    model = tmp_path / "tiny"
+    tiny_pipeline(0).save_pretrained(model)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"epochs": 1, "optim": {"train_batch_size": 4},
+                                  "sample": {"steps": 2, "samples_per_epoch": 4, "batch_size": 4, "grid_prompts": 1,
+                                             "grid_seeds": 2}}))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\n")
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    first = invoke("train", "--reward", "r0002", "--model", model, "--prompts", prompts, "--config", config, "-q")
+    assert first.exit_code == 0, first.output
+    assert invoke("train", "--resume", "latest", "--epochs", "2", "-q").exit_code == 0
+    run = rlft_home / "runs" / "t0001"
+    assert json.loads((run / "config.json").read_text())["provenance"]["reward"] == "r0002"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert all(np.isfinite(m["reward_mean"]) and np.isfinite(m["heldout_reward_mean"]) for m in metrics)
