@@ -64,7 +64,8 @@ class RewardTrainConfig:
 
         spec = parse_prior(self.prior)
         if spec is not None and self.fit.head == "patch":
-            raise UserError("a prior is read beside the pooled embedding: use it without --head patch")
+            what = "a LAION prior is a head on" if spec.kind == "laion" else "a prior is read beside"
+            raise UserError(f"{what} the pooled embedding: use it without --head patch")
         if spec is not None and spec.kind != "laion" and self.tune.mode != "none":
             raise UserError(f"--prior {self.prior} is fitted on the frozen CLIP's embeddings: use it with --tune none")
         if self.prior_weight is not None:
