@@ -18,6 +18,7 @@
     result = reward.train(store, reward.RewardTrainConfig(clip="toy", fit=reward.FitConfig(head="mlp", ensemble=5)))
     tuned = reward.train(store, reward.RewardTrainConfig(split="image", tune=reward.TuneConfig(mode="blocks")))
     result.model                                  # the new version in memory, as reward.load gives it
+    mine = reward.train(store, reward.RewardTrainConfig(prior="r0003"))  # w * r0003 + a personal head (reward.prior)
 
 Utilities are on the Bradley-Terry logit scale: P(a beats b) = sigmoid(r(a) - r(b)), centred on the training
 pool. Modules: `clip` (CLIP specs, differentiable preprocessing), `embeddings` (the on-disk cache), `heads`,
@@ -25,7 +26,8 @@ pool. Modules: `clip` (CLIP specs, differentiable preprocessing), `embeddings` (
 aesthetic priors), `aesthetic` (aesthetic embeddings and aesthetic-gradients conditioning), `tower` (the CLIP
 image tower as the heads' feature extractor: frozen, LoRA or last blocks; patch tokens), `tune` (tuning it with
 the heads on the judgements, early stopping), `builtins` (public rewards by name: laion-aesthetic, pickscore,
-hpsv2, clipscore, JPEG (in)compressibility), `combine` (weighted sums of rewards: `latest + 0.3 * pickscore`).
+hpsv2, clipscore, JPEG (in)compressibility), `combine` (weighted sums of rewards: `latest + 0.3 * pickscore`),
+`prior` (starting from another reward: w * prior + personal).
 Errors for bad input are `prefs.errors.UserError` / `NotFoundError`.
 """
 

@@ -138,11 +138,13 @@ def _digest(*parts: bytes) -> str:
 
 
 def version_key(folder: Path) -> str:
-    """A version prior's identity: its id and a digest of its reward.json and weight files (its own prior's too)."""
+    """A version prior's identity: its id and a digest of its reward.json and weight files (its own prior's too;
+    large files by their size and ends, as CLIP weights are keyed)."""
+    from reward.clip import _file_digest
     from reward.versions import META_NAME
 
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != META_NAME)
-    parts = [(Path(folder) / META_NAME).read_bytes()] + [p.relative_to(folder).as_posix().encode() + p.read_bytes()
+    parts = [(Path(folder) / META_NAME).read_bytes()] + [f"{p.relative_to(folder).as_posix()}:{_file_digest(p)}".encode()
                                                         for p in files]
     meta = json.loads(parts[0])
     return f"version-{meta.get('id') or Path(folder).name}-{_digest(*parts)}"
