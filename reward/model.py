@@ -262,7 +262,7 @@ def load(spec: str | os.PathLike | versions.RewardRef = "latest", device=None, h
     if meta.get("prior"):
         from reward.prior import load_saved
 
-        prior = load_saved(meta["prior"], folder, device)
+        prior = load_saved(meta["prior"], folder, device, load_model=load)
     model = RewardModel(heads, meta["clip_spec"], meta, folder, tensors.get("log_theta"), clip=clip, device=device,
                         tower=tower, prior=prior)
     if device is not None:

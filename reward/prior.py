@@ -150,9 +150,11 @@ def version_key(folder: Path) -> str:
     return f"version-{meta.get('id') or Path(folder).name}-{_digest(*parts)}"
 
 
-def load_prior(spec: PriorSpec | str, home=None, device=None, folder: Path | None = None) -> Prior:
+def load_prior(spec: PriorSpec | str, home=None, device=None, folder: Path | None = None, *,
+               load_model: Callable) -> Prior:
     """Load a prior (a version or a built-in; `laion:PATH` is `reward.laion`'s). `folder`: a version prior's copy
-    to load instead of looking `spec` up (what a saved version does). UserError naming the valid forms for an
+    to load instead of looking `spec` up (what a saved version does). `load_model`: `reward.model.load`, passed in
+    (that module loads priors itself, so this one does not import it). UserError naming the valid forms for an
     unknown spec, and when `reward.builtins` is missing for a built-in."""
     if isinstance(spec, str):
         spec = parse_prior(spec)
@@ -160,14 +162,13 @@ def load_prior(spec: PriorSpec | str, home=None, device=None, folder: Path | Non
         raise UserError("a laion:PATH prior is a head fine-tuned on ViT-L/14 embeddings (reward.laion), not a scored prior")
     if spec.kind == "builtin":
         return _load_builtin(spec.spec, device)
-    from reward.model import load
     from reward.versions import ref
 
     try:
         r = ref(folder if folder is not None else spec.spec, home)
     except NotFoundError as e:
         raise NotFoundError(f"unknown prior {spec.spec!r}: {e}; a prior is {valid_forms()}") from None
-    model = load(r, device=device)
+    model = load_model(r, device=device)
     record = {"id": r.version, "created_at": r.created_at, "path": str(r.folder), "clip_spec": r.clip_spec}
     return Prior("version", spec.spec, model, version_key(r.folder), world(r.clip_spec), record)
 
@@ -202,14 +203,15 @@ def check_world_of(spec: str, prior_world: str, clip_spec: str) -> None:
                         f"{what[mine]}: a prior must judge the same kind of images as the reward it starts")
 
 
-def load_saved(record: dict, folder: Path, device=None) -> Prior:
+def load_saved(record: dict, folder: Path, device=None, *, load_model: Callable) -> Prior:
     """The prior a saved version recorded (`record`: its reward.json "prior"): a version prior from its copy in
-    the version folder, a built-in by name; UserError when the copy is missing or is another prior than recorded."""
+    the version folder (loaded with `load_model`, as `load_prior`), a built-in by name; UserError when the copy is
+    missing or is another prior than recorded."""
     if record["kind"] == "version":
         copy = Path(folder) / record.get("folder", PRIOR_DIR)
         if not copy.is_dir():
             raise UserError(f"the reward's prior copy {copy} is missing: the version folder is incomplete")
-        prior = load_prior(PriorSpec("version", record["spec"]), device=device, folder=copy)
+        prior = load_prior(PriorSpec("version", record["spec"]), device=device, folder=copy, load_model=load_model)
         prior._record = {k: v for k, v in record.items() if k not in ("kind", "spec", "key", "world", "weight")}
     else:
         prior = _load_builtin(record["spec"], device)

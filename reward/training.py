@@ -117,7 +117,7 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
     from reward.clip import resolve_clip
     from reward.embeddings import EmbeddingCache
     from reward.laion import load_laion
-    from reward.model import save_weights
+    from reward.model import load, save_weights
     from reward.prior import PRIOR_DIR, PriorScoreCache, check_world, check_world_of, load_prior, parse_prior
     from reward.versions import read_meta, write_version
 
@@ -130,7 +130,7 @@ def train(store, config: RewardTrainConfig | None = None, progress: bool = True,
     if spec is not None and spec.kind != "laion":
         if spec.kind == "builtin":  # public rewards judge real images: refused for the toy world before loading
             check_world_of(spec.spec, "real", config.clip)
-        scored = load_prior(spec, home)
+        scored = load_prior(spec, home, load_model=load)
         check_world(scored, config.clip)
     cache = EmbeddingCache(config.clip, home=home)
     if config.tune.mode != "none" or config.fit.head in TOKEN_HEADS:  # a tower that cannot be tuned fails before any work

@@ -247,13 +247,14 @@ def test_bad_prior_specs_are_one_line(population, rlft_home, args, needle):
 
 
 def test_parse_and_load_errors():
+    from reward.model import load
     from reward.prior import load_prior, parse_prior
 
     assert parse_prior(None) is None
     assert parse_prior("laion:/x.pth").kind == "laion" and parse_prior("hpsv2").kind == "builtin"
     assert parse_prior("r0003").kind == "version"
     with pytest.raises(NotFoundError, match="reward version .* pickscore, hpsv2, laion-aesthetic"):
-        load_prior("r0003")
+        load_prior("r0003", load_model=load)
 
 
 def test_rlft_train_on_a_reward_with_a_prior_and_its_resume(population, rlft_home, tmp_path):
