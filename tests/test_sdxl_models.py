@@ -168,7 +168,7 @@ def test_family_of_class(name, family):
     assert family_of_class(name).name == family
 
 
-@pytest.mark.parametrize("name", ["StableDiffusionXLImg2ImgPipeline", "FluxPipeline", "StableDiffusion3Pipeline"])
+@pytest.mark.parametrize("name", ["StableDiffusionXLImg2ImgPipeline", "FluxFillPipeline", "StableDiffusion3InpaintPipeline"])
 def test_unsupported_pipelines_are_named(name, tmp_path):
     with pytest.raises(UnsupportedModelError, match=name):
         family_of_class(name)

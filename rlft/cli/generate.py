@@ -10,17 +10,17 @@ from rlft.cli.params import FINITE_FLOAT
 
 
 @click.command("generate")
-@click.option("--model", "-m", "model", default="toy", show_default=True, help="Built-in name, diffusers folder, single .safetensors/.ckpt, or hub repo id; SD 1.x or SDXL, told from its files.")
+@click.option("--model", "-m", "model", default="toy", show_default=True, help="Built-in name, diffusers folder, single .safetensors/.ckpt, or hub repo id; SD 1.x, SDXL, SD3 or FLUX, told from its files.")
 @click.option("--prompt", "-p", "prompt_texts", multiple=True, help="A prompt (repeat for several).")
 @click.option("--prompts", "prompts_source", default=None, help="A text file (one prompt a line) or a named set: parti, imagereward, ddpo-animals, ...")
 @click.option("-n", "n", type=int, default=1, show_default=True, help="Images per prompt.")
 @click.option("--seed", type=int, default=None, help="Base seed; image k gets seed+k. Default: random (recorded).")
 @click.option("--steps", type=int, default=20, show_default=True, help="Denoising steps.")
-@click.option("--guidance", "--cfg", "guidance", type=FINITE_FLOAT, default=None, help="Classifier-free guidance scale [default: the model's recommended, else 7.5; toy: 3].")
+@click.option("--guidance", "--cfg", "guidance", type=FINITE_FLOAT, default=None, help="Classifier-free guidance scale; FLUX: its distilled guidance [default: the model's recommended, else 7.5; toy: 3; FLUX 3.5].")
 @click.option("--negative-prompt", default="", help="Negative prompt for every image.")
-@click.option("--width", type=int, default=None, help="Width in pixels, a multiple of 8; SDXL: of 64 (default: the model's; SDXL 1024).")
-@click.option("--height", type=int, default=None, help="Height in pixels, a multiple of 8; SDXL: of 64 (default: the model's; SDXL 1024).")
-@click.option("--scheduler", default=None, help="Sampler: ddim, euler, euler_a, dpm++, dpm++_karras, pndm, ... (default: the model's).")
+@click.option("--width", type=int, default=None, help="Width in pixels, a multiple of 8; SDXL: of 64; SD3, FLUX: of 16 (default: the model's; SDXL 1024).")
+@click.option("--height", type=int, default=None, help="Height in pixels, a multiple of 8; SDXL: of 64; SD3, FLUX: of 16 (default: the model's; SDXL 1024).")
+@click.option("--scheduler", default=None, help="Sampler: ddim, euler, euler_a, dpm++, dpm++_karras, pndm, ...; SD3, FLUX: flow_euler (default: the model's).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Images per forward pass (speed/memory only).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Output folder [default: <home>/outputs/YYYY-MM-DD].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image on stdout.")
@@ -37,7 +37,7 @@ from rlft.cli.params import FINITE_FLOAT
 def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, negative_prompt, width, height,
              scheduler, batch_size, out_dir, as_json, no_pool, lora, config, device, dtype,
              aesthetic, aesthetic_steps, aesthetic_lr, aesthetic_weight, aesthetic_clip):
-    """Generate images from text prompts with a Stable Diffusion model (SD 1.x or SDXL).
+    """Generate images from text prompts with a Stable Diffusion model (SD 1.x, SDXL, SD3) or FLUX.
 
     Every PNG carries its settings in AUTOMATIC1111's `parameters` chunk (with the model's name and hash);
     the same settings and seed give the same pixels.
@@ -46,16 +46,18 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
     1344x768, 768x1344, 1536x640, 640x1536.
     """
     from prefs.errors import UserError
-    from rlft.models.generate import GenerateSettings, validate_prompts
+    from rlft.models.generate import GenerateSettings, check_negative, validate_prompts
     from rlft.models.generate import generate as run
     from rlft.models.pipeline import load_pipeline, model_family, quiet_libraries, recommended_settings, resolve_model
+    from rlft.models.schedulers import check_fits
     from rlft.models.schedulers import resolve as resolve_sampler
     from rlft.models.sizes import check_size
 
     # Check everything cheap before loading a model, so bad input fails fast and writes nothing.
     source = resolve_model(model)
+    family = model_family(source, config)  # from the files alone (None: a hub model not downloaded yet)
     if guidance is None:
-        guidance = recommended_settings(source).get("guidance", 7.5)
+        guidance = recommended_settings(source).get("guidance", 3.5 if family is not None and family.name == "flux" else 7.5)
     settings = GenerateSettings(n=n, seed=seed, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
                                 width=width, height=height, batch_size=batch_size)
     if prompt_texts and prompts_source:
@@ -70,9 +72,11 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
         raise UserError("a prompt is empty; give some text")
     if scheduler:
         resolve_sampler(scheduler)
-    family = model_family(source, config)  # from the files alone (None: a hub model not downloaded yet)
     if family is not None:
         check_size(family, width, height)
+        check_negative(family, negative_prompt)
+        if scheduler:
+            check_fits(scheduler, family)
 
     if not no_pool:  # a home or database that cannot be written fails now, not after loading the model
         from prefs import open_store

@@ -4,7 +4,11 @@ A family is what code must know about a model beyond its weights: the pipeline c
 prompts become conditioning (`rlft.models.adapters`), its LoRA layout, and the image sizes it was trained on.
 Detection needs no flag: a diffusers folder names its pipeline in `model_index.json`; a single-file checkpoint
 is recognised by its keys (SDXL's carry a second text encoder under `conditioner.embedders.1` and the UNet's
-added embedding under `label_emb`).
+added embedding under `label_emb`; SD3's MMDiT has `joint_blocks`, FLUX's `double_blocks`, with or without the
+`model.diffusion_model.` prefix).
+
+The flow-matching families (`sd3`, `flux`) predict a velocity with a transformer instead of noise with a UNet;
+`Family.flow` says which kind a family is.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Family:
     modelspec: str  # the SAI model spec's `modelspec.architecture` of a LoRA for it
     size_multiple: int  # image sides must be multiples of this (pixels)
     native_size: int  # the side its base models were trained at, when a model's own configs cannot be read
+    flow: bool = False  # a rectified-flow transformer (velocity prediction, FlowMatchEulerDiscreteScheduler)
 
 
 FAMILIES: dict[str, Family] = {
@@ -41,13 +46,26 @@ FAMILIES: dict[str, Family] = {
     # SDXL was trained on sizes that are multiples of 64 (its aspect buckets); others work but are off its grid.
     "sdxl": Family("sdxl", "SDXL", "StableDiffusionXLPipeline", "sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", 64,
                    1024),
+    # SD3 and FLUX sides: multiples of the VAE's 8 times the transformer's 2x2 patches (FLUX packs 2x2 latents).
+    # Model specs as kohya's sd-scripts writes them; `flux1` is the kohya version Forge and A1111's tools write.
+    "sd3": Family("sd3", "SD3", "StableDiffusion3Pipeline", None, "stable-diffusion-3/lora", 16, 1024, flow=True),
+    "flux": Family("flux", "FLUX", "FluxPipeline", "flux1", "flux-1-dev/lora", 16, 1024, flow=True),
 }
 
 # Checkpoint keys only an SDXL (base-layout) single file has: the second text encoder, the UNet's added embedding.
 SDXL_KEY_PREFIXES = ("conditioner.embedders.1.", "model.diffusion_model.label_emb.")
 SD1_KEY_PREFIXES = ("cond_stage_model.",)
+# Checkpoint keys of the flow transformers (diffusers' single-file loader tells them by the same blocks): SD3's
+# MMDiT (`joint_blocks`, its text encoders under `text_encoders.`), FLUX's double-stream blocks; both bare (a
+# transformer-only file, as FLUX ships) or under `model.diffusion_model.` (ComfyUI's all-in-one files).
+SD3_KEYS = ("joint_blocks.0.context_block.adaLN_modulation.1.bias",)
+FLUX_KEYS = ("double_blocks.0.img_attn.norm.key_norm.scale",)
+_LDM = "model.diffusion_model."
+# Pipelines of the supported families that do something other than text-to-image.
+_NOT_TEXT_TO_IMAGE = ("Img2Img", "Inpaint", "InstructPix2Pix", "Fill", "Kontext", "Control", "Redux", "Prior",
+                      "PAG", "Depth", "Canny")
 # Other diffusers pipelines, so that the message can say what the model is instead of failing inside diffusers.
-_UNSUPPORTED = ("StableDiffusion3", "Flux", "StableCascade", "Kandinsky", "PixArt", "Sana", "AuraFlow", "Kolors",
+_UNSUPPORTED = ("StableCascade", "Kandinsky", "PixArt", "Sana", "AuraFlow", "Kolors",
                 "HunyuanDiT", "Lumina", "Wan", "QwenImage", "Chroma", "CogView", "StableDiffusionUpscale")
 
 
@@ -67,11 +85,12 @@ def supported() -> str:
 
 def family_of_class(class_name: str, where: str = "the model") -> Family:
     """The family of a diffusers pipeline class name (as `model_index.json` records it)."""
-    if class_name.startswith("StableDiffusionXL"):
-        if "Img2Img" in class_name or "Inpaint" in class_name or "InstructPix2Pix" in class_name:
-            # a refiner or an inpainting model: another UNet input than text-to-image's
-            raise UnsupportedModelError(f"{where} is a {class_name} model; rlft runs text-to-image models: {supported()}")
-        return FAMILIES["sdxl"]
+    for prefix, name in (("StableDiffusionXL", "sdxl"), ("StableDiffusion3", "sd3"), ("Flux", "flux")):
+        if class_name.startswith(prefix):
+            if any(word in class_name for word in _NOT_TEXT_TO_IMAGE):
+                # a refiner, inpainting or control model: another model input than text-to-image's
+                raise UnsupportedModelError(f"{where} is a {class_name} model; rlft runs text-to-image models: {supported()}")
+            return FAMILIES[name]
     if class_name.startswith(_UNSUPPORTED):
         raise UnsupportedModelError(f"{where} is a {class_name} model, which rlft does not run; it runs {supported()}")
     # StableDiffusionPipeline and the SD 1.x/2.x variants saved under other names load as text-to-image
@@ -81,7 +100,9 @@ def family_of_class(class_name: str, where: str = "the model") -> Family:
 def family_of_index(index: dict, where: str = "the model") -> Family:
     """The family of a diffusers folder from its parsed `model_index.json`."""
     name = str(index.get("_class_name") or "")
-    if not name and "text_encoder_2" in index:  # a hand-written index without a class name
+    if not name and "transformer" in index:  # a hand-written index without a class name
+        return FAMILIES["sd3" if "text_encoder_3" in index else "flux"]
+    if not name and "text_encoder_2" in index:
         return FAMILIES["sdxl"]
     return family_of_class(name, where)
 
@@ -102,6 +123,11 @@ def family_of_keys(keys: Iterable[str]) -> Family | None:
     for key in keys:
         if key.startswith(SDXL_KEY_PREFIXES):
             return FAMILIES["sdxl"]
+        bare = key.removeprefix(_LDM)
+        if bare in SD3_KEYS:
+            return FAMILIES["sd3"]
+        if bare in FLUX_KEYS:
+            return FAMILIES["flux"]
         sd1 = sd1 or key.startswith(SD1_KEY_PREFIXES)
     return FAMILIES["sd1"] if sd1 else None
 
@@ -130,6 +156,12 @@ def checkpoint_keys(path: str | os.PathLike) -> list[str] | None:
 
 def family_of_pipeline(pipe) -> Family:
     """The family of a loaded pipeline (its class, or an SDXL-style UNet with a second text encoder)."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    if isinstance(pipe, StableDiffusion3Pipeline):
+        return FAMILIES["sd3"]
+    if isinstance(pipe, FluxPipeline):
+        return FAMILIES["flux"]
     unet_config = getattr(getattr(pipe, "unet", None), "config", None)
     if getattr(pipe, "text_encoder_2", None) is not None and getattr(unet_config, "addition_embed_type", None) == "text_time":
         return FAMILIES["sdxl"]

@@ -149,11 +149,17 @@ def generate(
     model_name = source.name if source else model
     adapter = adapter_for(pipe)
     check_size(adapter.info, settings.width, settings.height)
+    check_negative(adapter.info, settings.negative_prompt)
     height, width = settings.height or adapter.image_size[0], settings.width or adapter.image_size[1]
+    # FLUX.1-dev's guidance is an input of the model, not CFG: Forge records it as `Distilled CFG Scale`, CFG 1.
+    distilled = adapter.info.name == "flux"
+    cfg_scale = 1.0 if distilled else settings.guidance
     params = {
-        "steps": settings.steps, "sampler": a1111_name(pipe.scheduler), "cfg_scale": settings.guidance,
+        "steps": settings.steps, "sampler": a1111_name(pipe.scheduler), "cfg_scale": cfg_scale,
         "width": width, "height": height,
     }
+    if distilled:
+        params["distilled_cfg_scale"] = settings.guidance
     extra_params = dict(getattr(conditioner, "parameters", None) or {})
     if extra_params:
         params["conditioning"] = extra_params
@@ -171,7 +177,7 @@ def generate(
             batch = jobs[start : start + settings.batch_size]
             # Latent noise is drawn on the CPU, so a seed gives the same image on any device (as A1111 does).
             generators = [torch.Generator("cpu").manual_seed(seed) for _, seed in batch]
-            latents = _initial_latents(pipe, generators, height, width, device)
+            latents = adapter.noise(generators, (height, width), device)
             texts = [p for p, _ in batch]
             # A conditioner may need gradients (aesthetic gradients), so it runs outside inference mode.
             text_kwargs = {"prompt": texts} if conditioner is None else _embedding_kwargs(conditioner(texts))
@@ -190,8 +196,9 @@ def generate(
             for (prompt, seed), image in zip(batch, images, strict=False):
                 text = format_parameters(
                     prompt, settings.negative_prompt, steps=settings.steps, sampler=params["sampler"],
-                    cfg_scale=settings.guidance, seed=seed, width=width, height=height, model=model_name,
-                    extra={"Model hash": hash_, "Lora": lora, **extra_params, "Version": f"rlft {__version__}"},
+                    cfg_scale=cfg_scale, seed=seed, width=width, height=height, model=model_name,
+                    extra={"Distilled CFG Scale": params.get("distilled_cfg_scale"), "Model hash": hash_, "Lora": lora,
+                           **extra_params, "Version": f"rlft {__version__}"},
                 )
                 path = out_dir / f"{number:05d}-{seed}.png"
                 number += 1
@@ -213,15 +220,13 @@ def generate(
     return records
 
 
+def check_negative(family, negative_prompt: str) -> None:
+    """UserError for a negative prompt on a FLUX model (its guidance is distilled: nothing reads a negative)."""
+    if negative_prompt and family.name == "flux":
+        raise UserError(f"{family.title} models take no negative prompt (their guidance is distilled into the "
+                        "model); leave out --negative-prompt")
+
+
 def _embedding_kwargs(conditioning) -> dict:
     """A conditioner's output as pipeline keyword arguments (a bare tensor is `prompt_embeds`)."""
     return dict(conditioning) if isinstance(conditioning, dict) else {"prompt_embeds": conditioning}
-
-
-def _initial_latents(pipe, generators, height: int, width: int, device):
-    """One noise tensor per image from its own CPU generator, stacked; batch size cannot change them."""
-    import torch
-
-    shape = (pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-    noise = [torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]
-    return torch.stack(noise).to(device=device, dtype=pipe.unet.dtype)

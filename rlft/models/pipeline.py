@@ -6,8 +6,8 @@ A spec is one of (tried in this order):
   - a single-file checkpoint (`.safetensors`, `.ckpt`) as model sites share them;
   - a Hugging Face repo id (`org/name`), fetched only because the user named it.
 
-The family (SD 1.x -> `StableDiffusionPipeline`, SDXL -> `StableDiffusionXLPipeline`; see
-`rlft.models.families`) is told from the files, never from a flag: a folder's `model_index.json`, a single
+The family (SD 1.x -> `StableDiffusionPipeline`, SDXL -> `StableDiffusionXLPipeline`, SD3 ->
+`StableDiffusion3Pipeline`, FLUX -> `FluxPipeline`; see `rlft.models.families`) is told from the files, never from a flag: a folder's `model_index.json`, a single
 file's tensor names (checked against its `--config` folder), a hub repo's `model_index.json`.
 """
 
@@ -143,19 +143,25 @@ def model_family(source: ModelSource, config: str | os.PathLike | None = None) -
 
 
 def native_image_size(source: ModelSource, config: str | os.PathLike | None = None) -> tuple[int, int]:
-    """(height, width) the model makes by default, from its configs alone (UNet sample size times the VAE's
-    downsampling; a single file's from its config folder); else its family's (SD 1.x 512, SDXL 1024)."""
+    """(height, width) the model makes by default, from its configs alone (UNet's or SD3 transformer's sample size
+    times the VAE's downsampling; FLUX's transformer has none, so its VAE's sample size; a single file's from its
+    config folder); else its family's (SD 1.x 512, SDXL, SD3, FLUX 1024)."""
     folder = None
     if source.kind in ("builtin", "folder"):
         folder = Path(source.location)
     elif source.kind == "file":
         folder = Path(config) if config else config_dir_for(source.location)
-    unet, vae = ((folder / part / "config.json") if folder else None for part in ("unet", "vae"))
-    if unet is not None and unet.is_file() and vae.is_file():
-        size = json.loads(unet.read_text())["sample_size"]
-        factor = 2 ** (len(json.loads(vae.read_text())["block_out_channels"]) - 1)
-        h, w = (size, size) if isinstance(size, int) else size
-        return h * factor, w * factor
+    if folder is not None and (folder / "vae" / "config.json").is_file():
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        for part in ("unet", "transformer"):
+            path = folder / part / "config.json"
+            size = json.loads(path.read_text()).get("sample_size") if path.is_file() else None
+            if size is not None:
+                h, w = (size, size) if isinstance(size, int) else size
+                return h * factor, w * factor
+        if (folder / "transformer" / "config.json").is_file() and isinstance(vae.get("sample_size"), int):
+            return vae["sample_size"], vae["sample_size"]
     family = model_family(source, config) or FAMILIES["sd1"]
     return family.native_size, family.native_size
 
@@ -169,7 +175,8 @@ def load_pipeline(
     config: str | os.PathLike | None = None,
     offline: bool | None = None,
 ):
-    """Load a `StableDiffusionPipeline` or `StableDiffusionXLPipeline` from a model spec (see the module docstring).
+    """Load a `StableDiffusionPipeline`, `StableDiffusionXLPipeline`, `StableDiffusion3Pipeline` or `FluxPipeline`
+    from a model spec (see the module docstring).
 
     Args:
         spec: built-in name, diffusers folder, single-file checkpoint or hub repo id.
@@ -220,7 +227,14 @@ def use_ftfy_tokenizers(pipe):
 
 
 _NO_SAFETY = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-_EXTRA_KWARGS = {"sd1": _NO_SAFETY, "sdxl": {"add_watermarker": False}}
+_EXTRA_KWARGS = {"sd1": _NO_SAFETY, "sdxl": {"add_watermarker": False}, "sd3": {}, "flux": {}}
+
+
+def _absent_parts(family: Family, index: dict) -> dict:
+    """SD3 saved without T5 (`text_encoder_3: [null, null]`) loads with it None; diffusers wants that said."""
+    if family.name != "sd3":
+        return {}
+    return {name: None for name in ("text_encoder_3", "tokenizer_3") if not any(index.get(name) or ())}
 
 
 def _hub_index(repo_id: str, offline: bool) -> dict:
@@ -243,11 +257,14 @@ def _from_pretrained(source: ModelSource, dtype, offline: bool):
     try:
         if local:
             family = family_of_folder(source.location)
+            index = json.loads((Path(source.location) / "model_index.json").read_text(encoding="utf-8"))
         else:
             # only the index is fetched first: it names the pipeline class to download the rest for
-            family = family_of_index(_hub_index(source.location, offline), source.spec)
+            index = _hub_index(source.location, offline)
+            family = family_of_index(index, source.spec)
         return _pipeline_class(family).from_pretrained(
-            source.location, torch_dtype=dtype, local_files_only=local or offline, **_EXTRA_KWARGS[family.name]
+            source.location, torch_dtype=dtype, local_files_only=local or offline, **_EXTRA_KWARGS[family.name],
+            **_absent_parts(family, index),
         )
     except OSError as e:
         if local:
@@ -266,7 +283,8 @@ def _from_single_file(source: ModelSource, config, dtype):
     family = model_family(source, config)
     if not (config_dir / "model_index.json").is_file():
         kind = f"an {family.title} model" if family else "a model with the same architecture"
-        example = "a saved SDXL base" if family is FAMILIES["sdxl"] else "a saved SD 1.5"
+        examples = {"sdxl": "a saved SDXL base", "sd3": "a saved SD3 medium", "flux": "a saved FLUX.1-dev"}
+        example = examples.get(family.name if family else "", "a saved SD 1.5")
         raise NotFoundError(
             f"no diffusers config for the single file {source.location}: looked for {config_dir}/model_index.json. "
             f"Pass the folder of {kind} (e.g. {example}) as config (`--config DIR`); it supplies the configs and "

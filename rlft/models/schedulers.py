@@ -33,6 +33,8 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm++_karras": Sampler("DPMSolverMultistepScheduler", "DPM++ 2M Karras", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
     "dpm++_sde": Sampler("DPMSolverMultistepScheduler", "DPM++ 2M SDE", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": False}),
     "unipc": Sampler("UniPCMultistepScheduler", "UniPC"),
+    # The flow-matching families' (SD3, FLUX) Euler on the flow's ODE; Forge and ComfyUI call it Euler too.
+    "flow_euler": Sampler("FlowMatchEulerDiscreteScheduler", "Euler"),
 }
 ALIASES = {"plms": "pndm", "dpm++_2m": "dpm++", "dpmpp": "dpm++", "euler-a": "euler_a", "euler_ancestral": "euler_a"}
 
@@ -57,9 +59,26 @@ def make_scheduler(name: str, base_config):
     return getattr(diffusers, sampler.cls).from_config(base_config, **sampler.kwargs)
 
 
+def is_flow(name: str) -> bool:
+    """Whether the sampler `name` integrates a flow-matching model's ODE (the others are noise-prediction samplers)."""
+    return SAMPLERS[resolve(name)].cls.startswith("FlowMatch")
+
+
+def check_fits(name: str, family) -> None:
+    """UserError unless the sampler `name` runs models of `family` (flow samplers for flow models only)."""
+    from prefs.errors import UserError
+
+    if is_flow(name) != family.flow:
+        fitting = [k for k in SAMPLERS if is_flow(k) == family.flow]
+        raise UserError(f"the sampler {name!r} does not run {family.title} models; choose one of: {', '.join(fitting)}")
+
+
 def set_scheduler(pipe, name: str | None):
     """Swap the pipeline's scheduler for `name` (None keeps the model's own); returns the pipeline."""
     if name:
+        from rlft.models.families import family_of_pipeline
+
+        check_fits(name, family_of_pipeline(pipe))
         pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
     return pipe
 
