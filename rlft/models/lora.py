@@ -44,8 +44,15 @@ def lora_name(spec: str | os.PathLike) -> str:
 
 
 # Which family a LoRA says it is for: kohya's `ss_base_model_version`, the SAI model spec's architecture.
-_VERSION_PREFIXES = (("sdxl", "sdxl"), ("sd_v1", "sd1"), ("sd_v2", "sd1"), ("sd_1", "sd1"), ("sd_2", "sd1"))
-_ARCHITECTURES = (("stable-diffusion-xl", "sdxl"), ("stable-diffusion-v1", "sd1"), ("stable-diffusion-v2", "sd1"))
+_VERSION_PREFIXES = (("sdxl", "sdxl"), ("sd_v1", "sd1"), ("sd_v2", "sd1"), ("sd_1", "sd1"), ("sd_2", "sd1"),
+                     ("sd3", "sd3"), ("flux", "flux"))
+_ARCHITECTURES = (("stable-diffusion-xl", "sdxl"), ("stable-diffusion-v1", "sd1"), ("stable-diffusion-v2", "sd1"),
+                  ("stable-diffusion-3", "sd3"), ("flux-1", "flux"))
+# Denoiser key prefixes: a UNet's (diffusers, kohya SD 1.x and SDXL names) or a flow transformer's.
+_UNET_KEYS = ("unet.", "lora_unet_down_blocks", "lora_unet_up_blocks", "lora_unet_mid_block", "lora_unet_input_blocks",
+              "lora_unet_output_blocks", "lora_unet_middle_block")
+_FLUX_KEYS = ("lora_unet_double_blocks_", "lora_unet_single_blocks_", "transformer.single_transformer_blocks.")
+_TRANSFORMER_KEYS = ("transformer.", "lora_unet_joint_blocks_", *_FLUX_KEYS)
 # Text-encoder key prefixes only one family has (kohya's and diffusers' names).
 _SDXL_TEXT_KEYS = ("lora_te1_", "lora_te2_", "text_encoder_2.", "te2.")
 _SD1_TEXT_KEYS = ("lora_te_",)
@@ -56,8 +63,9 @@ _WIDTH_NAMES = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 class LoRAHeader:
     """What a LoRA file says about the model it was made for (from its safetensors header)."""
 
-    family: str | None  # "sd1" / "sdxl" when its metadata or names say so
+    family: str | None  # "sd1" / "sdxl" / "sd3" / "flux" when its metadata or names say so
     cross_attention_dim: int | None  # the width of the text states its UNet cross-attention reads
+    denoiser: str | None = None  # "unet" or "transformer", when its names say which it adapts
 
 
 def weights_file(path: Path) -> Path | None:
@@ -91,7 +99,9 @@ def read_header(path: Path) -> LoRAHeader | None:
                     break
     except Exception as e:  # not a safetensors file after all: the loader says so
         raise UserError(f"could not read the LoRA {path}: {e}") from e
-    return LoRAHeader(family, width)
+    denoiser = ("unet" if any(k.startswith(_UNET_KEYS) for k in keys)
+                else "transformer" if any(k.startswith(_TRANSFORMER_KEYS) for k in keys) else None)
+    return LoRAHeader(family, width, denoiser)
 
 
 _DOWN = ("lora_down", "lora_A", "lora.down", "lora_linear_layer.down")
@@ -106,7 +116,9 @@ def _family_from(meta: dict, keys: list[str]) -> str | None:
     for prefix, family in _ARCHITECTURES:
         if architecture.startswith(prefix):
             return family
-    if any(k.startswith(_SDXL_TEXT_KEYS) for k in keys):
+    if any(k.startswith(_FLUX_KEYS) for k in keys):
+        return "flux"
+    if any(k.startswith(_SDXL_TEXT_KEYS) for k in keys) and not any(k.startswith(_TRANSFORMER_KEYS) for k in keys):
         return "sdxl"
     if any(k.startswith(_SD1_TEXT_KEYS) for k in keys):
         return "sd1"
@@ -128,6 +140,12 @@ def check_lora_fits(pipe, path: Path) -> None:
         made_for = FAMILIES[header.family].title
         raise UserError(f"the LoRA {path} was made for {made_for} models, but {model_name} is {model.title}; "
                         f"use a LoRA trained on {model.title}")
+    if header.denoiser is not None and (header.denoiser == "transformer") != model.flow:
+        made_for = "SD3 or FLUX (a transformer)" if header.denoiser == "transformer" else "SD 1.x or SDXL (a UNet)"
+        raise UserError(f"the LoRA {path} was made for {made_for} models, but {model_name} is {model.title}; "
+                        f"use a LoRA trained on {model.title}")
+    if model.flow:
+        return
     width = pipe.unet.config.cross_attention_dim
     if header.cross_attention_dim is not None and header.cross_attention_dim != width:
         made_for = _WIDTH_NAMES.get(header.cross_attention_dim, "another model family")
