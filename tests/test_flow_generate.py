@@ -93,6 +93,7 @@ def test_non_square_sizes(models, name, tmp_path):
     ("tiny-flux", ["--height", 40], "multiple of 16 for FLUX"),
     ("tiny-flux", ["--negative-prompt", "blurry"], "FLUX models take no negative prompt"),
     ("tiny-sd3", ["--scheduler", "dpm++"], "does not run SD3 models; choose one of: flow_euler"),
+    ("tiny-flux", ["--aesthetic", "missing.pt"], "FLUX models are not supported by it"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(models, name, args, message, tmp_path, rlft_home):
     out = tmp_path / "out"

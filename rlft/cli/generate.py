@@ -75,6 +75,9 @@ def generate(model, prompt_texts, prompts_source, n, seed, steps, guidance, nega
     if family is not None:
         check_size(family, width, height)
         check_negative(family, negative_prompt)
+        if aesthetic and family.flow:
+            raise UserError(f"--aesthetic personalises SD 1.x and SDXL text encoders; {family.title} models are not "
+                            "supported by it")
         if scheduler:
             check_fits(scheduler, family)
 

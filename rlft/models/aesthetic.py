@@ -112,7 +112,11 @@ def aesthetic_conditioner(pipe, path: str | os.PathLike, steps: int = 5, lr: flo
     from reward.aesthetic import SD1_CLIP, conditioner_from_file, load_embedding, read_provenance
     from rlft.models.families import family_of_pipeline
 
-    if family_of_pipeline(pipe).name != "sdxl":
+    family = family_of_pipeline(pipe)
+    if family.flow:
+        raise UserError(f"--aesthetic personalises SD 1.x and SDXL text encoders; {family.title} models are not "
+                        "supported by it")
+    if family.name != "sdxl":
         return conditioner_from_file(pipe, path, steps=steps, lr=lr, weight=weight, clip_spec=clip_spec)
     emb = load_embedding(path)
     spec = clip_spec or read_provenance(path).get("clip_spec") or (SD1_CLIP if emb.shape[-1] == 768 else None)
