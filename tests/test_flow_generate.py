@@ -112,3 +112,12 @@ def test_flow_sampler_on_a_unet_model_is_refused(tmp_path):
         set_scheduler(tiny_pipeline(), "flow_euler")
     pipe = tiny_sd3_pipeline()
     assert set_scheduler(pipe, "flow_euler").scheduler.config.shift == 3.0  # the model's schedule is kept
+
+
+def test_train_refuses_flow_models_in_one_line(models, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    result = CliRunner().invoke(main, ["train", "--model", str(models / "tiny-flux"), "--prompts", str(prompts)])
+    assert result.exit_code == 2, result.output
+    assert "rlft train runs on SD 1.x and SDXL models" in result.output and "FLUX" in result.output
+    assert len(result.output.strip().splitlines()) == 1

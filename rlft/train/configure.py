@@ -86,3 +86,13 @@ def family_of(model: str) -> str | None:
 
     family = model_family(resolve_model(model))
     return family.name if family is not None else None
+
+
+def check_trainable(family: str | None, model: str) -> None:
+    """UserError for a model of a family `rlft train` does not train: SD3 and FLUX generate, take LoRAs and sample
+    with log-probs (`rlft.train.flow`), but no training algorithm runs on them yet."""
+    from rlft.models.families import FAMILIES
+
+    if family is not None and FAMILIES[family].flow:
+        raise UserError(f"rlft train runs on SD 1.x and SDXL models; {model} is {FAMILIES[family].title}, which it "
+                        "does not train yet")

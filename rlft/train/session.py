@@ -24,7 +24,7 @@ from prefs.errors import UserError
 from reward.versions import RewardRef
 from rlft.train import runs
 from rlft.train.config import TrainConfig
-from rlft.train.configure import family_of, image_size_of
+from rlft.train.configure import check_trainable, family_of, image_size_of
 from rlft.train.data import training_data
 from rlft.train.processes import finish_processes, main_process_only, process_state
 from rlft.train.rewards import RewardMix
@@ -84,6 +84,7 @@ def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | 
     if config.algo != "dpo" and not prompts:
         raise UserError("no prompts given; pass --prompts FILE (one prompt a line) or a named set")
     size, family = image_size_of(model), family_of(model)
+    check_trainable(family, model)
     ref = None
     if config.algo == "dpo":
         if reward is not None:
@@ -140,6 +141,7 @@ def resume_run(run: str | os.PathLike, *, overrides: dict | None = None, reward:
                         f"{provenance.get('rater') or 'every rater'}'s judgements); start a new run")
     provenance["log_with"] = log_with = log_with or tracking.check_trackers(provenance.get("log_with", []))
     size, family = image_size_of(model), family_of(model)
+    check_trainable(family, model)
     if ref is not None:
         check_reward(ref, size, model, family)
     elif reward is not None:
