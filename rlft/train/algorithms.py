@@ -1,4 +1,5 @@
-"""The three algorithms behind one interface: `Algorithm(trainer).epoch(n) -> metrics`.
+"""The algorithms behind one interface: `Algorithm(trainer).epoch(n) -> metrics`: ddpo, rwr and dpo for the UNet
+families (SD 1.x, SDXL), grpo (Flow-GRPO) for the flow-matching ones (SD3, FLUX).
 
 Each epoch draws its own data (samples for ddpo/rwr, judgement pairs for dpo) with randomness seeded by
 the trainer from (seed, epoch), then takes gradient steps on the trainer's LoRA parameters.
@@ -409,6 +410,54 @@ def group_batches(groups, batch_size: int, generator: torch.Generator | None = N
     return [torch.tensor(b) for b in batches]
 
 
+class GRPO(Algorithm):
+    """Flow-GRPO (Liu et al. 2025) on SD3 and FLUX: each drawn prompt is sampled `sample.images_per_prompt` times
+    with the flow's SDE (`rlft.train.flow`; `grpo.window_*` picks the SDE steps, the others are ODE steps), rewards
+    are normalised within each prompt's group, and every recorded step takes a PPO-clipped importance-ratio loss,
+    plus `kl_weight` times the KL between the policy's and the base model's Gaussian step (the same std:
+    ||mean - mean_base||^2 / (2 std^2) per dimension)."""
+
+    name = "grpo"
+
+    def epoch(self, epoch: int) -> dict:
+        from rlft.train.flow import FlowTrajectory
+        from rlft.train.flow import recompute_log_prob as flow_log_prob
+
+        t, cfg = self.t, self.cfg
+        gc, guidance = cfg.grpo, cfg.sample.guidance
+        trajs, prompts, rewards, held = self.collect(epoch)
+        adv, metrics = self.advantages(prompts, rewards, held, group=True)
+        traj = FlowTrajectory.cat(trajs)
+        adv = torch.as_tensor(adv, dtype=torch.float32, device=t.device)
+        n_steps = traj.latents.shape[1]
+        gen = torch.Generator().manual_seed(epoch)
+        stats = {"loss": [], "approx_kl": [], "clipfrac": [], "kl": [], "grad_norm": []}
+        accum = cfg.optim.gradient_accumulation_steps
+        for idx in self.minibatches(len(adv), gen, stats):
+            sub = traj.index(idx)
+            ref_sub = sub
+            if cfg.kl_weight > 0:
+                ref_sub = dataclasses.replace(sub, cond=t.base_embed(sub.prompts, guidance, sub.cond))
+            for k in range(n_steps):
+                if cfg.lora.train_text_encoder:  # a fresh text-encoder graph for each step's backward
+                    sub.cond = t.embed(sub.prompts, guidance)
+                with t.autocast():
+                    out = flow_log_prob(t.pipe, t.unet, sub, k, guidance)
+                loss, info = losses.ppo_loss(out.log_prob.float(), sub.log_probs[:, k].float(), adv[idx],
+                                             gc.clip_range, gc.adv_clip_max)
+                if cfg.kl_weight > 0:
+                    with t.base_model() as base, t.autocast():
+                        ref = flow_log_prob(t.pipe, base, ref_sub, k, guidance)
+                    kl = (((out.mean.float() - ref.mean.float()) ** 2) / (2 * out.std.float() ** 2)).mean()
+                    loss = loss + cfg.kl_weight * kl
+                    stats["kl"].append(kl.item())
+                t.accelerator.backward(loss / (n_steps * accum))
+                stats["loss"].append(loss.item())
+                stats["approx_kl"].append(info["approx_kl"].item())
+                stats["clipfrac"].append(info["clipfrac"].item())
+        return {**metrics, "trained_steps": n_steps, **{k: (float(np.mean(v)) if v else None) for k, v in stats.items()}}
+
+
 @torch.no_grad()
 def encode_images(trainer, images) -> torch.Tensor:
     """PIL images -> VAE latents (mean of the posterior, scaled) at the model's resolution, on CPU."""
@@ -423,4 +472,4 @@ def encode_images(trainer, images) -> torch.Tensor:
     return torch.cat(out)
 
 
-ALGORITHMS = {"ddpo": DDPO, "rwr": RWR, "dpo": DPO}
+ALGORITHMS = {"ddpo": DDPO, "rwr": RWR, "dpo": DPO, "grpo": GRPO}

@@ -14,7 +14,7 @@ from typing import Any
 
 from prefs.errors import UserError
 
-ALGORITHMS = ("ddpo", "rwr", "dpo")
+ALGORITHMS = ("ddpo", "rwr", "dpo", "grpo")  # grpo: Flow-GRPO, for SD3 and FLUX models
 # Per-algorithm toy defaults laid over TrainConfig()'s; see TrainConfig.toy for the measurements behind them.
 TOY_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     # one optimizer step per epoch (32 samples in 4 micro-batches of 8): every update is on-policy
@@ -135,6 +135,32 @@ class DDPOConfig:
                 raise UserError(f"ddpo.{name} must be true or false, got {getattr(self, name)!r}")
 
 
+@dataclass
+class GRPOConfig:
+    """Flow-GRPO (Liu et al. 2025) for flow-matching models (SD3, FLUX): the flow's SDE as the policy
+    (`rlft.train.flow`), rewards normalised within each prompt's group of `sample.images_per_prompt` samples,
+    PPO-clipped ratios per SDE step and `kl_weight` times the KL to the base model's step."""
+
+    noise_level: float = 0.7  # the SDE's a in sigma_t = a sqrt(t / (1 - t)) (Flow-GRPO's)
+    window_start: int = 0  # the first sampling step that is an SDE step, recorded and trained
+    window_size: int = 0  # how many steps from window_start are (Flow-GRPO-Fast, MixGRPO); 0: every step to the last
+    clip_range: float = 1e-4  # PPO ratio clip (Flow-GRPO's; log-probs are per-dimension means)
+    adv_clip_max: float = 5.0  # advantages are clipped to [-5, 5]
+
+    def __post_init__(self):
+        _finite("grpo.", "noise_level", self.noise_level, 0.0, low_open=True)
+        _finite("grpo.", "clip_range", self.clip_range, 0.0, low_open=True)
+        _finite("grpo.", "adv_clip_max", self.adv_clip_max, 0.0, low_open=True)
+        for name in ("window_start", "window_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(f"grpo.{name} must be a whole number >= 0, got {value!r}")
+
+    def window(self, steps: int) -> tuple[int, int]:
+        """(start, stop) of the trained steps among `steps` sampling steps."""
+        return self.window_start, steps if self.window_size == 0 else self.window_start + self.window_size
+
+
 RWR_WEIGHTINGS = ("advantage", "nft", "exp", "topk")
 
 
@@ -208,7 +234,7 @@ class DPOConfig:
 class TrainConfig:
     """Everything a training run needs besides the model, reward and prompts (which are named, not configured)."""
 
-    algo: str = "ddpo"  # ddpo | rwr | dpo
+    algo: str = "ddpo"  # ddpo | rwr | dpo (SD 1.x, SDXL) | grpo (SD3, FLUX)
     epochs: int = 60  # sample-then-train rounds; toy, 1 thread: ~7 s (dpo), ~12 s (rwr), ~15 s (ddpo) each, inside 20 min
     seed: int = 0  # every epoch's randomness derives from (seed, epoch): resume is exact
     kl_weight: float = 0.0  # regulariser weight: ||eps_lora - eps_base||^2 at the training inputs (guided for rwr), KL per DDIM step for ddpo
@@ -220,6 +246,7 @@ class TrainConfig:
     ddpo: DDPOConfig = field(default_factory=DDPOConfig)
     rwr: RWRConfig = field(default_factory=RWRConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
 
     def __post_init__(self):
         if self.algo not in ALGORITHMS:
@@ -291,7 +318,8 @@ class TrainConfig:
         return json_ready(dataclasses.asdict(self))
 
 
-_SECTIONS = {"sample": SampleConfig, "lora": LoRAConfig, "optim": OptimConfig, "ddpo": DDPOConfig, "rwr": RWRConfig, "dpo": DPOConfig}
+_SECTIONS = {"sample": SampleConfig, "lora": LoRAConfig, "optim": OptimConfig, "ddpo": DDPOConfig, "rwr": RWRConfig,
+             "dpo": DPOConfig, "grpo": GRPOConfig}
 
 
 def json_ready(obj):

@@ -2,7 +2,9 @@
 
 `Trainer(pipe, config, prompts=..., reward_fn=...)` adds LoRA, prepares the model with accelerate and runs
 `config.epochs` epochs of its algorithm (`rlft.train.algorithms`). The algorithms reach the model only through
-its family's adapter (`trainer.adapter`, `rlft.models.adapters`), so each is written once for SD 1.x and SDXL. Reward functions share ddpo-pytorch's
+its family's adapter (`trainer.adapter`, `rlft.models.adapters`), so each is written once for SD 1.x and SDXL; the
+flow-matching families (SD3, FLUX) train with `grpo` (Flow-GRPO's SDE policy, `rlft.train.flow`), the UNet families
+with the others. `trainer.unet` is the prepared denoiser: the UNet, or the flow models' transformer. Reward functions share ddpo-pytorch's
 signature `fn(images [N,3,H,W] in [0,1], prompts, metadata) -> (scores [N], info)`, so tests pass a stub.
 Every epoch's randomness derives from (seed, epoch, process), so resuming from a checkpoint at an epoch
 boundary replays exactly what an uninterrupted run would have done.
@@ -48,7 +50,8 @@ class Trainer:
 
     Args:
         pipe: a diffusers `StableDiffusionPipeline` or `StableDiffusionXLPipeline`, frozen by the trainer; it samples
-            with DDIM (another scheduler is swapped for DDIM on the same noise schedule).
+            with DDIM (another scheduler is swapped for DDIM on the same noise schedule). With `grpo`: a
+            `StableDiffusion3Pipeline` or `FluxPipeline`, sampled with the flow's SDE on its own schedule.
         config: a `TrainConfig`.
         prompts: training prompts (ddpo, rwr); also the source of the fixed sample grid's prompts.
         reward_fn: the training reward (ddpo, rwr); optional for dpo (then only reported).
@@ -78,7 +81,7 @@ class Trainer:
 
         self.config = config
         self.prompts = [p for p in prompts]
-        if config.algo in ("ddpo", "rwr"):
+        if config.algo in ("ddpo", "rwr", "grpo"):
             if not self.prompts:
                 raise UserError("the prompt set is empty; give --prompts FILE (one prompt a line) or a named set")
             if reward_fn is None:
@@ -105,10 +108,15 @@ class Trainer:
         )
         self.pipe = pipe
         self.adapter = adapter_for(pipe)  # the model family's encode / predict / decode
+        self.flow = self.adapter.info.flow
+        if self.flow != (config.algo == "grpo"):
+            title = self.adapter.info.title
+            raise UserError(f"{title} models train with grpo (Flow-GRPO)" if self.flow else
+                            f"grpo trains SD3 and FLUX models; {title} models train with ddpo, rwr or dpo")
         pipe.set_progress_bar_config(disable=True)
         from diffusers import DDIMScheduler
 
-        if not isinstance(pipe.scheduler, DDIMScheduler):  # SDXL ships Euler; the policy's steps are DDIM's
+        if not self.flow and not isinstance(pipe.scheduler, DDIMScheduler):  # SDXL ships Euler; the policy's steps are DDIM's
             from rlft.models.schedulers import set_scheduler
 
             set_scheduler(pipe, "ddim")
@@ -118,11 +126,12 @@ class Trainer:
         self.params = lora_io.add_lora(pipe, config.lora)
         for p in self.params:  # trainable weights in fp32 even when the frozen base runs in half precision
             p.data = p.data.float()
+        denoiser = self.adapter.denoiser
         if config.optim.gradient_checkpointing:
-            pipe.unet.enable_gradient_checkpointing()
+            denoiser.enable_gradient_checkpointing()
         self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.learning_rate,
                                            weight_decay=config.optim.weight_decay)
-        self.unet, self.optimizer = self.accelerator.prepare(pipe.unet, self.optimizer)
+        self.unet, self.optimizer = self.accelerator.prepare(denoiser, self.optimizer)
         self.tracker = PerPromptStatTracker(config.ddpo.stat_buffer_size, config.ddpo.stat_min_count)
         self.algorithm = ALGORITHMS[config.algo](self)
         self.epoch = 0  # epochs completed
@@ -200,21 +209,28 @@ class Trainer:
         self.unet.eval()
         for start in range(0, len(prompts), cfg.batch_size):
             gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[start : start + cfg.batch_size]]
-            latents = torch.stack([torch.randn(self._latent_shape(), generator=g) for g in gens]).to(self.device, self.pipe.unet.dtype)
+            latents = self.adapter.noise(gens, self.image_size, self.device)
+            if self.flow:
+                from rlft.train.flow import sample_with_logprob as flow_sample
+
+                gc = self.config.grpo
+                with self.autocast():
+                    trajs.append(flow_sample(self.pipe, prompts[start : start + cfg.batch_size], steps=cfg.steps,
+                                             guidance=cfg.guidance, noise_level=gc.noise_level,
+                                             window=gc.window(cfg.steps), generator=gens, latents=latents,
+                                             transformer=unet, size=self.image_size))
+                continue
             with self.autocast():
                 trajs.append(sample_with_logprob(self.pipe, prompts[start : start + cfg.batch_size], steps=cfg.steps,
                                                  guidance=cfg.guidance, eta=cfg.eta, generator=gens, latents=latents,
                                                  unet=unet, size=self.image_size))
         return trajs
 
-    def _latent_shape(self):
-        h, w = self.image_size
-        factor = self.pipe.vae_scale_factor
-        return (self.pipe.unet.config.in_channels, h // factor, w // factor)
-
     @torch.no_grad()
     def decode(self, latents):
         with self.autocast():
+            if self.flow:  # FLUX's packed latents need the image size
+                return self.adapter.decode(latents.to(self.pipe.vae.dtype), self.image_size).float()
             return self.adapter.decode(latents.to(self.pipe.vae.dtype)).float()
 
     def optimizer_step(self) -> float:
@@ -367,13 +383,15 @@ class Trainer:
         self.export()
 
     def export(self) -> None:
-        """The LoRA as `lora/` (diffusers) and `lora_kohya.safetensors` (kohya / A1111), in the model family's layout."""
+        """The LoRA as `lora/` (diffusers) and `lora_kohya.safetensors` (kohya / A1111), in the model family's layout
+        (SD3: diffusers only)."""
         state = self.lora_state()
         family = self.adapter.family
         lora_io.save_diffusers(state, self.config.lora, self.run_dir / "lora", family=family)
         meta = {"rlft_run": self.run_dir.name, "rlft_epoch": str(self.epoch),
                 "ss_sd_model_name": str(self.provenance.get("model", ""))}
-        lora_io.save_kohya(state, self.config.lora, self.run_dir / "lora_kohya.safetensors", meta, family=family)
+        if family != "sd3":
+            lora_io.save_kohya(state, self.config.lora, self.run_dir / "lora_kohya.safetensors", meta, family=family)
 
     def load_checkpoint(self) -> None:
         path = self.run_dir / CHECKPOINT if self.run_dir is not None else None
