@@ -114,10 +114,15 @@ def test_flow_sampler_on_a_unet_model_is_refused(tmp_path):
     assert set_scheduler(pipe, "flow_euler").scheduler.config.shift == 3.0  # the model's schedule is kept
 
 
-def test_train_refuses_flow_models_in_one_line(models, tmp_path):
+def test_train_takes_grpo_for_flow_models_and_refuses_the_others_in_one_line(models, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n")
-    result = CliRunner().invoke(main, ["train", "--model", str(models / "tiny-flux"), "--prompts", str(prompts)])
+    result = CliRunner().invoke(main, ["train", "--model", str(models / "tiny-flux"), "--prompts", str(prompts),
+                                       "--algo", "ddpo"])
     assert result.exit_code == 2, result.output
-    assert "rlft train runs on SD 1.x and SDXL models" in result.output and "FLUX" in result.output
+    assert "is FLUX, which trains with --algo grpo (Flow-GRPO), not ddpo" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    from rlft.train.configure import build_config
+
+    assert build_config(str(models / "tiny-sd3")).algo == "grpo"  # the default for a flow model
+    assert build_config("toy").algo == "ddpo"

@@ -119,3 +119,4 @@ def test_algorithms_fit_their_models():
         Trainer(tiny_pipeline(0), tiny_config("grpo"), prompts=PROMPTS, reward_fn=redness)
     with pytest.raises(UserError, match="needs a reward function"):
         Trainer(tiny_flux_pipeline(0), tiny_config("grpo"), prompts=PROMPTS)
+

@@ -153,7 +153,7 @@ def test_config_errors_name_the_exact_key():
                          ({"lora": {"target_modules": []}}, "lora.target_modules must name at least one module"),
                          ({"rwr.mix_top_rated": -1}, "rwr.mix_top_rated must be a whole number >= 0"),
                          ({"dpo.beta": 0}, "dpo.beta must be a number > 0.0"),
-                         ({"algo": "ppo"}, "algo must be one of: ddpo, rwr, dpo, got 'ppo'"),
+                         ({"algo": "ppo"}, "algo must be one of: ddpo, rwr, dpo, grpo, got 'ppo'"),
                          ({"nope.x": 1}, "unknown config field nope.x; valid: algo,"),
                          ({"ddpo": {"bogus": 1}}, "unknown config field ddpo.bogus; DDPOConfig has:")]:
         with pytest.raises(UserError) as e:

@@ -27,7 +27,7 @@ FLAG_FIELDS = {
               help="A reward not trained on (any --reward form) that scores each epoch's sample grid: judge/NAME in "
                    "metrics.jsonl, the trackers and samples/grid.json; repeatable.")
 @click.option("--model", "-m", "model", default=None, help="Model spec (default: toy).")
-@click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo"]), default=None, help="Algorithm [default: ddpo].")
+@click.option("--algo", type=click.Choice(["ddpo", "rwr", "dpo", "grpo"]), default=None, help="Algorithm: ddpo, rwr, dpo (SD 1.x, SDXL), grpo (SD3, FLUX) [default: ddpo; SD3, FLUX: grpo].")
 @click.option("--prompts", "prompts_source", default=None, help="Training prompts: a text file or a named set (ddpo, rwr).")
 @click.option("--epochs", type=int, default=None, help="Sample-then-train rounds.")
 @click.option("--samples-per-epoch", type=int, default=None, help="Images sampled per epoch.")

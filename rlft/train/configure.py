@@ -43,19 +43,32 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
 def build_config(model: str, file_values: dict | None = None, flags: dict | None = None) -> TrainConfig:
     """A new run's config: the defaults of the model's world (`TrainConfig.sdxl()` for an SDXL model,
-    `TrainConfig.toy(algo=...)` for a toy-world model, `TrainConfig.sd()` otherwise), then `file_values` (a config
-    file's), then `flags` (dotted keys) on top. UserError naming the exact key for an unknown field or a bad value."""
+    `TrainConfig.flow()` for an SD3 or FLUX model, whose algorithm is grpo, `TrainConfig.toy(algo=...)` for a model of
+    the toy world's size, `TrainConfig.sd()` otherwise), then `file_values` (a config file's), then `flags` (dotted
+    keys) on top. UserError naming the exact key for an unknown field or a bad value."""
     file_values, flags = file_values or {}, flags or {}
-    algo = flags.get("algo") or file_values.get("algo") or TrainConfig.algo
+    default = "grpo" if is_flow(family_of(model)) else TrainConfig.algo
+    algo = flags.get("algo") or file_values.get("algo") or default
     return from_dict(flags, base=from_dict(file_values, base=preset(model, algo)))
 
 
 def preset(model: str, algo: str = TrainConfig.algo) -> TrainConfig:
     """The defaults of the model's world: `TrainConfig.sdxl()` for an SDXL model (of any size), `TrainConfig.toy`
     for an SD 1.x model of the toy world's size, `TrainConfig.sd()` for the others."""
-    if family_of(model) == "sdxl":
+    family = family_of(model)
+    if family == "sdxl":
         return TrainConfig.sdxl()
-    return TrainConfig.toy(algo=algo) if image_size_of(model) == TOY_IMAGE_SIZE else TrainConfig.sd()
+    toy_size = image_size_of(model) == TOY_IMAGE_SIZE
+    if is_flow(family):  # the tiny test models are the toy world's size: its small runs, with grpo
+        return TrainConfig.toy(algo=algo) if toy_size else TrainConfig.flow(algo=algo)
+    return TrainConfig.toy(algo=algo) if toy_size else TrainConfig.sd()
+
+
+def is_flow(family: str | None) -> bool:
+    """Whether `family` (a name, or None when unknown) is a flow-matching one (SD3, FLUX)."""
+    from rlft.models.families import FAMILIES
+
+    return family is not None and FAMILIES[family].flow
 
 
 def config_for_resume(saved: dict, flags: dict | None = None) -> TrainConfig:
@@ -88,11 +101,14 @@ def family_of(model: str) -> str | None:
     return family.name if family is not None else None
 
 
-def check_trainable(family: str | None, model: str) -> None:
-    """UserError for a model of a family `rlft train` does not train: SD3 and FLUX generate, take LoRAs and sample
-    with log-probs (`rlft.train.flow`), but no training algorithm runs on them yet."""
+def check_trainable(family: str | None, model: str, algo: str) -> None:
+    """UserError unless `algo` trains models of `family` (None: not known before loading): grpo the flow-matching
+    ones (SD3, FLUX), the others the UNet ones (SD 1.x, SDXL)."""
     from rlft.models.families import FAMILIES
 
-    if family is not None and FAMILIES[family].flow:
-        raise UserError(f"rlft train runs on SD 1.x and SDXL models; {model} is {FAMILIES[family].title}, which it "
-                        "does not train yet")
+    if family is None or is_flow(family) == (algo == "grpo"):
+        return
+    title = FAMILIES[family].title
+    if is_flow(family):
+        raise UserError(f"{model} is {title}, which trains with --algo grpo (Flow-GRPO), not {algo}")
+    raise UserError(f"--algo grpo trains SD3 and FLUX models; {model} is {title}: use ddpo, rwr or dpo")

@@ -21,7 +21,10 @@ TOY_IMAGE_SIZE = 64  # the toy world's pixels; its CLIP knows nothing else, and 
 
 
 def model_image_size(pipe) -> int:
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+    """The side of the model's own (square) images: its family adapter's."""
+    from rlft.models.adapters import adapter_for
+
+    return adapter_for(pipe).image_size[0]
 
 
 def is_toy_clip(clip_spec: str) -> bool:

@@ -84,7 +84,7 @@ def start_run(config: TrainConfig, *, model: str = "toy", prompts_source: str | 
     if config.algo != "dpo" and not prompts:
         raise UserError("no prompts given; pass --prompts FILE (one prompt a line) or a named set")
     size, family = image_size_of(model), family_of(model)
-    check_trainable(family, model)
+    check_trainable(family, model, config.algo)
     ref = None
     if config.algo == "dpo":
         if reward is not None:
@@ -141,7 +141,7 @@ def resume_run(run: str | os.PathLike, *, overrides: dict | None = None, reward:
                         f"{provenance.get('rater') or 'every rater'}'s judgements); start a new run")
     provenance["log_with"] = log_with = log_with or tracking.check_trackers(provenance.get("log_with", []))
     size, family = image_size_of(model), family_of(model)
-    check_trainable(family, model)
+    check_trainable(family, model, config.algo)
     if ref is not None:
         check_reward(ref, size, model, family)
     elif reward is not None:
@@ -272,7 +272,9 @@ def _load(plan: _Plan, device: str | None):
 
     quiet_libraries()
     cpu = device in (None, "cpu") and not torch.cuda.is_available()
-    pipe = load_pipeline(plan.model, device=device, dtype="fp32" if cpu else None, scheduler="ddim")
+    # the UNet families sample with DDIM; the flow ones (grpo) with their own schedule
+    scheduler = None if plan.config.algo == "grpo" else "ddim"
+    pipe = load_pipeline(plan.model, device=device, dtype="fp32" if cpu else None, scheduler=scheduler)
     family = family_of_pipeline(pipe).name
     if model_image_size(pipe) != plan.image_size or family != plan.family:  # a hub model its files did not tell
         for r in ([plan.reward] if plan.reward is not None else []) + plan.judges:
