@@ -120,3 +120,13 @@ def test_algorithms_fit_their_models():
     with pytest.raises(UserError, match="needs a reward function"):
         Trainer(tiny_flux_pipeline(0), tiny_config("grpo"), prompts=PROMPTS)
 
+
+
+def test_flow_preset_is_flow_grpos():
+    from rlft.train.config import TrainConfig
+
+    c = TrainConfig.flow()
+    assert (c.algo, c.sample.steps, c.sample.guidance, c.sample.images_per_prompt, c.kl_weight) == ("grpo", 10, 4.5, 8, 0.04)
+    assert (c.grpo.noise_level, c.grpo.clip_range, c.optim.learning_rate, c.optim.mixed_precision) == (0.7, 1e-4, 3e-4, "bf16")
+    assert c.optim.train_batch_size * c.optim.gradient_accumulation_steps == 16
+    assert TrainConfig.flow(sample={"guidance": 3.5}).sample.guidance == 3.5
