@@ -130,3 +130,38 @@ def test_flow_preset_is_flow_grpos():
     assert (c.grpo.noise_level, c.grpo.clip_range, c.optim.learning_rate, c.optim.mixed_precision) == (0.7, 1e-4, 3e-4, "bf16")
     assert c.optim.train_batch_size * c.optim.gradient_accumulation_steps == 16
     assert TrainConfig.flow(sample={"guidance": 3.5}).sample.guidance == 3.5
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_an_update_raises_the_log_probs_of_the_better_samples(family):
+    # Flow-GRPO's step is a policy-gradient step on sum_i A_i log p(trajectory_i): after one small optimizer step the
+    # recorded SDE steps of above-average samples (in their prompt's group) become likelier and the others less
+    # likely, so sum_i A_i (log p_new - log p_old) > 0; the negated reward moves them the other way
+    from rlft.train.flow import recompute_log_prob
+    from rlft.train.stats import group_advantages
+
+    def surrogate_change(sign):
+        tr = make(family, epochs=1, sample={"samples_per_epoch": 8, "batch_size": 8, "images_per_prompt": 4},
+                  optim={"learning_rate": 1e-3, "train_batch_size": 8}, lora={"init_std": 0.01})
+        taken = []
+        sample = tr.sample
+
+        def recording(prompts, seeds, unet=None):
+            trajs = sample(prompts, seeds, unet)
+            taken.extend(trajs)
+            return trajs
+
+        tr.sample = recording
+        reward = lambda images, prompts, metadata: (sign * redness(images, prompts, metadata)[0], {})  # noqa: E731
+        tr.reward_fn = reward
+        tr.train()
+        [traj] = taken
+        rewards = reward(torch.cat([tr.decode(traj.final)]), traj.prompts, {})[0]
+        adv = torch.as_tensor(group_advantages(traj.prompts, rewards.numpy()), dtype=torch.float32)
+        with torch.no_grad():
+            new = torch.stack([recompute_log_prob(tr.pipe, tr.unet, traj, k, tr.config.sample.guidance).log_prob
+                               for k in range(traj.log_probs.shape[1])], 1)
+        return float((adv[:, None] * (new - traj.log_probs)).sum())
+
+    up, down = surrogate_change(+1.0), surrogate_change(-1.0)
+    assert up > 0 and down > 0, (up, down)
