@@ -117,10 +117,9 @@ def test_diffusers_export_loads_in_plain_diffusers_to_generates_pixels(trained, 
     assert (header.family, header.denoiser) == (family, "transformer")  # the model spec says its family
 
 
+@pytest.mark.parametrize("trained", ["flux"], indirect=True)  # SD3 has no kohya layout
 def test_flux_kohya_layout_is_sd_scripts_with_the_same_weight_update(trained):
     family, root, pipe, state = trained
-    if family != "flux":
-        pytest.skip("FLUX only: SD3 has no kohya layout")
     from safetensors import safe_open
 
     with safe_open(str(root / "lora_kohya.safetensors"), "pt") as f:
