@@ -47,7 +47,8 @@ FAMILIES: dict[str, Family] = {
     "sdxl": Family("sdxl", "SDXL", "StableDiffusionXLPipeline", "sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", 64,
                    1024),
     # SD3 and FLUX sides: multiples of the VAE's 8 times the transformer's 2x2 patches (FLUX packs 2x2 latents).
-    # Model specs as kohya's sd-scripts writes them; `flux1` is the kohya version Forge and A1111's tools write.
+    # Model-spec architectures as kohya's sd-scripts writes them; `flux1` is the `ss_base_model_version` webui LoRA
+    # tools write for FLUX.1 (SD3 has none that A1111-style loaders read).
     "sd3": Family("sd3", "SD3", "StableDiffusion3Pipeline", None, "stable-diffusion-3/lora", 16, 1024, flow=True),
     "flux": Family("flux", "FLUX", "FluxPipeline", "flux1", "flux-1-dev/lora", 16, 1024, flow=True),
 }
