@@ -32,7 +32,7 @@ def generators():
 def test_adapter_for_each_family(sd1, sdxl):
     assert type(adapter_for(sd1)) is SD1Adapter and adapter_for(sd1).family == "sd1"
     assert type(adapter_for(sdxl)) is SDXLAdapter and adapter_for(sdxl).info.title == "SDXL"
-    assert set(ADAPTERS) == {"sd1", "sdxl"}
+    assert set(ADAPTERS) == {"sd1", "sdxl", "sd3", "flux"}
     assert adapter_for(sd1).image_size == adapter_for(sdxl).image_size == (64, 64)  # sample_size * VAE factor
     assert set(adapter_for(sdxl).text_encoders) == {"text_encoder", "text_encoder_2"}
     assert set(adapter_for(sd1).text_encoders) == {"text_encoder"}

@@ -138,7 +138,8 @@ def test_nft_reads_the_sampling_weights_after_a_step_and_restores_the_current_on
                  prompts=PROMPTS, reward_fn=redness, heldout_fn=None)
     algo = tr.algorithm
     algo.old = [p.detach().clone() for p in tr.params]
-    x = torch.randn(2, *tr._latent_shape(), generator=torch.Generator().manual_seed(0))
+    h, w = (side // tr.pipe.vae_scale_factor for side in tr.image_size)
+    x = torch.randn(2, tr.pipe.unet.config.in_channels, h, w, generator=torch.Generator().manual_seed(0))
     steps = torch.tensor([500, 500])
     embeds, negative = tr.embed(PROMPTS, 3.0)
     with torch.no_grad():
