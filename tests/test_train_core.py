@@ -90,17 +90,17 @@ def test_stat_tracker_per_prompt_and_fallback():
 def test_toy_defaults_per_algorithm_and_give_way_to_given_ones():
     from rlft.train.configure import build_config
 
-    assert [TrainConfig.toy(algo=a).kl_weight for a in ("ddpo", "rwr", "dpo")] == [0.05, 0.1, 0.0]
+    assert [TrainConfig.toy(algo=a).kl_weight for a in ("ddpo", "rwr", "dpo")] == [0.05, 1.0, 0.0]
     assert TrainConfig.toy(kl_weight=0.0).kl_weight == 0.0 and TrainConfig.toy(algo="rwr", kl_weight=0.2).kl_weight == 0.2
     ddpo, rwr = TrainConfig.toy().optim, TrainConfig.toy(algo="rwr").optim
-    assert (ddpo.learning_rate, ddpo.gradient_accumulation_steps) == (3e-3, 4) and (rwr.learning_rate, rwr.gradient_accumulation_steps) == (3e-3, 1)
+    assert (ddpo.learning_rate, ddpo.gradient_accumulation_steps) == (3e-3, 4) and (rwr.learning_rate, rwr.gradient_accumulation_steps) == (1e-3, 1)
     assert (ddpo.inner_epochs, rwr.inner_epochs) == (1, 1)
     awm = TrainConfig.toy(algo="rwr").rwr  # advantage-weighted matching: group advantages at a shared noise draw
     assert (awm.weighting, awm.group_advantages, awm.shared_noise) == ("advantage", True, True)
     given = TrainConfig.toy(optim={"learning_rate": 1e-4}).optim  # a given value wins, the rest of the section stays
     assert (given.learning_rate, given.gradient_accumulation_steps) == (1e-4, 4)
-    assert build_config("toy", {}, {"algo": "rwr"}).kl_weight == 0.1
-    assert build_config("toy", {"algo": "rwr"}, {}).kl_weight == 0.1
+    assert build_config("toy", {}, {"algo": "rwr"}).kl_weight == 1.0
+    assert build_config("toy", {"algo": "rwr"}, {}).kl_weight == 1.0
     assert build_config("toy", {"algo": "rwr", "kl_weight": 0.0}, {}).kl_weight == 0.0
     assert build_config("toy", {"algo": "rwr"}, {"kl_weight": 0.5}).kl_weight == 0.5
     assert build_config("toy", {}, {}).kl_weight == 0.05 and build_config("toy", {}, {"algo": "dpo"}).kl_weight == 0.0

@@ -21,8 +21,8 @@ TOY_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     # and it trains the first (noisiest) half of each trajectory's steps, where colour, size and place are decided
     "ddpo": {"kl_weight": 0.05, "optim": {"learning_rate": 3e-3, "gradient_accumulation_steps": 4},
              "ddpo": {"timestep_choice": "first"}},
-    # advantage-weighted matching at dpo's step size moved the model too little to see (rwr-awm)
-    "rwr": {"kl_weight": 0.1, "optim": {"learning_rate": 3e-3}},
+    # kl-weight 1.0: faster or less regularised advantage-weighted matching chased the reward and lost adherence (rwr-awm)
+    "rwr": {"kl_weight": 1.0},
 }
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -88,7 +88,7 @@ class LoRAConfig:
 class OptimConfig:
     """AdamW on the LoRA parameters, through accelerate."""
 
-    learning_rate: float = 1e-3  # toy dpo; toy ddpo and rwr take 3e-3 (TOY_ALGO_DEFAULTS); ddpo-pytorch uses 3e-4 on SD (the sd() value)
+    learning_rate: float = 1e-3  # toy rwr/dpo; toy ddpo takes 3e-3 (TOY_ALGO_DEFAULTS); ddpo-pytorch uses 3e-4 on SD (the sd() value)
     weight_decay: float = 1e-4  # ddpo-pytorch's AdamW weight decay
     max_grad_norm: float = 1.0  # clip gradients; the PPO objective's gradients are spiky
     train_batch_size: int = 8  # samples per gradient micro-batch
@@ -274,8 +274,9 @@ class TrainConfig:
           the conditional one distils the guidance and drifts each epoch (rwr-guided-loss).
         - `rwr` centres its weights (`rwr.baseline`), so samples as good as their peers give no gradient and the
           model does not drift toward its own output where the reward is silent (rwr-centred-weights).
-        - `rwr` takes lr 3e-3 at kl-weight 0.1: at lr 1e-3 and kl-weight 1.0 (the exp-weighted rwr's defaults) the
-          advantage-weighted loss left the sample grid's reward where it started (rwr-awm).
+        - `rwr` keeps lr 1e-3 at kl-weight 1.0: lower weights lost adherence or collapsed (rwr-warm-fixed-rater); with
+          advantage-weighted matching, lr 3e-3 at kl-weight 0.1 chased the reward, lost up to 45 points of adherence
+          and steered `centered` the wrong way (rwr-awm).
         - `rwr` is advantage-weighted matching (`rwr.weighting = advantage`): rewards normalised within each
           prompt's group of `sample.images_per_prompt` samples, which share a noise draw and timestep
           (`rwr.shared_noise`), so the weights compare the samples, not their noise (rwr-awm).
