@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -456,20 +457,27 @@ def test_ctrl_c_stops_the_server_promptly_with_a_page_open(browser, store):
     env = {**os.environ, "RLFT_HOME": str(store.pool_dir.parent)}
     proc = subprocess.Popen([sys.executable, "-m", "rlft", "ui", "--no-generate", "--port", "0"], env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    rest: list[str] = []  # the server's later stderr, drained as it comes: a full pipe would block its exit
     try:
         line = proc.stderr.readline()
         assert "rating at" in line, line
+        drain = threading.Thread(target=lambda: rest.extend(proc.stderr), daemon=True)
+        drain.start()
         tab = Page(browser, line.split("rating at ")[1].split()[0]).open("zoe")
         t0 = time.perf_counter()
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("Ctrl-C did not stop the server in 30 s; it printed:\n" + "".join(rest)[-4000:]) from None
         took = time.perf_counter() - t0
         tab.close()
+        drain.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert took < 2.5, f"Ctrl-C took {took:.1f} s"
-    assert "stopped" in proc.stderr.read()
+    assert took < 2.5, f"Ctrl-C took {took:.1f} s; the server printed:\n" + "".join(rest)[-4000:]
+    assert "stopped" in "".join(rest)
 
 
 def _svg_texts(page, elem_id: str) -> list[str]:
