@@ -455,8 +455,11 @@ def test_ctrl_c_stops_the_server_promptly_with_a_page_open(browser, store):
     import sys
 
     env = {**os.environ, "RLFT_HOME": str(store.pool_dir.parent)}
+    # Ctrl-C in a terminal: SIGINT at its default, also when this test runs in a background job (where the shell
+    # starts it ignored, and a child would inherit that)
     proc = subprocess.Popen([sys.executable, "-m", "rlft", "ui", "--no-generate", "--port", "0"], env=env,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     rest: list[str] = []  # the server's later stderr, drained as it comes: a full pipe would block its exit
     try:
         line = proc.stderr.readline()
