@@ -1,8 +1,8 @@
 """The repository speaks of the product only.
 
-Code, docs, benchmark results and tools never mention in what sittings the work was done ("session 16 reran
-...", `session_12`) or which machine was lent for it ("a lent H200"). A trial's history lives in
-docs/experiments.md under a neutral id and a date. This test reads every tracked text file (`git ls-files`)
+Code, docs, benchmark results and tools never say in what sittings the work was done or on which machine it
+ran (the examples below, in BAD, are the kinds of lines caught). A trial's history lives in docs/experiments.md
+under a neutral id and a date. This test reads every tracked text file (`git ls-files`)
 and fails on such words, naming file and line.
 """
 
@@ -18,12 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SELF = Path(__file__).resolve().relative_to(ROOT).as_posix()  # it spells the words out to test the patterns
 
 FORBIDDEN = re.compile("|".join([
-    r"\bsessions? \d+",                                  # "session 16 reran", "sessions 9-21"
-    r"(?<![a-z])sessions?[_-]\d+",                       # "session_12", "the session-13 defaults"
-    r"_session\d+\b",                                    # a key such as "..._session14"
-    r"\blent (machine|gpu|h200|device|box|node)s?\b",    # "a lent machine"
-    r"\ba lent\b",                                       # "made on a lent H200"
-    r"\b(was|were|been|is|are) lent\b",                  # "no GPU was lent"
+    r"\bsessions? \d+",                                  # a numbered sitting
+    r"(?<![a-z])sessions?[_-]\d+",                       # a sitting's number in a name
+    r"_session\d+\b",                                    # a results key named after a sitting
+    r"\blent (machine|gpu|h200|device|box|node)s?\b",    # a machine named as on loan
+    r"\ba lent\b",
+    r"\b(was|were|been|is|are) lent\b",                  # a machine said to be on loan
     r"\bborrowed (machine|gpu|device|box|node)s?\b",
     r"\bh200\b",                                         # a preset or a figure named after the machine it ran on
     r"\bthis (2-core )?cpu\b",                           # the developers' machine as "this CPU"
