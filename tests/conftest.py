@@ -59,3 +59,13 @@ def pg_url():
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """The tiny SD 1.x pipeline saved as a diffusers folder, once per test module (a module may define its own)."""
+    from rlft.models.tiny import tiny_pipeline
+
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    tiny_pipeline(0).save_pretrained(path)
+    return path

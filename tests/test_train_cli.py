@@ -5,26 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
+from train_helpers import invoke
 
 from prefs.errors import UserError
-from rlft.cli import main
-from rlft.models.tiny import tiny_pipeline
 
 TINY = {"epochs": 1, "sample": {"steps": 2, "samples_per_epoch": 4, "batch_size": 4, "grid_prompts": 1, "grid_seeds": 2},
         "optim": {"train_batch_size": 4}, "dpo": {"pairs_per_epoch": 4}}
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    tiny_pipeline(0).save_pretrained(path)
-    return path
 
 
 @pytest.fixture

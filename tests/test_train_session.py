@@ -9,25 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from rlft.cli import main
-from rlft.models.tiny import tiny_pipeline
+from train_helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 1, "sample": {"steps": 2, "samples_per_epoch": 4, "batch_size": 4, "grid_prompts": 1, "grid_seeds": 2},
         "optim": {"train_batch_size": 4}}
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def model_folder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    tiny_pipeline(0).save_pretrained(path)
-    return path
 
 
 @pytest.fixture

@@ -29,3 +29,13 @@ def judgements(n: int = 3):
     red = Image.new("RGB", (64, 64), (230, 30, 30))
     blue = Image.new("RGB", (64, 64), (30, 30, 230))
     return [(red, blue, PROMPTS[i % 2]) for i in range(n)]
+
+
+def invoke(*args):
+    """`rlft ARGS` in-process (every argument as a string); exceptions propagate."""
+    from click.testing import CliRunner
+
+    from rlft.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
